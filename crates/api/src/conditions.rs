@@ -1,0 +1,77 @@
+//! Condition types and reasons of `AzureGroupBinding` status, and the rule that keeps
+//! `lastTransitionTime` when a condition's status does not change.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// The one condition type: `True` when every binding is in place and every role exists.
+pub const READY: &str = "Ready";
+
+/// Condition reasons (CamelCase, as the Kubernetes API conventions ask).
+pub mod reason {
+    /// Every binding is in place and every role and namespace exists.
+    pub const RECONCILED: &str = "Reconciled";
+    /// A requested role is outside the operator's allowlist; nothing was changed.
+    pub const ROLE_NOT_ALLOWED: &str = "RoleNotAllowed";
+    /// The spec is invalid in a way the API server's admission did not catch; nothing was changed.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A binding with the target name exists and belongs to someone else; it was left alone.
+    pub const CONFLICT: &str = "Conflict";
+    /// A bound role does not exist (yet): the binding exists but grants nothing until it does.
+    pub const ROLE_NOT_FOUND: &str = "RoleNotFound";
+    /// The namespace of a requested Role does not exist (yet); its RoleBinding waits for it.
+    pub const NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
+    /// The API server refused a write; the controller retries with backoff.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+}
+
+/// Builds a condition, keeping `lastTransitionTime` from `previous` when the status is unchanged.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    observed_generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn keeps_transition_time_when_status_unchanged() {
+        let old = condition(&[], READY, true, reason::RECONCILED, "a".into(), Some(1), &at(10));
+        let new = condition(&[old], READY, true, reason::RECONCILED, "b".into(), Some(2), &at(20));
+        assert_eq!(new.last_transition_time, at(10));
+        assert_eq!(new.message, "b");
+        assert_eq!(new.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn moves_transition_time_when_status_flips() {
+        let old = condition(&[], READY, true, reason::RECONCILED, "a".into(), Some(1), &at(10));
+        let new = condition(&[old], READY, false, reason::CONFLICT, "b".into(), Some(1), &at(20));
+        assert_eq!(new.last_transition_time, at(20));
+        assert_eq!(new.status, "False");
+    }
+}

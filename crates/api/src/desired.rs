@@ -1,0 +1,261 @@
+//! The pure desired-state function: from an `AzureGroupBinding` and the operator's settings to the
+//! exact ClusterRoleBindings and RoleBindings that should exist. No client, no I/O: the controller
+//! and `groupbinder plan` both call [`plan`], so a review of `plan`'s output is a review of what the
+//! controller will do.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use crate::names::{self, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL};
+use crate::v1alpha1::{AzureGroupBinding, NamespacedRole, RoleKind, RoleName};
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// How the operator is configured: where K10 is and what a binding may grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Helm release name of K10; its roles are named `<release>-admin`, `<release>-ns-admin`, ...
+    pub k10_release: String,
+    /// Namespace K10 is installed in.
+    pub k10_namespace: String,
+    /// Group prefix used when a spec leaves `groupPrefix` out (K10's `auth.oidcAuth.groupPrefix`).
+    pub default_group_prefix: String,
+    /// Names of the roles and cluster roles a binding may refer to. Nothing else is ever bound.
+    pub allowed_roles: BTreeSet<String>,
+}
+
+impl Settings {
+    /// Settings for a K10 release, allowing exactly K10's own roles (see [`k10_roles`]).
+    pub fn for_k10(release: &str, namespace: &str, default_group_prefix: &str) -> Self {
+        Settings {
+            k10_release: release.to_owned(),
+            k10_namespace: namespace.to_owned(),
+            default_group_prefix: default_group_prefix.to_owned(),
+            allowed_roles: k10_roles(release).into_iter().collect(),
+        }
+    }
+
+    fn admin_profile(&self) -> (Vec<RoleName>, Vec<NamespacedRole>) {
+        let cluster = vec![RoleName(format!("{}-admin", self.k10_release))];
+        let namespaced = vec![NamespacedRole {
+            name: RoleName(format!("{}-ns-admin", self.k10_release)),
+            namespace: self.k10_namespace.clone(),
+            kind: RoleKind::Role,
+        }];
+        (cluster, namespaced)
+    }
+}
+
+/// The roles K10's Helm chart installs for `release`: the default allowlist.
+pub fn k10_roles(release: &str) -> Vec<String> {
+    ["admin", "ns-admin", "basic", "config-view"]
+        .iter()
+        .map(|suffix| format!("{release}-{suffix}"))
+        .collect()
+}
+
+/// Why a spec cannot be planned. Nothing is changed in the cluster for such a spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Roles outside the allowlist were asked for.
+    #[error(
+        "{} not in the operator's allowlist ({}): remove {} from the spec, or ask the operator's administrator to add {} to --allowed-roles; nothing was changed",
+        list(.requested), list(.allowed), them(.requested), them(.requested)
+    )]
+    RoleNotAllowed {
+        /// The refused role names.
+        requested: Vec<String>,
+        /// The allowlist in force.
+        allowed: Vec<String>,
+    },
+    /// The group object ID is not a lower-case GUID (the CRD's admission rules were bypassed or
+    /// are outdated).
+    #[error(
+        "spec.groupObjectId {0:?} is not a lower-case GUID like a318b1eb-8b78-4715-98ad-ffc8670ac79d; nothing was changed"
+    )]
+    InvalidGroupObjectId(String),
+    /// The group prefix is reserved or malformed.
+    #[error(
+        "group prefix {0:?} must not start with 'system:' or contain white space; nothing was changed"
+    )]
+    InvalidGroupPrefix(String),
+    /// The object has no name.
+    #[error("the AzureGroupBinding has no metadata.name")]
+    MissingName,
+}
+
+fn list(items: &[String]) -> String {
+    items.join(", ")
+}
+
+fn them(items: &[String]) -> &'static str {
+    if items.len() == 1 { "it" } else { "them" }
+}
+
+/// Identifies one binding: its kind, namespace (for a RoleBinding) and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BindingKey {
+    /// `None` for a ClusterRoleBinding, the namespace for a RoleBinding.
+    pub namespace: Option<String>,
+    /// Name of the binding.
+    pub name: String,
+}
+
+impl BindingKey {
+    /// `ClusterRoleBinding` or `RoleBinding`.
+    pub fn kind(&self) -> &'static str {
+        if self.namespace.is_some() { "RoleBinding" } else { "ClusterRoleBinding" }
+    }
+}
+
+impl std::fmt::Display for BindingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "RoleBinding {ns}/{}", self.name),
+            None => write!(f, "ClusterRoleBinding {}", self.name),
+        }
+    }
+}
+
+/// The binding objects of a [`Plan`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// The RBAC group subject: `<groupPrefix><groupObjectId>`.
+    pub group: String,
+    /// One ClusterRoleBinding per cluster role, sorted by name.
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    /// One RoleBinding per namespaced role, sorted by namespace and name.
+    pub role_bindings: Vec<RoleBinding>,
+}
+
+impl Plan {
+    /// The keys of every binding in the plan.
+    pub fn keys(&self) -> BTreeSet<BindingKey> {
+        let crbs = self.cluster_role_bindings.iter().map(|b| key_of(&b.metadata));
+        let rbs = self.role_bindings.iter().map(|b| key_of(&b.metadata));
+        crbs.chain(rbs).collect()
+    }
+}
+
+/// The key of a binding from its metadata.
+pub fn key_of(meta: &ObjectMeta) -> BindingKey {
+    BindingKey { namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default() }
+}
+
+/// Computes the bindings `agb` asks for under `settings`.
+///
+/// The result carries a controller ownerReference to `agb` when it has a `uid` (it came from the
+/// API server); a spec read from a file plans the same bindings without one.
+pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanError> {
+    let owner = agb.metadata.name.as_deref().ok_or(PlanError::MissingName)?;
+    let spec = &agb.spec;
+    if !is_lower_guid(&spec.group_object_id) {
+        return Err(PlanError::InvalidGroupObjectId(spec.group_object_id.clone()));
+    }
+    let prefix = spec.group_prefix.as_deref().unwrap_or(&settings.default_group_prefix);
+    if prefix.starts_with("system:") || prefix.chars().any(char::is_whitespace) {
+        return Err(PlanError::InvalidGroupPrefix(prefix.to_owned()));
+    }
+    let group = format!("{prefix}{}", spec.group_object_id);
+
+    let (cluster_roles, roles) = match (&spec.cluster_roles, &spec.roles) {
+        (None, None) => settings.admin_profile(),
+        (c, r) => (c.clone().unwrap_or_default(), r.clone().unwrap_or_default()),
+    };
+    let refused: BTreeSet<String> = cluster_roles
+        .iter()
+        .chain(roles.iter().map(|r| &r.name))
+        .filter(|name| !settings.allowed_roles.contains(name.as_str()))
+        .map(|name| name.0.clone())
+        .collect();
+    if !refused.is_empty() {
+        return Err(PlanError::RoleNotAllowed {
+            requested: refused.into_iter().collect(),
+            allowed: settings.allowed_roles.iter().cloned().collect(),
+        });
+    }
+
+    let owner_ref = agb.controller_owner_ref(&());
+    let meta = |namespace: Option<&str>, role: &RoleName| ObjectMeta {
+        name: Some(names::binding_name(owner, role.as_str())),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(BTreeMap::from([
+            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+            (OWNER_LABEL.to_owned(), names::owner_label_value(owner)),
+        ])),
+        owner_references: owner_ref.clone().map(|o| vec![o]),
+        ..ObjectMeta::default()
+    };
+    let subjects = Some(vec![Subject {
+        kind: "Group".to_owned(),
+        api_group: Some(RBAC_GROUP.to_owned()),
+        name: group.clone(),
+        namespace: None,
+    }]);
+    let role_ref = |kind: RoleKind, name: &RoleName| RoleRef {
+        api_group: Some(RBAC_GROUP.to_owned()),
+        kind: kind.as_str().to_owned(),
+        name: name.0.clone(),
+    };
+
+    let unique_cluster_roles: BTreeSet<&RoleName> = cluster_roles.iter().collect();
+    let cluster_role_bindings = unique_cluster_roles
+        .into_iter()
+        .map(|role| ClusterRoleBinding {
+            metadata: meta(None, role),
+            role_ref: role_ref(RoleKind::ClusterRole, role),
+            subjects: subjects.clone(),
+        })
+        .collect();
+    let unique_roles: BTreeMap<(&str, &RoleName), RoleKind> =
+        roles.iter().map(|r| ((r.namespace.as_str(), &r.name), r.kind)).collect();
+    let role_bindings = unique_roles
+        .into_iter()
+        .map(|((namespace, role), kind)| RoleBinding {
+            metadata: meta(Some(namespace), role),
+            role_ref: role_ref(kind, role),
+            subjects: subjects.clone(),
+        })
+        .collect();
+    Ok(Plan { group, cluster_role_bindings, role_bindings })
+}
+
+/// Whether `s` is an Entra ID object ID as tokens carry it: a lower-case GUID.
+pub fn is_lower_guid(s: &str) -> bool {
+    let groups = [8, 4, 4, 4, 12];
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == groups.len()
+        && parts.iter().zip(groups).all(|(part, len)| {
+            part.len() == len && part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+/// Whether `actual` already has everything `desired` sets: the same role, subjects, our labels
+/// and our ownerReference. Fields that other managers added are ignored, as server-side apply
+/// leaves them alone too. When this holds, applying `desired` would change nothing.
+pub fn is_satisfied(
+    desired_meta: &ObjectMeta,
+    desired_role: &RoleRef,
+    desired_subjects: &Option<Vec<Subject>>,
+    actual_meta: &ObjectMeta,
+    actual_role: &RoleRef,
+    actual_subjects: &Option<Vec<Subject>>,
+) -> bool {
+    let labels_present = desired_meta.labels.iter().flatten().all(|(k, v)| {
+        actual_meta.labels.as_ref().and_then(|l| l.get(k)) == Some(v)
+    });
+    let owners_present = desired_meta.owner_references.iter().flatten().all(|o| {
+        actual_meta.owner_references.iter().flatten().any(|a| same_owner(a, o))
+    });
+    desired_role == actual_role && desired_subjects == actual_subjects && labels_present && owners_present
+}
+
+fn same_owner(a: &OwnerReference, b: &OwnerReference) -> bool {
+    a.uid == b.uid && a.controller == b.controller && a.kind == b.kind && a.api_version == b.api_version
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! Names and labels of the bindings groupbinder manages: deterministic, valid, collision-free.
+
+use sha2::{Digest, Sha256};
+
+/// Field manager of every server-side apply groupbinder makes.
+pub const FIELD_MANAGER: &str = "groupbinder";
+/// Standard label saying which tool manages an object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`] on groupbinder's bindings.
+pub const MANAGED_BY: &str = "groupbinder";
+/// Label naming the `AzureGroupBinding` a binding belongs to (see [`owner_label_value`]).
+pub const OWNER_LABEL: &str = "groupbinder.dev/azuregroupbinding";
+/// Label selector matching every binding groupbinder manages.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=groupbinder";
+
+/// Longest name of a Kubernetes object (a DNS subdomain, and the RBAC limit).
+const MAX_NAME: usize = 253;
+/// Longest label value.
+const MAX_LABEL_VALUE: usize = 63;
+/// Hex digits of the hash suffix added to shortened names.
+const HASH_LEN: usize = 10;
+
+/// Name of the binding of `role` for the `AzureGroupBinding` named `owner`: `<owner>:<role>`.
+///
+/// `AzureGroupBinding` names are DNS subdomains and never contain `:`, so the first `:` always
+/// separates the two parts and two different (owner, role) pairs never give the same name.
+/// A name longer than 253 characters is cut and ends in a hash of the whole pair.
+pub fn binding_name(owner: &str, role: &str) -> String {
+    let full = format!("{owner}:{role}");
+    shorten(&full, MAX_NAME, '-')
+}
+
+/// Value of [`OWNER_LABEL`] for the `AzureGroupBinding` named `owner`: the name itself when it
+/// fits in a label value (63 characters), otherwise a cut of it that ends in a hash of the name.
+pub fn owner_label_value(owner: &str) -> String {
+    shorten(owner, MAX_LABEL_VALUE, '-')
+}
+
+/// Returns `s` if it has at most `max` bytes, else a prefix of it, `sep`, and a hash of all of `s`.
+fn shorten(s: &str, max: usize, sep: char) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let digest = hex::encode(Sha256::digest(s.as_bytes()));
+    let mut keep = max - HASH_LEN - sep.len_utf8();
+    while !s.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    // A label value must start and end with an alphanumeric character: do not end the kept part
+    // on a separator, so that `<kept><sep><hash>` never holds two separators in a row.
+    let kept = s[..keep].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{kept}{sep}{}", &digest[..HASH_LEN])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_readable() {
+        assert_eq!(binding_name("k10-admins", "k10-admin"), "k10-admins:k10-admin");
+        assert_eq!(owner_label_value("k10-admins"), "k10-admins");
+    }
+
+    #[test]
+    fn pairs_that_concatenate_alike_still_differ() {
+        // "a-b" + "c" and "a" + "b-c" would collide with a '-' separator.
+        assert_ne!(binding_name("a-b", "c"), binding_name("a", "b-c"));
+    }
+
+    #[test]
+    fn long_names_are_cut_to_253_with_a_hash() {
+        let owner = "a".repeat(200);
+        let one = binding_name(&owner, &"r".repeat(100));
+        let two = binding_name(&owner, &"r".repeat(101));
+        assert_eq!(one.len(), 253);
+        assert_eq!(two.len(), 253);
+        assert_ne!(one, two, "the hash of the whole pair keeps cut names apart");
+        assert!(one.starts_with(&owner));
+    }
+
+    #[test]
+    fn long_owner_labels_fit_and_end_alphanumeric() {
+        let owner = format!("{}.{}", "x".repeat(51), "y".repeat(100));
+        let value = owner_label_value(&owner);
+        assert!(value.len() <= 63, "{value}");
+        assert!(value.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()));
+        assert!(!value.contains(".-"), "no separator before the hash: {value}");
+        assert_ne!(value, owner_label_value(&format!("{owner}z")));
+    }
+
+    #[test]
+    fn multibyte_role_names_are_cut_on_char_boundaries() {
+        let name = binding_name(&"o".repeat(240), &"é".repeat(20));
+        assert!(name.len() <= 253);
+    }
+}

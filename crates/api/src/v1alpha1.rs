@@ -1,0 +1,220 @@
+//! `AzureGroupBinding`, API group `groupbinder.dev`, version `v1alpha1`.
+//!
+//! The rustdoc on these types becomes the CRD's OpenAPI descriptions, and so what
+//! `kubectl explain azuregroupbinding.spec` prints: it is written for the cluster administrator.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The regular expression of an Entra ID object ID as it appears in ID tokens: a lower-case GUID.
+pub const GUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+/// Grants an Entra ID (Azure AD) group access to Kasten K10 by binding Kubernetes RBAC roles to
+/// the group name that K10 presents when it impersonates a signed-in user:
+/// `<groupPrefix><groupObjectId>`. The controller creates one ClusterRoleBinding per cluster role
+/// and one RoleBinding per namespaced role, keeps them as declared, and deletes them with this
+/// object.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "groupbinder.dev",
+    version = "v1alpha1",
+    kind = "AzureGroupBinding",
+    plural = "azuregroupbindings",
+    singular = "azuregroupbinding",
+    shortname = "agb",
+    category = "kasten",
+    status = "AzureGroupBindingStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Grants an Entra ID (Azure AD) group access to Kasten K10 through Kubernetes RBAC bindings.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every binding is in place and every role exists"
+    ),
+    printcolumn(
+        name = "Group",
+        type_ = "string",
+        json_path = ".status.group",
+        description = "The group name K10 presents: groupPrefix followed by groupObjectId"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the binding is or is not ready"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Description",
+        type_ = "string",
+        json_path = ".spec.description",
+        priority = "1"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "(!has(self.clusterRoles) && !has(self.roles)) || (has(self.clusterRoles) && size(self.clusterRoles) > 0) || (has(self.roles) && size(self.roles) > 0)"
+).message("name at least one role in clusterRoles or roles, or leave both out to get the K10 admin profile"))]
+#[serde(rename_all = "camelCase")]
+pub struct AzureGroupBindingSpec {
+    /// Object ID of the Entra ID (Azure AD) group, exactly as it appears in the `groups` claim of
+    /// the ID token: a lower-case GUID such as `a318b1eb-8b78-4715-98ad-ffc8670ac79d`. Find it in
+    /// the Azure portal under Groups, or with `az ad group show --group NAME --query id`.
+    #[x_kube(validation = Rule::new("self == self.lowerAscii()").message(Message::Expression(
+        "'must be lower case, as Entra ID writes it in tokens: RBAC group names are case-sensitive, so this value would grant nothing; use ' + self.lowerAscii()".into()
+    )))]
+    #[x_kube(validation = Rule::new(
+        "self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')"
+    ).message(
+        "must be a group object ID (a GUID like a318b1eb-8b78-4715-98ad-ffc8670ac79d) with no spaces, braces or group name"
+    ))]
+    #[schemars(length(min = 36, max = 36))]
+    pub group_object_id: String,
+
+    /// Prefix that K10 puts before every group name: the value of K10's Helm setting
+    /// `auth.oidcAuth.groupPrefix`. Leave it out to use the operator's default; set it to "" when
+    /// K10 adds no prefix. It may not start with `system:`, which is reserved for Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.startsWith('system:')").message(
+        "must not start with 'system:': that prefix is reserved for Kubernetes' own users and groups"
+    ))]
+    #[x_kube(validation = Rule::new("!self.matches('\\\\s')").message(
+        "must not contain white space: K10 compares group names exactly"
+    ))]
+    #[schemars(length(max = 128))]
+    pub group_prefix: Option<String>,
+
+    /// Free text for people: who is in the group and why it has this access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub description: Option<String>,
+
+    /// ClusterRoles to bind cluster-wide, one ClusterRoleBinding each, for example `k10-admin`.
+    /// Each must be in the operator's allowlist. Leave out both `clusterRoles` and `roles` to get
+    /// K10's admin profile: `<release>-admin` here and `<release>-ns-admin` in K10's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "set"))]
+    pub cluster_roles: Option<Vec<RoleName>>,
+
+    /// Roles to bind in one namespace each, one RoleBinding each, for example `k10-ns-admin` in
+    /// `kasten-io`, or the ClusterRole `k10-basic` in an application's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["namespace", "name"])
+    )]
+    pub roles: Option<Vec<NamespacedRole>>,
+}
+
+/// The name of a Role or ClusterRole.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(transparent)]
+pub struct RoleName(#[schemars(length(min = 1, max = 253), regex(pattern = ROLE_NAME_PATTERN))] pub String);
+
+/// A role name is a path segment: no '/' or '%', and not '.' or '..'.
+pub const ROLE_NAME_PATTERN: &str = r"^([^/%.][^/%]*|\.[^/%.][^/%]*|\.\.[^/%]+)$";
+
+impl RoleName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RoleName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for RoleName {
+    fn from(s: &str) -> Self {
+        RoleName(s.to_owned())
+    }
+}
+
+/// A role bound in one namespace by a RoleBinding.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacedRole {
+    /// Name of the Role (or of the ClusterRole, with `kind: ClusterRole`).
+    pub name: RoleName,
+    /// Namespace the RoleBinding is created in, for example `kasten-io`.
+    #[x_kube(validation = Rule::new(
+        "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
+    ).message("must be a namespace name: lower-case letters, digits and '-'"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// `Role` (the default) binds a Role of that namespace; `ClusterRole` grants a ClusterRole's
+    /// permissions in that namespace only, as K10's `k10-basic` is meant to be used.
+    #[serde(default, skip_serializing_if = "RoleKind::is_role")]
+    pub kind: RoleKind,
+}
+
+/// The kind of role a RoleBinding refers to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoleKind {
+    /// A namespaced Role.
+    #[default]
+    Role,
+    /// A ClusterRole, granted in one namespace.
+    ClusterRole,
+}
+
+impl RoleKind {
+    /// The `kind` string of the role, as used in a `roleRef`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Role => "Role",
+            RoleKind::ClusterRole => "ClusterRole",
+        }
+    }
+
+    fn is_role(&self) -> bool {
+        *self == RoleKind::Role
+    }
+}
+
+/// What the controller last saw and did. Written by the controller only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureGroupBindingStatus {
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The exact group name bound as RBAC subject: `<groupPrefix><groupObjectId>`. A user gets
+    /// this access when K10 presents this name among their groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The bindings the controller manages for this object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<BindingStatus>,
+    /// `Ready` is `True` when every binding is in place and every role and namespace exists.
+    /// Otherwise its reason says what is wrong: `RoleNotAllowed`, `InvalidSpec`, `Conflict`,
+    /// `RoleNotFound`, `NamespaceNotFound` or `ApplyFailed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One binding managed for this object.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingStatus {
+    /// `ClusterRoleBinding` or `RoleBinding`.
+    pub kind: String,
+    /// Name of the binding.
+    pub name: String,
+    /// Namespace of a RoleBinding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the bound role.
+    pub role: String,
+}
