@@ -64,8 +64,9 @@ helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor"
 build helm "$helm_ldflags" helm=helm.sh/helm/v3/cmd/helm
 
-"$bin/kube-apiserver" --version >&2
-"$bin/kubectl" version --client=true 2>/dev/null | head -1 >&2
-"$bin/etcd" --version | head -1 >&2
-"$bin/helm" version --short >&2
+# First line of each version report (sed reads everything, so no SIGPIPE under pipefail).
+for cmd in "kube-apiserver --version" "kubectl version --client=true" "etcd --version" "helm version --short"; do
+  # shellcheck disable=SC2086
+  "$bin"/$cmd 2>&1 | sed -n 1p >&2
+done
 echo "$bin"

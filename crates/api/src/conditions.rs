@@ -60,8 +60,24 @@ mod tests {
 
     #[test]
     fn keeps_transition_time_when_status_unchanged() {
-        let old = condition(&[], READY, true, reason::RECONCILED, "a".into(), Some(1), &at(10));
-        let new = condition(&[old], READY, true, reason::RECONCILED, "b".into(), Some(2), &at(20));
+        let old = condition(
+            &[],
+            READY,
+            true,
+            reason::RECONCILED,
+            "a".into(),
+            Some(1),
+            &at(10),
+        );
+        let new = condition(
+            &[old],
+            READY,
+            true,
+            reason::RECONCILED,
+            "b".into(),
+            Some(2),
+            &at(20),
+        );
         assert_eq!(new.last_transition_time, at(10));
         assert_eq!(new.message, "b");
         assert_eq!(new.observed_generation, Some(2));
@@ -69,8 +85,24 @@ mod tests {
 
     #[test]
     fn moves_transition_time_when_status_flips() {
-        let old = condition(&[], READY, true, reason::RECONCILED, "a".into(), Some(1), &at(10));
-        let new = condition(&[old], READY, false, reason::CONFLICT, "b".into(), Some(1), &at(20));
+        let old = condition(
+            &[],
+            READY,
+            true,
+            reason::RECONCILED,
+            "a".into(),
+            Some(1),
+            &at(10),
+        );
+        let new = condition(
+            &[old],
+            READY,
+            false,
+            reason::CONFLICT,
+            "b".into(),
+            Some(1),
+            &at(20),
+        );
         assert_eq!(new.last_transition_time, at(20));
         assert_eq!(new.status, "False");
     }

@@ -107,7 +107,11 @@ pub struct BindingKey {
 impl BindingKey {
     /// `ClusterRoleBinding` or `RoleBinding`.
     pub fn kind(&self) -> &'static str {
-        if self.namespace.is_some() { "RoleBinding" } else { "ClusterRoleBinding" }
+        if self.namespace.is_some() {
+            "RoleBinding"
+        } else {
+            "ClusterRoleBinding"
+        }
     }
 }
 
@@ -134,7 +138,10 @@ pub struct Plan {
 impl Plan {
     /// The keys of every binding in the plan.
     pub fn keys(&self) -> BTreeSet<BindingKey> {
-        let crbs = self.cluster_role_bindings.iter().map(|b| key_of(&b.metadata));
+        let crbs = self
+            .cluster_role_bindings
+            .iter()
+            .map(|b| key_of(&b.metadata));
         let rbs = self.role_bindings.iter().map(|b| key_of(&b.metadata));
         crbs.chain(rbs).collect()
     }
@@ -142,7 +149,10 @@ impl Plan {
 
 /// The key of a binding from its metadata.
 pub fn key_of(meta: &ObjectMeta) -> BindingKey {
-    BindingKey { namespace: meta.namespace.clone(), name: meta.name.clone().unwrap_or_default() }
+    BindingKey {
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone().unwrap_or_default(),
+    }
 }
 
 /// Computes the bindings `agb` asks for under `settings`.
@@ -153,9 +163,14 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
     let owner = agb.metadata.name.as_deref().ok_or(PlanError::MissingName)?;
     let spec = &agb.spec;
     if !is_lower_guid(&spec.group_object_id) {
-        return Err(PlanError::InvalidGroupObjectId(spec.group_object_id.clone()));
+        return Err(PlanError::InvalidGroupObjectId(
+            spec.group_object_id.clone(),
+        ));
     }
-    let prefix = spec.group_prefix.as_deref().unwrap_or(&settings.default_group_prefix);
+    let prefix = spec
+        .group_prefix
+        .as_deref()
+        .unwrap_or(&settings.default_group_prefix);
     if prefix.starts_with("system:") || prefix.chars().any(char::is_whitespace) {
         return Err(PlanError::InvalidGroupPrefix(prefix.to_owned()));
     }
@@ -210,8 +225,10 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
             subjects: subjects.clone(),
         })
         .collect();
-    let unique_roles: BTreeMap<(&str, &RoleName), RoleKind> =
-        roles.iter().map(|r| ((r.namespace.as_str(), &r.name), r.kind)).collect();
+    let unique_roles: BTreeMap<(&str, &RoleName), RoleKind> = roles
+        .iter()
+        .map(|r| ((r.namespace.as_str(), &r.name), r.kind))
+        .collect();
     let role_bindings = unique_roles
         .into_iter()
         .map(|((namespace, role), kind)| RoleBinding {
@@ -220,7 +237,11 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
             subjects: subjects.clone(),
         })
         .collect();
-    Ok(Plan { group, cluster_role_bindings, role_bindings })
+    Ok(Plan {
+        group,
+        cluster_role_bindings,
+        role_bindings,
+    })
 }
 
 /// Whether `s` is an Entra ID object ID as tokens carry it: a lower-case GUID.
@@ -229,7 +250,10 @@ pub fn is_lower_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == groups.len()
         && parts.iter().zip(groups).all(|(part, len)| {
-            part.len() == len && part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            part.len() == len
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
 }
 
@@ -244,17 +268,29 @@ pub fn is_satisfied(
     actual_role: &RoleRef,
     actual_subjects: &Option<Vec<Subject>>,
 ) -> bool {
-    let labels_present = desired_meta.labels.iter().flatten().all(|(k, v)| {
-        actual_meta.labels.as_ref().and_then(|l| l.get(k)) == Some(v)
-    });
+    let labels_present = desired_meta
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| actual_meta.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
     let owners_present = desired_meta.owner_references.iter().flatten().all(|o| {
-        actual_meta.owner_references.iter().flatten().any(|a| same_owner(a, o))
+        actual_meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|a| same_owner(a, o))
     });
-    desired_role == actual_role && desired_subjects == actual_subjects && labels_present && owners_present
+    desired_role == actual_role
+        && desired_subjects == actual_subjects
+        && labels_present
+        && owners_present
 }
 
 fn same_owner(a: &OwnerReference, b: &OwnerReference) -> bool {
-    a.uid == b.uid && a.controller == b.controller && a.kind == b.kind && a.api_version == b.api_version
+    a.uid == b.uid
+        && a.controller == b.controller
+        && a.kind == b.kind
+        && a.api_version == b.api_version
 }
 
 #[cfg(test)]

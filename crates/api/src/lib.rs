@@ -8,6 +8,6 @@ pub mod v1alpha1;
 
 pub use desired::{BindingKey, Plan, PlanError, Settings, plan};
 pub use v1alpha1::{
-    AzureGroupBinding, AzureGroupBindingSpec, AzureGroupBindingStatus, BindingStatus, NamespacedRole,
-    RoleKind, RoleName,
+    AzureGroupBinding, AzureGroupBindingSpec, AzureGroupBindingStatus, BindingStatus,
+    NamespacedRole, RoleKind, RoleName,
 };

@@ -58,7 +58,10 @@ mod tests {
 
     #[test]
     fn short_names_are_readable() {
-        assert_eq!(binding_name("k10-admins", "k10-admin"), "k10-admins:k10-admin");
+        assert_eq!(
+            binding_name("k10-admins", "k10-admin"),
+            "k10-admins:k10-admin"
+        );
         assert_eq!(owner_label_value("k10-admins"), "k10-admins");
     }
 
@@ -84,8 +87,16 @@ mod tests {
         let owner = format!("{}.{}", "x".repeat(51), "y".repeat(100));
         let value = owner_label_value(&owner);
         assert!(value.len() <= 63, "{value}");
-        assert!(value.chars().last().is_some_and(|c| c.is_ascii_alphanumeric()));
-        assert!(!value.contains(".-"), "no separator before the hash: {value}");
+        assert!(
+            value
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+        );
+        assert!(
+            !value.contains(".-"),
+            "no separator before the hash: {value}"
+        );
         assert_ne!(value, owner_label_value(&format!("{owner}z")));
     }
 

@@ -16,6 +16,8 @@ pub const GUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}
 /// `<groupPrefix><groupObjectId>`. The controller creates one ClusterRoleBinding per cluster role
 /// and one RoleBinding per namespaced role, keeps them as declared, and deletes them with this
 /// object.
+// kube's `printcolumn(...)` repeats `type_`, `name`, ... once per column: not a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "groupbinder.dev",
@@ -114,9 +116,13 @@ pub struct AzureGroupBindingSpec {
 }
 
 /// The name of a Role or ClusterRole.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 #[serde(transparent)]
-pub struct RoleName(#[schemars(length(min = 1, max = 253), regex(pattern = ROLE_NAME_PATTERN))] pub String);
+pub struct RoleName(
+    #[schemars(length(min = 1, max = 253), regex(pattern = ROLE_NAME_PATTERN))] pub String,
+);
 
 /// A role name is a path segment: no '/' or '%', and not '.' or '..'.
 pub const ROLE_NAME_PATTERN: &str = r"^([^/%.][^/%]*|\.[^/%.][^/%]*|\.\.[^/%]+)$";
@@ -159,7 +165,20 @@ pub struct NamespacedRole {
 }
 
 /// The kind of role a RoleBinding refers to.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
 pub enum RoleKind {
     /// A namespaced Role.
     #[default]

@@ -14,7 +14,10 @@ fn agb(name: &str, spec: AzureGroupBindingSpec) -> AzureGroupBinding {
 }
 
 fn seed() -> AzureGroupBindingSpec {
-    AzureGroupBindingSpec { group_object_id: GUID.into(), ..Default::default() }
+    AzureGroupBindingSpec {
+        group_object_id: GUID.into(),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -22,20 +25,29 @@ fn seed_spec_gets_the_k10_admin_profile() {
     let plan = plan(&agb("k10-admins", seed()), &settings()).unwrap();
     assert_eq!(plan.group, format!("michael_azure_{GUID}"));
 
-    let [crb] = plan.cluster_role_bindings.as_slice() else { panic!("{plan:?}") };
+    let [crb] = plan.cluster_role_bindings.as_slice() else {
+        panic!("{plan:?}")
+    };
     assert_eq!(crb.metadata.name.as_deref(), Some("k10-admins:k10-admin"));
     assert_eq!(crb.role_ref.kind, "ClusterRole");
     assert_eq!(crb.role_ref.name, "k10-admin");
 
-    let [rb] = plan.role_bindings.as_slice() else { panic!("{plan:?}") };
+    let [rb] = plan.role_bindings.as_slice() else {
+        panic!("{plan:?}")
+    };
     assert_eq!(rb.metadata.namespace.as_deref(), Some("kasten-io"));
     assert_eq!(rb.metadata.name.as_deref(), Some("k10-admins:k10-ns-admin"));
     assert_eq!(rb.role_ref.kind, "Role");
     assert_eq!(rb.role_ref.name, "k10-ns-admin");
 
     for subjects in [&crb.subjects, &rb.subjects] {
-        let [s] = subjects.as_deref().unwrap() else { panic!() };
-        assert_eq!((s.kind.as_str(), s.name.as_str()), ("Group", plan.group.as_str()));
+        let [s] = subjects.as_deref().unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str()),
+            ("Group", plan.group.as_str())
+        );
         assert_eq!(s.api_group.as_deref(), Some("rbac.authorization.k8s.io"));
         assert_eq!(s.namespace, None);
     }
@@ -48,15 +60,27 @@ fn release_and_namespace_come_from_settings() {
     assert_eq!(plan.group, GUID);
     assert_eq!(plan.cluster_role_bindings[0].role_ref.name, "backup-admin");
     assert_eq!(plan.role_bindings[0].role_ref.name, "backup-ns-admin");
-    assert_eq!(plan.role_bindings[0].metadata.namespace.as_deref(), Some("k10-system"));
+    assert_eq!(
+        plan.role_bindings[0].metadata.namespace.as_deref(),
+        Some("k10-system")
+    );
 }
 
 #[test]
 fn spec_prefix_overrides_default_and_empty_prefix_is_allowed() {
-    let spec = AzureGroupBindingSpec { group_prefix: Some(String::new()), ..seed() };
+    let spec = AzureGroupBindingSpec {
+        group_prefix: Some(String::new()),
+        ..seed()
+    };
     assert_eq!(plan(&agb("x", spec), &settings()).unwrap().group, GUID);
-    let spec = AzureGroupBindingSpec { group_prefix: Some("oidc:".into()), ..seed() };
-    assert_eq!(plan(&agb("x", spec), &settings()).unwrap().group, format!("oidc:{GUID}"));
+    let spec = AzureGroupBindingSpec {
+        group_prefix: Some("oidc:".into()),
+        ..seed()
+    };
+    assert_eq!(
+        plan(&agb("x", spec), &settings()).unwrap().group,
+        format!("oidc:{GUID}")
+    );
 }
 
 #[test]
@@ -67,7 +91,9 @@ fn labels_and_controller_owner_reference() {
     let labels = meta.labels.as_ref().unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "groupbinder");
     assert_eq!(labels["groupbinder.dev/azuregroupbinding"], "k10-admins");
-    let [owner] = meta.owner_references.as_deref().unwrap() else { panic!() };
+    let [owner] = meta.owner_references.as_deref().unwrap() else {
+        panic!()
+    };
     assert_eq!(owner.api_version, "groupbinder.dev/v1alpha1");
     assert_eq!(owner.kind, "AzureGroupBinding");
     assert_eq!(owner.name, "k10-admins");
@@ -80,7 +106,12 @@ fn without_uid_plans_the_same_bindings_without_owner() {
     let mut offline = agb("k10-admins", seed());
     offline.metadata.uid = None;
     let plan = plan(&offline, &settings()).unwrap();
-    assert!(plan.cluster_role_bindings[0].metadata.owner_references.is_none());
+    assert!(
+        plan.cluster_role_bindings[0]
+            .metadata
+            .owner_references
+            .is_none()
+    );
     assert_eq!(plan.keys().len(), 2);
 }
 
@@ -97,14 +128,23 @@ fn explicit_roles_replace_the_profile() {
     };
     let plan = plan(&agb("viewers", spec), &settings()).unwrap();
     assert_eq!(plan.cluster_role_bindings.len(), 1);
-    assert_eq!(plan.cluster_role_bindings[0].role_ref.name, "k10-config-view");
+    assert_eq!(
+        plan.cluster_role_bindings[0].role_ref.name,
+        "k10-config-view"
+    );
     assert_eq!(plan.role_bindings[0].role_ref.kind, "ClusterRole");
-    assert_eq!(plan.role_bindings[0].metadata.namespace.as_deref(), Some("app"));
+    assert_eq!(
+        plan.role_bindings[0].metadata.namespace.as_deref(),
+        Some("app")
+    );
 }
 
 #[test]
 fn only_cluster_roles_means_no_role_bindings() {
-    let spec = AzureGroupBindingSpec { cluster_roles: Some(vec!["k10-basic".into()]), ..seed() };
+    let spec = AzureGroupBindingSpec {
+        cluster_roles: Some(vec!["k10-basic".into()]),
+        ..seed()
+    };
     let plan = plan(&agb("x", spec), &settings()).unwrap();
     assert_eq!(plan.cluster_role_bindings.len(), 1);
     assert!(plan.role_bindings.is_empty());
@@ -122,11 +162,19 @@ fn roles_outside_the_allowlist_refuse_the_whole_spec() {
         ..seed()
     };
     let err = plan(&agb("x", spec), &settings()).unwrap_err();
-    let PlanError::RoleNotAllowed { requested, .. } = &err else { panic!("{err:?}") };
+    let PlanError::RoleNotAllowed { requested, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(requested, &["admin", "cluster-admin"]);
     let message = err.to_string();
-    assert!(message.contains("admin, cluster-admin not in the operator's allowlist"), "{message}");
-    assert!(message.contains("k10-admin, k10-basic, k10-config-view, k10-ns-admin"), "{message}");
+    assert!(
+        message.contains("admin, cluster-admin not in the operator's allowlist"),
+        "{message}"
+    );
+    assert!(
+        message.contains("k10-admin, k10-basic, k10-config-view, k10-ns-admin"),
+        "{message}"
+    );
     assert!(message.contains("--allowed-roles"), "{message}");
 }
 
@@ -134,10 +182,16 @@ fn roles_outside_the_allowlist_refuse_the_whole_spec() {
 fn custom_allowlist_is_honoured() {
     let mut settings = settings();
     settings.allowed_roles = ["view".to_owned()].into();
-    let spec = AzureGroupBindingSpec { cluster_roles: Some(vec!["view".into()]), ..seed() };
+    let spec = AzureGroupBindingSpec {
+        cluster_roles: Some(vec!["view".into()]),
+        ..seed()
+    };
     assert!(plan(&agb("x", spec), &settings).is_ok());
     // The default profile itself is refused when the allowlist does not hold it.
-    assert!(matches!(plan(&agb("x", seed()), &settings), Err(PlanError::RoleNotAllowed { .. })));
+    assert!(matches!(
+        plan(&agb("x", seed()), &settings),
+        Err(PlanError::RoleNotAllowed { .. })
+    ));
 }
 
 #[test]
@@ -150,7 +204,10 @@ fn malformed_or_upper_case_guids_never_become_subjects() {
         "k10 admins",
         "",
     ] {
-        let spec = AzureGroupBindingSpec { group_object_id: bad.into(), ..seed() };
+        let spec = AzureGroupBindingSpec {
+            group_object_id: bad.into(),
+            ..seed()
+        };
         assert_eq!(
             plan(&agb("x", spec), &settings()),
             Err(PlanError::InvalidGroupObjectId(bad.into())),
@@ -161,22 +218,38 @@ fn malformed_or_upper_case_guids_never_become_subjects() {
 
 #[test]
 fn system_prefix_is_refused() {
-    let spec = AzureGroupBindingSpec { group_prefix: Some("system:masters".into()), ..seed() };
-    assert!(matches!(plan(&agb("x", spec), &settings()), Err(PlanError::InvalidGroupPrefix(_))));
+    let spec = AzureGroupBindingSpec {
+        group_prefix: Some("system:masters".into()),
+        ..seed()
+    };
+    assert!(matches!(
+        plan(&agb("x", spec), &settings()),
+        Err(PlanError::InvalidGroupPrefix(_))
+    ));
     let settings = Settings::for_k10("k10", "kasten-io", "system:");
-    assert!(matches!(plan(&agb("x", seed()), &settings), Err(PlanError::InvalidGroupPrefix(_))));
+    assert!(matches!(
+        plan(&agb("x", seed()), &settings),
+        Err(PlanError::InvalidGroupPrefix(_))
+    ));
 }
 
 #[test]
 fn duplicates_in_the_spec_give_one_binding() {
-    let role = NamespacedRole { name: "k10-ns-admin".into(), namespace: "kasten-io".into(), kind: RoleKind::Role };
+    let role = NamespacedRole {
+        name: "k10-ns-admin".into(),
+        namespace: "kasten-io".into(),
+        kind: RoleKind::Role,
+    };
     let spec = AzureGroupBindingSpec {
         cluster_roles: Some(vec!["k10-admin".into(), "k10-admin".into()]),
         roles: Some(vec![role.clone(), role]),
         ..seed()
     };
     let plan = plan(&agb("x", spec), &settings()).unwrap();
-    assert_eq!((plan.cluster_role_bindings.len(), plan.role_bindings.len()), (1, 1));
+    assert_eq!(
+        (plan.cluster_role_bindings.len(), plan.role_bindings.len()),
+        (1, 1)
+    );
 }
 
 #[test]
@@ -197,10 +270,21 @@ fn satisfied_ignores_foreign_fields_but_not_ours() {
     let plan = plan(&agb("x", seed()), &settings()).unwrap();
     let want = &plan.cluster_role_bindings[0];
     let mut have = want.clone();
-    have.metadata.labels.as_mut().unwrap().insert("team".into(), "ops".into());
+    have.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("team".into(), "ops".into());
     have.metadata.resource_version = Some("42".into());
     let sat = |h: &ClusterRoleBinding| {
-        is_satisfied(&want.metadata, &want.role_ref, &want.subjects, &h.metadata, &h.role_ref, &h.subjects)
+        is_satisfied(
+            &want.metadata,
+            &want.role_ref,
+            &want.subjects,
+            &h.metadata,
+            &h.role_ref,
+            &h.subjects,
+        )
     };
     assert!(sat(&have));
 
@@ -220,12 +304,20 @@ fn satisfied_ignores_foreign_fields_but_not_ours() {
 #[test]
 fn plan_is_deterministic() {
     let spec = AzureGroupBindingSpec {
-        cluster_roles: Some(vec!["k10-basic".into(), "k10-admin".into(), "k10-config-view".into()]),
+        cluster_roles: Some(vec![
+            "k10-basic".into(),
+            "k10-admin".into(),
+            "k10-config-view".into(),
+        ]),
         ..seed()
     };
     let one = plan(&agb("x", spec.clone()), &settings()).unwrap();
     let two = plan(&agb("x", spec), &settings()).unwrap();
     assert_eq!(one, two);
-    let names: Vec<_> = one.cluster_role_bindings.iter().map(|b| b.role_ref.name.clone()).collect();
+    let names: Vec<_> = one
+        .cluster_role_bindings
+        .iter()
+        .map(|b| b.role_ref.name.clone())
+        .collect();
     assert_eq!(names, ["k10-admin", "k10-basic", "k10-config-view"]);
 }

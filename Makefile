@@ -1,0 +1,29 @@
+# The same targets CI runs (.ci/run calls `make ci`). `make test` is the README's test command.
+.PHONY: all control-plane test lint crds demo up ci
+
+CARGO ?= cargo
+
+all: lint test
+
+## Build (or reuse from the cache) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
+control-plane:
+	tools/build-control-plane.sh
+
+## Every test: unit tests and end-to-end tests on a real control plane.
+test: control-plane
+	$(CARGO) test --workspace --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Keep a local control plane running until Ctrl-C.
+up: control-plane
+	$(CARGO) run --locked -p groupbinder-testenv -- up
+
+## CI: lint, all tests, and proof that no control-plane process outlived them.
+ci: lint test
+	@if pgrep -x 'etcd|kube-apiserver|kube-controller' >/dev/null; then \
+	  echo "control-plane processes left behind:"; pgrep -a -x 'etcd|kube-apiserver|kube-controller'; exit 1; \
+	fi
+	@echo "no control-plane process left behind"
