@@ -61,3 +61,258 @@ pub async fn can(
     let answer = api.create(&PostParams::default(), &review).await?;
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
+
+pub mod k10;
+
+use std::sync::Arc;
+
+use groupbinder_api::{AzureGroupBinding, Settings};
+use groupbinder_controller::{Config, Health, Metrics};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use kube::{CustomResourceExt, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+/// Field manager of test fixtures (not the operator's).
+pub const TEST_MANAGER: &str = "groupbinder-tests";
+
+/// The seed scenario's group object ID and K10 group prefix.
+pub const SEED_GUID: &str = "a318b1eb-8b78-4715-98ad-ffc8670ac79d";
+/// The seed scenario's K10 `auth.oidcAuth.groupPrefix`.
+pub const SEED_PREFIX: &str = "michael_azure_";
+
+/// Server-side applies `object` as the test fixture manager.
+pub async fn apply<K>(client: &kube::Client, object: &K) -> anyhow::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::Scope: ApiFor<K>,
+{
+    let api = <K::Scope as ApiFor<K>>::api(client, object.meta().namespace.as_deref());
+    let name = object.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await?)
+}
+
+/// The right `Api` for a resource's scope.
+pub trait ApiFor<K: Resource> {
+    /// The API of `K` in `namespace` (ignored for cluster-scoped `K`).
+    fn api(client: &kube::Client, namespace: Option<&str>) -> Api<K>;
+}
+
+impl<K: Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>> ApiFor<K>
+    for kube::core::ClusterResourceScope
+{
+    fn api(client: &kube::Client, _: Option<&str>) -> Api<K> {
+        Api::all(client.clone())
+    }
+}
+
+impl<K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>> ApiFor<K>
+    for kube::core::NamespaceResourceScope
+{
+    fn api(client: &kube::Client, namespace: Option<&str>) -> Api<K> {
+        Api::namespaced(client.clone(), namespace.unwrap_or("default"))
+    }
+}
+
+/// Creates namespace `name` if it does not exist.
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let ns = Namespace {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Namespace::default()
+    };
+    apply(client, &ns).await?;
+    Ok(())
+}
+
+/// Installs the AzureGroupBinding CRD and waits until it is established.
+pub async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
+    let crd = AzureGroupBinding::crd();
+    apply(client, &crd).await?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.name_any();
+    eventually("the CRD to be established", Duration::from_secs(30), || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let crd = api.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(established.then_some(()))
+        }
+    })
+    .await
+}
+
+/// Installs K10's fixture roles for `release` in `namespace` (creating the namespace).
+pub async fn install_k10(
+    client: &kube::Client,
+    release: &str,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    ensure_namespace(client, namespace).await?;
+    for role in k10::cluster_roles(release) {
+        apply(client, &role).await?;
+    }
+    apply(client, &k10::ns_admin(release, namespace)).await?;
+    Ok(())
+}
+
+/// The operator settings of the seed scenario: release `k10` in `kasten-io`, prefix `michael_azure_`.
+pub fn seed_settings() -> Settings {
+    Settings::for_k10("k10", "kasten-io", SEED_PREFIX)
+}
+
+/// An operator configuration for tests.
+pub fn config(settings: Settings) -> Config {
+    Config {
+        settings,
+        concurrency: 8,
+        resync: None,
+        leader_election: None,
+        instance: "e2e".into(),
+    }
+}
+
+/// Serializes the tests of one binary that run an operator: two operators watching the same
+/// cluster would both reconcile every object.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// The controller running in this process, as `groupbinder run` runs it.
+#[derive(Debug)]
+pub struct Operator {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), groupbinder_controller::RunError>>,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    /// Its readiness.
+    pub health: Arc<Health>,
+}
+
+impl Operator {
+    /// Starts the controller with `config` against the cluster of `client`.
+    pub fn start(client: &kube::Client, config: Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let task = tokio::spawn(groupbinder_controller::run(
+            client.clone(),
+            config,
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
+        Operator {
+            shutdown,
+            task,
+            metrics,
+            health,
+        }
+    }
+
+    /// Stops it gracefully and returns how it ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        Ok(self.task.await??)
+    }
+
+    /// Whether it has stopped by itself.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// The `Ready` condition of `agb`, if any.
+pub fn ready(agb: &AzureGroupBinding) -> Option<&Condition> {
+    agb.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
+
+/// Waits until AzureGroupBinding `name` reports `Ready` with `status` and `reason` for its current
+/// generation, and returns it.
+pub async fn wait_for_reason(
+    client: &kube::Client,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> anyhow::Result<AzureGroupBinding> {
+    let api: Api<AzureGroupBinding> = Api::all(client.clone());
+    eventually(
+        &format!("{name} to be Ready={status} ({reason})"),
+        Duration::from_secs(30),
+        || async {
+            let agb = api.get(name).await?;
+            let done = ready(&agb).is_some_and(|c| {
+                c.status == status
+                    && c.reason == reason
+                    && c.observed_generation == agb.metadata.generation
+            }) && agb.status.as_ref().and_then(|s| s.observed_generation)
+                == agb.metadata.generation;
+            Ok(done.then_some(agb))
+        },
+    )
+    .await
+}
+
+/// Sum of `apiserver_request_total` over write verbs for `resources`, from the API server's own
+/// `/metrics`: what every client, the operator included, wrote.
+pub async fn apiserver_writes(client: &kube::Client, resources: &[&str]) -> anyhow::Result<f64> {
+    let text = client
+        .request_text(groupbinder_testenv::http_get("/metrics"))
+        .await?;
+    let mut total = 0.0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = line[start..].find('"')? + start;
+            Some(&line[start..end])
+        };
+        let write = matches!(
+            label("verb"),
+            Some("POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION")
+        );
+        if write && label("resource").is_some_and(|r| resources.contains(&r)) {
+            total += line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}
+
+/// Sends logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=groupbinder_controller=debug`).
+pub fn logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}

@@ -155,6 +155,18 @@ pub fn key_of(meta: &ObjectMeta) -> BindingKey {
     }
 }
 
+/// The cluster roles and namespaced roles `agb` asks for: its own lists, or K10's admin profile
+/// when it names neither.
+pub fn requested_roles(
+    agb: &AzureGroupBinding,
+    settings: &Settings,
+) -> (Vec<RoleName>, Vec<NamespacedRole>) {
+    match (&agb.spec.cluster_roles, &agb.spec.roles) {
+        (None, None) => settings.admin_profile(),
+        (c, r) => (c.clone().unwrap_or_default(), r.clone().unwrap_or_default()),
+    }
+}
+
 /// Computes the bindings `agb` asks for under `settings`.
 ///
 /// The result carries a controller ownerReference to `agb` when it has a `uid` (it came from the
@@ -176,10 +188,7 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
     }
     let group = format!("{prefix}{}", spec.group_object_id);
 
-    let (cluster_roles, roles) = match (&spec.cluster_roles, &spec.roles) {
-        (None, None) => settings.admin_profile(),
-        (c, r) => (c.clone().unwrap_or_default(), r.clone().unwrap_or_default()),
-    };
+    let (cluster_roles, roles) = requested_roles(agb, settings);
     let refused: BTreeSet<String> = cluster_roles
         .iter()
         .chain(roles.iter().map(|r| &r.name))

@@ -11,11 +11,10 @@ use serde::{Deserialize, Serialize};
 /// The regular expression of an Entra ID object ID as it appears in ID tokens: a lower-case GUID.
 pub const GUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
 
-/// Grants an Entra ID (Azure AD) group access to Kasten K10 by binding Kubernetes RBAC roles to
-/// the group name that K10 presents when it impersonates a signed-in user:
-/// `<groupPrefix><groupObjectId>`. The controller creates one ClusterRoleBinding per cluster role
-/// and one RoleBinding per namespaced role, keeps them as declared, and deletes them with this
-/// object.
+/// Which Entra ID group gets which K10 access. The controller binds the roles to the RBAC group
+/// `<groupPrefix><groupObjectId>` — the name K10 presents when it impersonates a signed-in member —
+/// with one ClusterRoleBinding per cluster role and one RoleBinding per namespaced role, keeps
+/// them as declared, and deletes them with this object.
 // kube's `printcolumn(...)` repeats `type_`, `name`, ... once per column: not a duplicate.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -341,7 +341,11 @@ impl ControlPlane {
     /// Stops every process and deletes the directory. Idempotent; also done on drop.
     pub fn shutdown(&self) {
         self.lock().stop_all();
-        let dir = self.dir.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let dir = self
+            .dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(dir) = dir {
             let _ = dir.close();
         }

@@ -1,0 +1,37 @@
+//! The `groupbinder` command line.
+
+mod crd;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Maps Entra ID (Azure AD) groups to Kasten K10 roles through Kubernetes RBAC.
+#[derive(Debug, Parser)]
+#[command(name = "groupbinder", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(Box<run::RunArgs>),
+    /// Print the AzureGroupBinding CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// Runs the command line.
+pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(*args),
+        Command::Crd => {
+            print!("{}", crd::yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub use crd::yaml as crd_yaml;

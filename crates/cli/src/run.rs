@@ -1,0 +1,190 @@
+//! `groupbinder run`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use groupbinder_api::Settings;
+use groupbinder_api::desired::k10_roles;
+use groupbinder_controller::{Config, Health, LeaderElection, Metrics, server};
+use tokio_util::sync::CancellationToken;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Flags of `groupbinder run`. Each has an environment-variable equivalent.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Helm release name of K10: its roles are <release>-admin, <release>-ns-admin, ...
+    #[arg(long, env = "GROUPBINDER_K10_RELEASE", default_value = "k10")]
+    k10_release: String,
+    /// Namespace K10 is installed in.
+    #[arg(long, env = "GROUPBINDER_K10_NAMESPACE", default_value = "kasten-io")]
+    k10_namespace: String,
+    /// Group prefix for specs that set none: K10's auth.oidcAuth.groupPrefix.
+    #[arg(long, env = "GROUPBINDER_DEFAULT_GROUP_PREFIX", default_value = "")]
+    default_group_prefix: String,
+    /// Comma-separated names of the roles and cluster roles an AzureGroupBinding may bind
+    /// [default: the K10 release's admin, ns-admin, basic and config-view roles].
+    #[arg(long, env = "GROUPBINDER_ALLOWED_ROLES", value_delimiter = ',')]
+    allowed_roles: Option<Vec<String>>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "GROUPBINDER_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_address: SocketAddr,
+    /// Elect a leader through a Lease, so that several replicas are safe.
+    #[arg(long, env = "GROUPBINDER_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "GROUPBINDER_LEASE_NAME",
+        default_value = "groupbinder-leader"
+    )]
+    lease_name: String,
+    /// Seconds a lease is valid without renewal.
+    #[arg(long, env = "GROUPBINDER_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Name of this replica, in the Lease and in events [default: the host name].
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Reconciles running at once.
+    #[arg(long, env = "GROUPBINDER_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Seconds between full resyncs of every AzureGroupBinding (0: only on changes). A resync
+    /// that finds nothing to change writes nothing.
+    #[arg(long, env = "GROUPBINDER_RESYNC_SECONDS", default_value_t = 600)]
+    resync_seconds: u64,
+    /// Log format.
+    #[arg(
+        long,
+        env = "GROUPBINDER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Log level or tracing filter, e.g. `info` or `info,groupbinder_controller=debug`.
+    #[arg(long, env = "GROUPBINDER_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+impl RunArgs {
+    fn config(&self) -> Config {
+        let mut settings = Settings::for_k10(
+            &self.k10_release,
+            &self.k10_namespace,
+            &self.default_group_prefix,
+        );
+        let allowed = self
+            .allowed_roles
+            .clone()
+            .unwrap_or_else(|| k10_roles(&self.k10_release));
+        settings.allowed_roles = allowed
+            .into_iter()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let identity = self.identity.clone().unwrap_or_else(hostname);
+        let lease_duration = Duration::from_secs(self.lease_duration_seconds.max(2));
+        Config {
+            settings,
+            concurrency: self.concurrency.max(1),
+            resync: (self.resync_seconds > 0).then(|| Duration::from_secs(self.resync_seconds)),
+            leader_election: self.leader_election.then(|| LeaderElection {
+                namespace: self.leader_election_namespace.clone(),
+                name: self.lease_name.clone(),
+                identity: identity.clone(),
+                lease_duration,
+                retry_period: lease_duration / 3,
+            }),
+            instance: identity,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "groupbinder".to_owned())
+}
+
+fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format, &args.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let config = args.config();
+        tracing::info!(
+            k10_release = %config.settings.k10_release,
+            k10_namespace = %config.settings.k10_namespace,
+            allowed_roles = ?config.settings.allowed_roles,
+            leader_election = config.leader_election.is_some(),
+            "starting groupbinder"
+        );
+        let client = kube::Client::try_default().await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let listener = server::bind(args.metrics_address).await?;
+        let http = tokio::spawn(server::serve(
+            listener,
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
+        let result =
+            groupbinder_controller::run(client, config, metrics, health, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = http.await;
+        result?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

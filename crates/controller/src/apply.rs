@@ -1,0 +1,234 @@
+//! The apply step: make the planned bindings exist, as planned, without touching anyone else's.
+//!
+//! Bindings are compared with the watch cache first, so a binding that is already right costs no
+//! request at all. A binding missing from the cache (which only holds bindings labelled as ours)
+//! is looked up once: if something else has that name, it is a conflict and is left alone.
+//! New bindings are created with POST, which fails rather than adopts if the name was taken
+//! meanwhile; bindings that drifted are put back by server-side apply with force, which also takes
+//! back fields that `kubectl edit` took over.
+
+use std::fmt::Debug;
+
+use groupbinder_api::desired::{BindingKey, is_satisfied, key_of};
+use groupbinder_api::names::FIELD_MANAGER;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// ClusterRoleBinding or RoleBinding.
+pub trait Binding:
+    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The binding's role.
+    fn role_ref(&self) -> &RoleRef;
+    /// The binding's subjects.
+    fn subjects(&self) -> &Option<Vec<Subject>>;
+    /// The API for bindings of this kind in `namespace` (ignored for ClusterRoleBindings).
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+}
+
+impl Binding for ClusterRoleBinding {
+    fn role_ref(&self) -> &RoleRef {
+        &self.role_ref
+    }
+    fn subjects(&self) -> &Option<Vec<Subject>> {
+        &self.subjects
+    }
+    fn api(client: Client, _: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+impl Binding for RoleBinding {
+    fn role_ref(&self) -> &RoleRef {
+        &self.role_ref
+    }
+    fn subjects(&self) -> &Option<Vec<Subject>> {
+        &self.subjects
+    }
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        Api::namespaced(client, namespace.unwrap_or("default"))
+    }
+}
+
+/// A request to the API server failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {binding}: {source}")]
+pub struct ApplyError {
+    /// What was attempted: create, apply, get or delete.
+    pub action: &'static str,
+    /// Which binding.
+    pub binding: BindingKey,
+    /// The API server's answer.
+    #[source]
+    pub source: kube::Error,
+}
+
+/// What happened to one planned binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// It was already as planned: no request was made.
+    Unchanged,
+    /// It did not exist and was created.
+    Created,
+    /// It had drifted and was put back.
+    Updated,
+    /// The name is taken by a binding this object does not control; it was left untouched.
+    Conflict {
+        /// Who controls it.
+        holder: String,
+    },
+}
+
+/// The controller ownerReference of `meta`, if any.
+fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+fn holder(meta: &ObjectMeta) -> String {
+    match controller_of(meta) {
+        Some(o) => format!("controlled by {} {}", o.kind, o.name),
+        None => "no controller ownerReference".to_owned(),
+    }
+}
+
+/// Whether `meta` is controlled by the object with `uid`.
+pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
+    controller_of(meta).is_some_and(|o| o.uid == uid)
+}
+
+/// Makes `desired` exist as planned (see the module documentation).
+pub async fn ensure<B: Binding>(
+    client: &Client,
+    cache: &Store<B>,
+    owner_uid: &str,
+    desired: &B,
+) -> Result<Applied, ApplyError> {
+    let key = key_of(desired.meta());
+    let mut reference = ObjectRef::<B>::new(&key.name);
+    if let Some(namespace) = &key.namespace {
+        reference = reference.within(namespace);
+    }
+    let api = B::api(client.clone(), key.namespace.as_deref());
+    let fail = |action: &'static str| {
+        let binding = key.clone();
+        move |source| ApplyError {
+            action,
+            binding,
+            source,
+        }
+    };
+    let actual = match cache.get(&reference) {
+        Some(cached) => Some(cached),
+        // Not labelled as ours (or not cached yet): ask once, since foreign objects are not cached.
+        None => api
+            .get_opt(&key.name)
+            .await
+            .map_err(fail("get"))?
+            .map(std::sync::Arc::new),
+    };
+    let Some(actual) = actual else {
+        return match api.create(&post_params(), desired).await {
+            Ok(_) => Ok(Applied::Created),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Applied::Conflict {
+                holder: "created by someone else just now".to_owned(),
+            }),
+            Err(source) => Err(fail("create")(source)),
+        };
+    };
+    if !controlled_by(actual.meta(), owner_uid) {
+        return Ok(Applied::Conflict {
+            holder: holder(actual.meta()),
+        });
+    }
+    if is_satisfied(
+        desired.meta(),
+        desired.role_ref(),
+        desired.subjects(),
+        actual.meta(),
+        actual.role_ref(),
+        actual.subjects(),
+    ) {
+        return Ok(Applied::Unchanged);
+    }
+    if actual.role_ref() != desired.role_ref() {
+        // roleRef is immutable: replace the binding. The precondition makes sure only the object we
+        // looked at is deleted.
+        delete(&api, &key, actual.meta()).await?;
+        api.create(&post_params(), desired)
+            .await
+            .map_err(fail("create"))?;
+        return Ok(Applied::Updated);
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&key.name, &params, &Patch::Apply(desired))
+        .await
+        .map_err(fail("apply"))?;
+    Ok(Applied::Updated)
+}
+
+/// Deletes the binding described by `meta`, only if it is still that very object (uid
+/// precondition). A binding that is already gone counts as deleted.
+pub async fn delete<B: Binding>(
+    api: &Api<B>,
+    key: &BindingKey,
+    meta: &ObjectMeta,
+) -> Result<(), ApplyError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&key.name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ApplyError {
+            action: "delete",
+            binding: key.clone(),
+            source,
+        }),
+    }
+}
+
+/// The cached bindings controlled by `owner_uid` whose keys are not in `keep`.
+pub fn stale<B: Binding>(
+    cache: &Store<B>,
+    owner_uid: &str,
+    keep: &std::collections::BTreeSet<BindingKey>,
+) -> Vec<std::sync::Arc<B>> {
+    cache
+        .state()
+        .into_iter()
+        .filter(|b| controlled_by(b.meta(), owner_uid) && !keep.contains(&key_of(b.meta())))
+        .collect()
+}
+
+/// The bindings in `cache` controlled by `owner_uid`.
+pub fn owned<B: Binding>(cache: &Store<B>, owner_uid: &str) -> Vec<std::sync::Arc<B>> {
+    cache
+        .state()
+        .into_iter()
+        .filter(|b| controlled_by(b.meta(), owner_uid))
+        .collect()
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+    }
+}
+
+/// The name of a binding, for logs and events.
+pub fn describe<B: Binding>(binding: &B) -> String {
+    key_of(binding.meta()).to_string()
+}

@@ -1,0 +1,310 @@
+//! The groupbinder controller: watches `AzureGroupBinding`s and keeps the K10 RBAC bindings they
+//! declare in place. [`run`] is the whole runtime; the reconcile logic is in [`reconcile`], the
+//! decisions in the pure [`status`] module and in [`groupbinder_api::plan`].
+
+pub mod apply;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod server;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use groupbinder_api::names::MANAGED_SELECTOR;
+use groupbinder_api::{AzureGroupBinding, Settings, desired::requested_roles};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+pub use leader::LeaderElection;
+pub use metrics::Metrics;
+pub use server::Health;
+
+use reconcile::{Caches, Context, Guarded};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where K10 is, what may be bound, the default group prefix.
+    pub settings: Settings,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Reconcile every object this often even without a change (`None`: only on changes).
+    pub resync: Option<Duration>,
+    /// Leader election, for more than one replica.
+    pub leader_election: Option<LeaderElection>,
+    /// Name of this instance in events (pod name).
+    pub instance: String,
+}
+
+/// Why the controller stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The CRD is not installed.
+    #[error(
+        "the AzureGroupBinding CRD (azuregroupbindings.groupbinder.dev) is not installed: install it with `groupbinder crd | kubectl apply -f -`, `kubectl apply -f crds/`, or the Helm chart"
+    )]
+    CrdMissing,
+    /// The API server could not be reached or refused the start-up check.
+    #[error("checking the AzureGroupBinding API: {0}")]
+    Api(#[source] kube::Error),
+    /// Leadership was lost: another replica may be leading now. Exit and let the replica restart.
+    #[error("lost the leader election lease; stopping so that only one replica reconciles")]
+    LostLease,
+}
+
+/// Runs the controller until `shutdown` is cancelled (then it finishes running reconciles and
+/// returns `Ok`), or until leadership is lost.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    check_crd(&client).await?;
+    let lost = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let mut holder = None;
+    if let Some(election) = config.leader_election.clone() {
+        // A standby is ready: it serves probes and waits for the lease.
+        health.set_ready(true);
+        let elector = leader::Elector::new(client.clone(), election);
+        if elector.acquire(&shutdown).await.is_none() {
+            return Ok(());
+        }
+        health.set_ready(false);
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        holder = Some(tokio::spawn(
+            async move { elector.hold(&shutdown, &lost).await },
+        ));
+    }
+    {
+        let (shutdown, lost, stop) = (shutdown.clone(), lost.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = lost.cancelled() => {}
+            }
+            stop.cancel();
+        });
+    }
+
+    let (controller, caches) = build_controller(&client, &config, stop.clone());
+    let reporter = Reporter {
+        controller: "groupbinder".into(),
+        instance: Some(config.instance.clone()),
+    };
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.settings.clone(),
+        caches.clone(),
+        metrics,
+        Recorder::new(client, reporter),
+        synced,
+    ));
+    let ready_health = health.clone();
+    tokio::spawn(async move {
+        caches.wait_ready().await;
+        let _ = synced_tx.send(true);
+        ready_health.set_ready(true);
+        tracing::info!("caches synced; reconciling");
+    });
+    controller
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(..)) => {} // logged by the error policy
+                Err(error) => tracing::debug!(%error, "controller event"),
+            }
+        })
+        .await;
+    health.set_ready(false);
+    if let Some(holder) = holder {
+        let _ = holder.await;
+    }
+    if lost.is_cancelled() && !shutdown.is_cancelled() {
+        return Err(RunError::LostLease);
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn check_crd(client: &Client) -> Result<(), RunError> {
+    let api: Api<AzureGroupBinding> = Api::all(client.clone());
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(RunError::CrdMissing),
+        Err(error) => Err(RunError::Api(error)),
+    }
+}
+
+/// A watch of every `K` (or those matching `config`), with backoff on errors, without
+/// managedFields (they are most of an object's size and never read), kept in a cache.
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+fn build_controller(
+    client: &Client,
+    config: &Config,
+    stop: CancellationToken,
+) -> (Controller<Guarded>, Caches) {
+    let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
+    let (agb_reader, agb_writer) = reflector::store::<Guarded>();
+    let agbs = watcher(
+        Api::<Guarded>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|object| object.managed_fields_mut().clear())
+    .reflect(agb_writer)
+    .applied_objects();
+    let (crbs, crb_events) = cached(
+        Api::<ClusterRoleBinding>::all(client.clone()),
+        managed.clone(),
+    );
+    let (rbs, rb_events) = cached(Api::<RoleBinding>::all(client.clone()), managed);
+    // Only whether roles and namespaces exist matters: watch their metadata.
+    let everything = watcher::Config::default;
+    let (cluster_roles, cluster_role_events) = cached(
+        Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()),
+        everything(),
+    );
+    let (roles, role_events) = cached(
+        Api::<PartialObjectMeta<Role>>::all(client.clone()),
+        everything(),
+    );
+    let (namespaces, namespace_events) = cached(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        everything(),
+    );
+    let caches = Caches {
+        agbs: agb_reader.clone(),
+        cluster_role_bindings: crbs,
+        role_bindings: rbs,
+        cluster_roles,
+        roles,
+        namespaces,
+    };
+
+    let settings = Arc::new(config.settings.clone());
+    let referring =
+        |store: Store<Guarded>,
+         settings: Arc<Settings>,
+         refers: fn(&AzureGroupBinding, &Settings, &str, Option<&str>) -> bool| {
+            move |name: String, namespace: Option<String>| -> Vec<ObjectRef<Guarded>> {
+                store
+                    .state()
+                    .iter()
+                    .filter(|g| {
+                        g.0.as_ref()
+                            .is_ok_and(|agb| refers(agb, &settings, &name, namespace.as_deref()))
+                    })
+                    .map(|g| ObjectRef::from_obj(&**g))
+                    .collect()
+            }
+        };
+    let by_cluster_role = referring(agb_reader.clone(), settings.clone(), refers_to_cluster_role);
+    let by_role = referring(agb_reader.clone(), settings.clone(), refers_to_role);
+    let by_namespace = referring(agb_reader.clone(), settings, refers_to_namespace);
+
+    let mut controller = Controller::for_stream(agbs, agb_reader)
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .owns_stream(crb_events)
+        .owns_stream(rb_events)
+        .watches_stream(cluster_role_events, move |r| {
+            by_cluster_role(r.name_any(), None)
+        })
+        .watches_stream(role_events, move |r| by_role(r.name_any(), r.namespace()))
+        .watches_stream(namespace_events, move |n| by_namespace(n.name_any(), None))
+        .graceful_shutdown_on(async move { stop.cancelled().await });
+    if let Some(every) = config.resync {
+        let ticks = tokio_stream_interval(every);
+        controller = controller.reconcile_all_on(ticks);
+    }
+    (controller, caches)
+}
+
+fn tokio_stream_interval(every: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(
+        tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+        |mut interval| async {
+            interval.tick().await;
+            Some(((), interval))
+        },
+    )
+}
+
+/// Whether `agb` binds the ClusterRole `name` (cluster-wide or in a namespace).
+fn refers_to_cluster_role(
+    agb: &AzureGroupBinding,
+    settings: &Settings,
+    name: &str,
+    _: Option<&str>,
+) -> bool {
+    let (cluster_roles, roles) = requested_roles(agb, settings);
+    cluster_roles.iter().any(|r| r.as_str() == name)
+        || roles
+            .iter()
+            .any(|r| r.kind == groupbinder_api::RoleKind::ClusterRole && r.name.as_str() == name)
+}
+
+/// Whether `agb` binds the Role `namespace/name`.
+fn refers_to_role(
+    agb: &AzureGroupBinding,
+    settings: &Settings,
+    name: &str,
+    namespace: Option<&str>,
+) -> bool {
+    let (_, roles) = requested_roles(agb, settings);
+    roles.iter().any(|r| {
+        r.kind == groupbinder_api::RoleKind::Role
+            && r.name.as_str() == name
+            && Some(r.namespace.as_str()) == namespace
+    })
+}
+
+/// Whether `agb` binds anything in namespace `name`.
+fn refers_to_namespace(
+    agb: &AzureGroupBinding,
+    settings: &Settings,
+    name: &str,
+    _: Option<&str>,
+) -> bool {
+    let (_, roles) = requested_roles(agb, settings);
+    roles.iter().any(|r| r.namespace == name)
+}

@@ -1,0 +1,322 @@
+//! The status an `AzureGroupBinding` should have after a reconcile. Pure: no client.
+
+use groupbinder_api::conditions::{self, READY, reason};
+use groupbinder_api::desired::BindingKey;
+use groupbinder_api::{
+    AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, PlanError, RoleKind,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Something that keeps an `AzureGroupBinding` from being `Ready`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Problem {
+    /// A binding with the target name exists and is not ours; it was left untouched.
+    Conflict {
+        /// The binding.
+        binding: BindingKey,
+        /// Who controls it, if anyone.
+        holder: String,
+    },
+    /// The namespace of a RoleBinding does not exist; the binding waits for it.
+    NamespaceNotFound {
+        /// The namespace.
+        namespace: String,
+    },
+    /// A bound role does not exist; its binding exists and grants nothing until it does.
+    RoleNotFound {
+        /// `Role` or `ClusterRole`.
+        kind: RoleKind,
+        /// The role's namespace, for a Role.
+        namespace: Option<String>,
+        /// The role's name.
+        name: String,
+    },
+}
+
+impl Problem {
+    fn reason(&self) -> &'static str {
+        match self {
+            Problem::Conflict { .. } => reason::CONFLICT,
+            Problem::NamespaceNotFound { .. } => reason::NAMESPACE_NOT_FOUND,
+            Problem::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Problem::Conflict { binding, holder } => format!(
+                "{binding} already exists and is not managed by this AzureGroupBinding ({holder}); it was left untouched: delete or rename it, or rename this AzureGroupBinding"
+            ),
+            Problem::NamespaceNotFound { namespace } => format!(
+                "namespace {namespace} does not exist (yet); its RoleBindings are created as soon as it does"
+            ),
+            Problem::RoleNotFound {
+                kind,
+                namespace,
+                name,
+            } => {
+                let role = match namespace {
+                    Some(ns) => format!("{} {ns}/{name}", kind.as_str()),
+                    None => format!("{} {name}", kind.as_str()),
+                };
+                format!(
+                    "{role} does not exist (yet): its binding is in place and grants access once the role exists; if K10 is installed, check that its Helm release name matches the operator's --k10-release"
+                )
+            }
+        }
+    }
+}
+
+/// What a reconcile found and did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The spec was refused before anything was changed.
+    Refused(PlanError),
+    /// The plan was carried out as far as possible.
+    Applied {
+        /// The RBAC group subject.
+        group: String,
+        /// The bindings now in place and managed for this object.
+        bindings: Vec<BindingStatus>,
+        /// What keeps it from being ready.
+        problems: Vec<Problem>,
+    },
+}
+
+/// The status `agb` should have after `outcome`. `lastTransitionTime` is kept when `Ready` keeps
+/// its status; a refused spec keeps the previous group and bindings, since nothing was changed.
+pub fn desired_status(
+    agb: &AzureGroupBinding,
+    outcome: &Outcome,
+    now: &Time,
+) -> AzureGroupBindingStatus {
+    let previous = agb.status.clone().unwrap_or_default();
+    let generation = agb.metadata.generation;
+    let (ready, reason, message, group, bindings) = match outcome {
+        Outcome::Refused(error) => {
+            let reason = match error {
+                PlanError::RoleNotAllowed { .. } => reason::ROLE_NOT_ALLOWED,
+                _ => reason::INVALID_SPEC,
+            };
+            (
+                false,
+                reason,
+                error.to_string(),
+                previous.group.clone(),
+                previous.bindings.clone(),
+            )
+        }
+        Outcome::Applied {
+            group,
+            bindings,
+            problems,
+        } => {
+            let mut problems = problems.clone();
+            problems.sort();
+            problems.dedup();
+            match problems.first() {
+                None => (
+                    true,
+                    reason::RECONCILED,
+                    ready_message(group, bindings),
+                    Some(group.clone()),
+                    bindings.clone(),
+                ),
+                Some(first) => {
+                    let message = problems
+                        .iter()
+                        .map(Problem::message)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    (
+                        false,
+                        first.reason(),
+                        message,
+                        Some(group.clone()),
+                        bindings.clone(),
+                    )
+                }
+            }
+        }
+    };
+    let mut bindings = bindings;
+    bindings.sort();
+    AzureGroupBindingStatus {
+        observed_generation: generation,
+        group,
+        bindings,
+        conditions: vec![conditions::condition(
+            &previous.conditions,
+            READY,
+            ready,
+            reason,
+            message,
+            generation,
+            now,
+        )],
+    }
+}
+
+/// The `&'static` form of a condition reason, for metric labels (unknown reasons become `Other`).
+pub fn reason_label(reason: &str) -> &'static str {
+    [
+        reason::RECONCILED,
+        reason::ROLE_NOT_ALLOWED,
+        reason::INVALID_SPEC,
+        reason::CONFLICT,
+        reason::ROLE_NOT_FOUND,
+        reason::NAMESPACE_NOT_FOUND,
+        reason::APPLY_FAILED,
+    ]
+    .into_iter()
+    .find(|r| *r == reason)
+    .unwrap_or("Other")
+}
+
+fn ready_message(group: &str, bindings: &[BindingStatus]) -> String {
+    if bindings.is_empty() {
+        return format!("group {group} is bound to nothing");
+    }
+    let roles: Vec<String> = bindings
+        .iter()
+        .map(|b| match &b.namespace {
+            Some(ns) => format!("{} in {ns}", b.role),
+            None => b.role.clone(),
+        })
+        .collect();
+    format!("group {group} is bound to {}", roles.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use groupbinder_api::AzureGroupBindingSpec;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn agb() -> AzureGroupBinding {
+        let mut agb = AzureGroupBinding::new("x", AzureGroupBindingSpec::default());
+        agb.metadata.generation = Some(3);
+        agb
+    }
+
+    fn crb(role: &str) -> BindingStatus {
+        BindingStatus {
+            kind: "ClusterRoleBinding".into(),
+            name: format!("x:{role}"),
+            namespace: None,
+            role: role.into(),
+        }
+    }
+
+    #[test]
+    fn ready_when_no_problem() {
+        let outcome = Outcome::Applied {
+            group: "g".into(),
+            bindings: vec![crb("k10-admin")],
+            problems: vec![],
+        };
+        let status = desired_status(&agb(), &outcome, &at(1));
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (
+                ready.type_.as_str(),
+                ready.status.as_str(),
+                ready.reason.as_str()
+            ),
+            ("Ready", "True", "Reconciled")
+        );
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.group.as_deref(), Some("g"));
+        assert_eq!(ready.message, "group g is bound to k10-admin");
+    }
+
+    #[test]
+    fn conflict_wins_over_missing_roles_and_all_are_reported() {
+        let problems = vec![
+            Problem::RoleNotFound {
+                kind: RoleKind::ClusterRole,
+                namespace: None,
+                name: "k10-admin".into(),
+            },
+            Problem::Conflict {
+                binding: BindingKey {
+                    namespace: None,
+                    name: "x:k10-basic".into(),
+                },
+                holder: "no owner".into(),
+            },
+        ];
+        let outcome = Outcome::Applied {
+            group: "g".into(),
+            bindings: vec![],
+            problems,
+        };
+        let ready = desired_status(&agb(), &outcome, &at(1))
+            .conditions
+            .remove(0);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Conflict")
+        );
+        assert!(
+            ready
+                .message
+                .contains("ClusterRoleBinding x:k10-basic already exists"),
+            "{}",
+            ready.message
+        );
+        assert!(
+            ready
+                .message
+                .contains("ClusterRole k10-admin does not exist"),
+            "{}",
+            ready.message
+        );
+    }
+
+    #[test]
+    fn refused_spec_keeps_what_is_in_place() {
+        let mut agb = agb();
+        let before = Outcome::Applied {
+            group: "g".into(),
+            bindings: vec![crb("k10-admin")],
+            problems: vec![],
+        };
+        agb.status = Some(desired_status(&agb, &before, &at(1)));
+        let refused = Outcome::Refused(PlanError::RoleNotAllowed {
+            requested: vec!["cluster-admin".into()],
+            allowed: vec![],
+        });
+        let status = desired_status(&agb, &refused, &at(2));
+        assert_eq!(status.bindings, vec![crb("k10-admin")]);
+        assert_eq!(status.group.as_deref(), Some("g"));
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "RoleNotAllowed")
+        );
+        assert_eq!(ready.last_transition_time, at(2));
+    }
+
+    #[test]
+    fn unchanged_outcome_gives_an_identical_status() {
+        let mut agb = agb();
+        let outcome = Outcome::Applied {
+            group: "g".into(),
+            bindings: vec![crb("k10-admin")],
+            problems: vec![],
+        };
+        let first = desired_status(&agb, &outcome, &at(1));
+        agb.status = Some(first.clone());
+        let second = desired_status(&agb, &outcome, &at(99));
+        assert_eq!(
+            first, second,
+            "a later reconcile with the same outcome must not write"
+        );
+    }
+}

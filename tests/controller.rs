@@ -1,0 +1,781 @@
+//! The AzureGroupBinding controller on the real control plane. Tests that run an operator take
+//! `exclusive()`, so only one operator watches the cluster at a time; each uses its own names.
+
+use std::time::{Duration, Instant};
+
+use groupbinder_api::{
+    AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, RoleKind, Settings,
+};
+use groupbinder_e2e::*;
+use groupbinder_testenv::ControlPlane;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+async fn setup() -> anyhow::Result<(&'static ControlPlane, kube::Client)> {
+    logs();
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    Ok((cp, client))
+}
+
+fn agb(name: &str, spec: AzureGroupBindingSpec) -> AzureGroupBinding {
+    AzureGroupBinding::new(name, spec)
+}
+
+fn seed_spec() -> AzureGroupBindingSpec {
+    AzureGroupBindingSpec {
+        group_object_id: SEED_GUID.into(),
+        group_prefix: Some(SEED_PREFIX.into()),
+        ..Default::default()
+    }
+}
+
+fn guid(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+fn crbs(client: &kube::Client) -> Api<ClusterRoleBinding> {
+    Api::all(client.clone())
+}
+
+fn rbs(client: &kube::Client, namespace: &str) -> Api<RoleBinding> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+fn agbs(client: &kube::Client) -> Api<AzureGroupBinding> {
+    Api::all(client.clone())
+}
+
+fn group_subject(name: &str) -> Option<Vec<Subject>> {
+    Some(vec![Subject {
+        kind: "Group".into(),
+        api_group: Some(RBAC.into()),
+        name: name.into(),
+        namespace: None,
+    }])
+}
+
+#[tokio::test]
+async fn seed_scenario_grants_k10_admin_to_the_group_and_nothing_more() -> anyhow::Result<()> {
+    let (cp, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    // The seed's whole spec: the group object ID (and its K10 prefix).
+    apply(&client, &agb("k10-admins", seed_spec())).await?;
+    let ready = wait_for_reason(&client, "k10-admins", "True", "Reconciled").await?;
+    let group = format!("{SEED_PREFIX}{SEED_GUID}");
+
+    // Status: group, bindings, observedGeneration equal to the generation.
+    let status = ready.status.clone().unwrap_or_default();
+    assert_eq!(status.group.as_deref(), Some(group.as_str()));
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    assert_eq!(status.bindings.len(), 2, "{:?}", status.bindings);
+
+    // The bindings themselves.
+    let crb = crbs(&client).get("k10-admins:k10-admin").await?;
+    assert_eq!(
+        crb.role_ref,
+        RoleRef {
+            api_group: Some(RBAC.into()),
+            kind: "ClusterRole".into(),
+            name: "k10-admin".into()
+        }
+    );
+    assert_eq!(crb.subjects, group_subject(&group));
+    let rb = rbs(&client, "kasten-io")
+        .get("k10-admins:k10-ns-admin")
+        .await?;
+    assert_eq!(rb.role_ref.kind, "Role");
+    assert_eq!(rb.role_ref.name, "k10-ns-admin");
+    assert_eq!(rb.subjects, group_subject(&group));
+    for meta in [&crb.metadata, &rb.metadata] {
+        let owner = &meta.owner_references.as_deref().unwrap_or_default()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            (
+                "AzureGroupBinding",
+                ready.uid().unwrap_or_default().as_str()
+            )
+        );
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+                .map(String::as_str),
+            Some("groupbinder")
+        );
+        assert!(
+            meta.managed_fields
+                .iter()
+                .flatten()
+                .any(|f| f.manager.as_deref() == Some("groupbinder"))
+        );
+    }
+
+    // What the real RBAC authorizer decides for a member of the group, and for a non-member.
+    let member = ["system:authenticated", group.as_str()];
+    assert!(
+        can(
+            &client,
+            "alice@example.com",
+            &member,
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("app")
+        )
+        .await?
+    );
+    assert!(
+        can(
+            &client,
+            "alice@example.com",
+            &member,
+            "get",
+            "",
+            "secrets",
+            Some("kasten-io")
+        )
+        .await?
+    );
+    assert!(
+        !can(
+            &client,
+            "alice@example.com",
+            &member,
+            "get",
+            "",
+            "secrets",
+            Some("default")
+        )
+        .await?
+    );
+    let outsider = [
+        "system:authenticated",
+        "michael_azure_00000000-0000-4000-8000-000000000000",
+    ];
+    assert!(
+        !can(
+            &client,
+            "bob@example.com",
+            &outsider,
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("app")
+        )
+        .await?
+    );
+    // Case matters: the upper-case spelling of the same group is another group.
+    let upper = format!("{SEED_PREFIX}{}", SEED_GUID.to_uppercase());
+    assert!(
+        !can(
+            &client,
+            "carol@example.com",
+            &[upper.as_str()],
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("app")
+        )
+        .await?
+    );
+
+    // The same through a real request made with a member's own client certificate.
+    let alice = cp.user("alice@example.com", &member)?;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(alice.client().await?, "kasten-io");
+    secrets.list(&ListParams::default()).await?;
+
+    // `kubectl get agb` shows the printer columns.
+    let out = cp.kubectl().args(["get", "agb", "k10-admins"]).output()?;
+    let table = String::from_utf8(out.stdout)?;
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "GROUP", "REASON", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..4],
+        ["k10-admins", "True", group.as_str(), "Reconciled"],
+        "{table}"
+    );
+
+    // Events (events.k8s.io) say what was done.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("k10-admins"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Created"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Reconciled"), "{reasons:?}");
+
+    operator.stop().await
+}
+
+#[tokio::test]
+async fn drift_is_repaired_within_seconds() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    apply(
+        &client,
+        &agb(
+            "drift",
+            AzureGroupBindingSpec {
+                group_object_id: guid(1),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    wait_for_reason(&client, "drift", "True", "Reconciled").await?;
+    let group = format!("{SEED_PREFIX}{}", guid(1));
+
+    // Edited by hand: someone swaps the subject.
+    let api = crbs(&client);
+    let mut edited = api.get("drift:k10-admin").await?;
+    edited.subjects = group_subject("someone-else");
+    let started = Instant::now();
+    api.replace("drift:k10-admin", &PostParams::default(), &edited)
+        .await?;
+    eventually(
+        "the edited binding to be restored",
+        Duration::from_secs(10),
+        || async {
+            Ok((api.get("drift:k10-admin").await?.subjects == group_subject(&group)).then_some(()))
+        },
+    )
+    .await?;
+    let edit_repair = started.elapsed();
+
+    // Deleted by hand.
+    let namespaced = rbs(&client, "kasten-io");
+    let started = Instant::now();
+    namespaced
+        .delete("drift:k10-ns-admin", &DeleteParams::default())
+        .await?;
+    eventually(
+        "the deleted binding to be recreated",
+        Duration::from_secs(10),
+        || async { Ok(namespaced.get_opt("drift:k10-ns-admin").await?.map(|_| ())) },
+    )
+    .await?;
+    let delete_repair = started.elapsed();
+    println!(
+        "drift repaired: edited binding in {edit_repair:?}, deleted binding in {delete_repair:?}"
+    );
+    assert!(edit_repair < Duration::from_secs(5) && delete_repair < Duration::from_secs(5));
+    operator.stop().await
+}
+
+#[tokio::test]
+async fn spec_changes_move_subjects_and_replace_bindings() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    apply(
+        &client,
+        &agb(
+            "changes",
+            AzureGroupBindingSpec {
+                group_object_id: guid(2),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    wait_for_reason(&client, "changes", "True", "Reconciled").await?;
+
+    // A new group: the same bindings now name the new subject.
+    apply(
+        &client,
+        &agb(
+            "changes",
+            AzureGroupBindingSpec {
+                group_object_id: guid(3),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    let ready = wait_for_reason(&client, "changes", "True", "Reconciled").await?;
+    assert_eq!(ready.metadata.generation, Some(2));
+    let crb = crbs(&client).get("changes:k10-admin").await?;
+    assert_eq!(
+        crb.subjects,
+        group_subject(&format!("{SEED_PREFIX}{}", guid(3)))
+    );
+
+    // Other roles: new bindings appear, the ones no longer wanted are deleted.
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(3),
+        cluster_roles: Some(vec!["k10-config-view".into()]),
+        roles: Some(vec![NamespacedRole {
+            name: "k10-basic".into(),
+            namespace: "kasten-io".into(),
+            kind: RoleKind::ClusterRole,
+        }]),
+        ..seed_spec()
+    };
+    apply(&client, &agb("changes", spec)).await?;
+    let ready = wait_for_reason(&client, "changes", "True", "Reconciled").await?;
+    eventually(
+        "old bindings to be deleted",
+        Duration::from_secs(10),
+        || async {
+            let gone = crbs(&client).get_opt("changes:k10-admin").await?.is_none()
+                && rbs(&client, "kasten-io")
+                    .get_opt("changes:k10-ns-admin")
+                    .await?
+                    .is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        crbs(&client)
+            .get("changes:k10-config-view")
+            .await?
+            .role_ref
+            .name,
+        "k10-config-view"
+    );
+    let basic = rbs(&client, "kasten-io").get("changes:k10-basic").await?;
+    assert_eq!(basic.role_ref.kind, "ClusterRole");
+    let names: Vec<String> = ready
+        .status
+        .unwrap_or_default()
+        .bindings
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["changes:k10-config-view", "changes:k10-basic"]);
+    operator.stop().await
+}
+
+#[tokio::test]
+async fn deleting_the_cr_while_the_operator_is_down_still_cleans_up() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    apply(
+        &client,
+        &agb(
+            "gc",
+            AzureGroupBindingSpec {
+                group_object_id: guid(4),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    wait_for_reason(&client, "gc", "True", "Reconciled").await?;
+    operator.stop().await?;
+
+    agbs(&client).delete("gc", &DeleteParams::default()).await?;
+    eventually(
+        "the garbage collector to delete the bindings",
+        Duration::from_secs(60),
+        || async {
+            let gone = crbs(&client).get_opt("gc:k10-admin").await?.is_none()
+                && rbs(&client, "kasten-io")
+                    .get_opt("gc:k10-ns-admin")
+                    .await?
+                    .is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_foreign_binding_with_the_target_name_is_left_untouched() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let foreign = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some("conflict:k10-admin".into()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some(RBAC.into()),
+            kind: "ClusterRole".into(),
+            name: "k10-basic".into(),
+        },
+        subjects: group_subject("hand-made"),
+    };
+    let before = apply(&client, &foreign).await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    apply(
+        &client,
+        &agb(
+            "conflict",
+            AzureGroupBindingSpec {
+                group_object_id: guid(5),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    let status = wait_for_reason(&client, "conflict", "False", "Conflict").await?;
+    let message = &ready(&status)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("ClusterRoleBinding conflict:k10-admin already exists"),
+        "{message}"
+    );
+    // The other binding is still made.
+    rbs(&client, "kasten-io")
+        .get("conflict:k10-ns-admin")
+        .await?;
+    let after = crbs(&client).get("conflict:k10-admin").await?;
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "foreign binding was modified"
+    );
+    assert_eq!(after.subjects, group_subject("hand-made"));
+    operator.stop().await
+}
+
+#[tokio::test]
+async fn roles_outside_the_allowlist_grant_nothing() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(6),
+        cluster_roles: Some(vec!["cluster-admin".into(), "k10-admin".into()]),
+        ..seed_spec()
+    };
+    apply(&client, &agb("greedy", spec)).await?;
+    let status = wait_for_reason(&client, "greedy", "False", "RoleNotAllowed").await?;
+    let message = ready(&status)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("cluster-admin not in the operator's allowlist"),
+        "{message}"
+    );
+    let group = format!("{SEED_PREFIX}{}", guid(6));
+    assert!(
+        crbs(&client)
+            .get_opt("greedy:cluster-admin")
+            .await?
+            .is_none()
+    );
+    assert!(
+        crbs(&client).get_opt("greedy:k10-admin").await?.is_none(),
+        "a refused spec changes nothing"
+    );
+    assert!(
+        !can(
+            &client,
+            "mallory",
+            &[group.as_str()],
+            "get",
+            "",
+            "secrets",
+            Some("kube-system")
+        )
+        .await?
+    );
+    assert!(!can(&client, "mallory", &[group.as_str()], "*", "*", "*", None).await?);
+    operator.stop().await
+}
+
+#[tokio::test]
+async fn missing_role_and_namespace_turn_ready_once_they_exist() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    // A K10 release that is not installed yet, in a namespace that does not exist yet.
+    let settings = Settings::for_k10("later", "later-k10", SEED_PREFIX);
+    let operator = Operator::start(&client, config(settings));
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(7),
+        cluster_roles: Some(vec!["later-admin".into()]),
+        ..seed_spec()
+    };
+    apply(&client, &agb("later-role", spec)).await?;
+    let status = wait_for_reason(&client, "later-role", "False", "RoleNotFound").await?;
+    let message = ready(&status)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("ClusterRole later-admin does not exist"),
+        "{message}"
+    );
+    crbs(&client).get("later-role:later-admin").await?; // the binding is in place already
+
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(8),
+        roles: Some(vec![NamespacedRole {
+            name: "later-ns-admin".into(),
+            namespace: "later-k10".into(),
+            kind: RoleKind::Role,
+        }]),
+        ..seed_spec()
+    };
+    apply(&client, &agb("later-namespace", spec)).await?;
+    wait_for_reason(&client, "later-namespace", "False", "NamespaceNotFound").await?;
+
+    // K10 arrives: the watches on roles and namespaces bring both to Ready, without a resync.
+    let started = Instant::now();
+    install_k10(&client, "later", "later-k10").await?;
+    wait_for_reason(&client, "later-role", "True", "Reconciled").await?;
+    wait_for_reason(&client, "later-namespace", "True", "Reconciled").await?;
+    println!(
+        "Ready {:?} after the role and namespace appeared",
+        started.elapsed()
+    );
+    rbs(&client, "later-k10")
+        .get("later-namespace:later-ns-admin")
+        .await?;
+
+    // And a role that disappears is reported again.
+    Api::<Role>::namespaced(client.clone(), "later-k10")
+        .delete("later-ns-admin", &DeleteParams::default())
+        .await?;
+    wait_for_reason(&client, "later-namespace", "False", "RoleNotFound").await?;
+    Api::<ClusterRole>::all(client.clone())
+        .delete("later-admin", &DeleteParams::default())
+        .await?;
+    wait_for_reason(&client, "later-role", "False", "RoleNotFound").await?;
+    operator.stop().await
+}
+
+#[tokio::test]
+async fn admission_rejects_bad_guids_and_reserved_prefixes_with_clear_messages()
+-> anyhow::Result<()> {
+    let (cp, _) = setup().await?;
+    let cases = [
+        (
+            "A318B1EB-8B78-4715-98AD-FFC8670AC79D",
+            "michael_azure_",
+            "must be lower case",
+            "use a318b1eb-8b78-4715-98ad-ffc8670ac79d",
+        ),
+        (
+            "a318b1eb-8b78-4715-98ad-ffc8670ac79",
+            "michael_azure_",
+            "spec.groupObjectId",
+            "should be at least 36",
+        ),
+        (
+            "a318b1eb-8b78-4715-98ad-ffc8670ac7zz",
+            "michael_azure_",
+            "must be a group object ID",
+            "GUID",
+        ),
+        (
+            "a318b1eb-8b78-4715-98ad-ffc8670ac79d",
+            "system:masters",
+            "must not start with 'system:'",
+            "reserved",
+        ),
+        (
+            "a318b1eb-8b78-4715-98ad-ffc8670ac79d",
+            "michael azure ",
+            "must not contain white space",
+            "groupPrefix",
+        ),
+    ];
+    for (i, (guid, prefix, expected, also)) in cases.iter().enumerate() {
+        let manifest = format!(
+            "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: bad-{i}\nspec:\n  groupObjectId: \"{guid}\"\n  groupPrefix: \"{prefix}\"\n"
+        );
+        let out = kubectl_apply(cp, &manifest)?;
+        assert!(!out.status.success(), "case {i} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(expected) && stderr.contains(also),
+            "case {i}: {stderr}"
+        );
+    }
+    // Unknown fields are refused by server-side field validation.
+    let typo = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: typo\nspec:\n  groupObjectId: a318b1eb-8b78-4715-98ad-ffc8670ac79d\n  clusterRole: [k10-admin]\n";
+    let out = kubectl_apply(cp, typo)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(".spec.clusterRole: field not declared in schema"),
+        "{stderr}"
+    );
+    // Empty role lists are refused too: they would bind nothing.
+    let empty = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: empty\nspec:\n  groupObjectId: a318b1eb-8b78-4715-98ad-ffc8670ac79d\n  clusterRoles: []\n";
+    let out = kubectl_apply(cp, empty)?;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("name at least one role"),
+        "{out:?}"
+    );
+    Ok(())
+}
+
+fn kubectl_apply(cp: &ControlPlane, manifest: &str) -> anyhow::Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = cp
+        .kubectl()
+        .args(["apply", "--server-side", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(manifest.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
+#[tokio::test]
+async fn steady_state_and_forced_resyncs_write_nothing() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let mut settings = seed_settings();
+    settings.allowed_roles.insert("view".into());
+    let operator = Operator::start(&client, config(settings.clone()));
+    let mut names = Vec::new();
+    for i in 0..20 {
+        let name = format!("steady-{i}");
+        apply(
+            &client,
+            &agb(
+                &name,
+                AzureGroupBindingSpec {
+                    group_object_id: guid(100 + i),
+                    ..seed_spec()
+                },
+            ),
+        )
+        .await?;
+        names.push(name);
+    }
+    for name in &names {
+        wait_for_reason(&client, name, "True", "Reconciled").await?;
+    }
+    operator.stop().await?;
+
+    // A restart lists and reconciles everything; the 1 s resync reconciles everything again, over
+    // and over. None of it may write.
+    let resources = [
+        "clusterrolebindings",
+        "rolebindings",
+        "azuregroupbindings",
+        "events",
+    ];
+    let before = apiserver_writes(&client, &resources).await?;
+    let mut resyncing = config(settings);
+    resyncing.resync = Some(Duration::from_secs(1));
+    let operator = Operator::start(&client, resyncing);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let reconciles = operator.metrics.reconciles.get();
+    let after = apiserver_writes(&client, &resources).await?;
+    operator.stop().await?;
+    println!(
+        "steady state: {reconciles} reconciles, {} writes",
+        after - before
+    );
+    assert!(
+        reconciles >= 3 * 20,
+        "the resync did not run: {reconciles} reconciles"
+    );
+    assert_eq!(after - before, 0.0, "writes in steady state");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_fail_over() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let replica = |identity: &str| {
+        let mut c = config(seed_settings());
+        c.instance = identity.into();
+        c.leader_election = Some(groupbinder_controller::LeaderElection {
+            namespace: "default".into(),
+            name: "groupbinder-e2e-leader".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(6),
+            retry_period: Duration::from_secs(1),
+        });
+        c
+    };
+    let lease: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "default");
+    let holder = || async {
+        let lease = lease.get_opt("groupbinder-e2e-leader").await?;
+        anyhow::Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+    };
+    let first = Operator::start(&client, replica("replica-a"));
+    eventually("replica-a to lead", Duration::from_secs(15), || async {
+        Ok((holder().await?.as_deref() == Some("replica-a")).then_some(()))
+    })
+    .await?;
+    let second = Operator::start(&client, replica("replica-b"));
+    apply(
+        &client,
+        &agb(
+            "leader-1",
+            AzureGroupBindingSpec {
+                group_object_id: guid(200),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    wait_for_reason(&client, "leader-1", "True", "Reconciled").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        second.metrics.reconciles.get(),
+        0,
+        "the standby must not reconcile"
+    );
+    assert!(
+        second.health.is_ready(),
+        "a standby is ready (it serves probes)"
+    );
+
+    // The leader stops (and releases the lease): the standby takes over.
+    let started = Instant::now();
+    first.stop().await?;
+    apply(
+        &client,
+        &agb(
+            "leader-2",
+            AzureGroupBindingSpec {
+                group_object_id: guid(201),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    wait_for_reason(&client, "leader-2", "True", "Reconciled").await?;
+    println!("failover took {:?}", started.elapsed());
+    assert!(second.metrics.reconciles.get() > 0);
+    assert_eq!(holder().await?.as_deref(), Some("replica-b"));
+    second.stop().await
+}
