@@ -13,16 +13,25 @@ control-plane:
 test: control-plane
 	$(CARGO) test --workspace --locked
 
+## Regenerate crds/ from the Rust types (a test fails when the committed copy differs).
+crds:
+	$(CARGO) run --quiet --locked -p groupbinder -- crd > crds/azuregroupbinding.yaml
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## The main job end to end: control plane, CRD, K10 roles, operator, the seed example, access checks.
+demo: control-plane
+	$(CARGO) build --quiet --locked -p groupbinder -p groupbinder-e2e --bins
+	$(CARGO) run --quiet --locked -p groupbinder-e2e --bin groupbinder-demo
 
 ## Keep a local control plane running until Ctrl-C.
 up: control-plane
 	$(CARGO) run --locked -p groupbinder-testenv -- up
 
 ## CI: lint, all tests, and proof that no control-plane process outlived them.
-ci: lint test
+ci: lint test demo
 	@if pgrep -x 'etcd|kube-apiserver|kube-controller' >/dev/null; then \
 	  echo "control-plane processes left behind:"; pgrep -a -x 'etcd|kube-apiserver|kube-controller'; exit 1; \
 	fi

@@ -72,7 +72,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
-use kube::{CustomResourceExt, Resource, ResourceExt};
+use kube::{CustomResourceExt, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -139,24 +139,35 @@ pub async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Resu
 
 /// Installs the AzureGroupBinding CRD and waits until it is established.
 pub async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
-    let crd = AzureGroupBinding::crd();
-    apply(client, &crd).await?;
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = crd.name_any();
-    eventually("the CRD to be established", Duration::from_secs(30), || {
-        let api = api.clone();
-        let name = name.clone();
-        async move {
-            let crd = api.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .into_iter()
-                .flatten()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(established.then_some(()))
-        }
-    })
+    apply_crd(client, &AzureGroupBinding::crd()).await
+}
+
+/// Applies `crd` and waits until it is established and listed by aggregated discovery, which is
+/// what kubectl reads (it lags the `Established` condition a little).
+pub async fn apply_crd(
+    client: &kube::Client,
+    crd: &CustomResourceDefinition,
+) -> anyhow::Result<()> {
+    apply(client, crd).await?;
+    let needle = format!("\"resource\":\"{}\"", crd.spec.names.plural);
+    eventually(
+        "the CRD to appear in discovery",
+        Duration::from_secs(30),
+        || async {
+            let mut request = groupbinder_testenv::http_get("/apis");
+            request.headers_mut().insert(
+                "Accept",
+                http::HeaderValue::from_static(
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                ),
+            );
+            Ok(client
+                .request_text(request)
+                .await?
+                .contains(&needle)
+                .then_some(()))
+        },
+    )
     .await
 }
 
@@ -167,6 +178,7 @@ pub async fn install_k10(
     namespace: &str,
 ) -> anyhow::Result<()> {
     ensure_namespace(client, namespace).await?;
+    apply_crd(client, &k10::backup_action_crd()).await?;
     for role in k10::cluster_roles(release) {
         apply(client, &role).await?;
     }

@@ -4,7 +4,7 @@
 //! of controller-runtime's envtest.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), groupbinder_testenv::Error> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let cp = groupbinder_testenv::ControlPlane::shared().await?;
 //! let client = cp.client().await?;              // admin, in system:masters
 //! let alice = cp.user("alice", &["devs"])?;      // any user name and groups
@@ -286,10 +286,15 @@ impl ControlPlane {
         })
     }
 
-    /// `kubectl --kubeconfig <admin kubeconfig>`.
+    /// `kubectl --kubeconfig <admin kubeconfig>`, with its discovery cache in this control plane's
+    /// directory rather than the user's `~/.kube/cache`.
     pub fn kubectl(&self) -> std::process::Command {
         let mut command = std::process::Command::new(&self.binaries.kubectl);
-        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.path.join("kubectl-cache"));
         command
     }
 

@@ -1,0 +1,179 @@
+//! The `groupbinder` binary itself: its CRD output, its flags, its endpoints, its shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use groupbinder_e2e::{eventually, install_k10, wait_for_reason};
+use groupbinder_testenv::{ControlPlane, Options};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn groupbinder() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_groupbinder"))
+}
+
+#[test]
+fn committed_crd_matches_the_rust_types() -> anyhow::Result<()> {
+    let out = groupbinder().arg("crd").output()?;
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout)?;
+    let committed = std::fs::read_to_string(repo().join("crds/azuregroupbinding.yaml"))?;
+    assert!(
+        generated == committed,
+        "crds/azuregroupbinding.yaml is out of date: run `make crds` and commit the result"
+    );
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn run(kubeconfig: &Path, port: u16, extra: &[(&str, &str)]) -> anyhow::Result<Child> {
+    let mut command = groupbinder();
+    command
+        .arg("run")
+        .env("KUBECONFIG", kubeconfig)
+        .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("GROUPBINDER_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    Ok(command.spawn()?)
+}
+
+async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let code = response.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+#[tokio::test]
+async fn without_the_crd_it_says_how_to_install_it() -> anyhow::Result<()> {
+    let cp = ControlPlane::start(Options {
+        without_controller_manager: true,
+        ..Options::default()
+    })
+    .await?;
+    let child = run(cp.kubeconfig(), free_port()?, &[])?;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CRD (azuregroupbindings.groupbinder.dev) is not installed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("groupbinder crd | kubectl apply -f -"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() -> anyhow::Result<()>
+{
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    // The committed CRD and the example apply as a user would apply them.
+    for file in ["crds/azuregroupbinding.yaml", "examples/k10-admins.yaml"] {
+        let out = cp
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(repo().join(file))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    install_k10(&client, "k10", "kasten-io").await?;
+
+    let port = free_port()?;
+    let mut child = run(
+        cp.kubeconfig(),
+        port,
+        &[
+            ("GROUPBINDER_K10_RELEASE", "k10"),
+            ("GROUPBINDER_RESYNC_SECONDS", "0"),
+        ],
+    )?;
+    eventually("/readyz to answer 200", Duration::from_secs(30), || async {
+        Ok(http_get(port, "/readyz")
+            .await
+            .ok()
+            .filter(|(code, _)| *code == 200)
+            .map(|_| ()))
+    })
+    .await?;
+    assert_eq!(http_get(port, "/healthz").await?.0, 200);
+    let ready = wait_for_reason(&client, "k10-admins", "True", "Reconciled").await?;
+    assert_eq!(
+        ready.status.and_then(|s| s.group).as_deref(),
+        Some("michael_azure_a318b1eb-8b78-4715-98ad-ffc8670ac79d")
+    );
+
+    let (code, metrics) = http_get(port, "/metrics").await?;
+    assert_eq!(code, 200);
+    for family in [
+        "groupbinder_reconciles_total",
+        "groupbinder_reconcile_duration_seconds",
+        "groupbinder_managed_bindings",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "{family} missing from:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("groupbinder_api_writes_total{action=\"create\"} 2"),
+        "{metrics}"
+    );
+
+    // SIGTERM: a graceful stop with exit code 0; every log line is JSON.
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    assert!(status.success(), "{status}");
+    let lines: Vec<String> = BufReader::new(stderr).lines().collect::<Result<_, _>>()?;
+    assert!(
+        lines.iter().any(|l| l.contains("caches synced")),
+        "{lines:?}"
+    );
+    for line in &lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{e}: {line}"))?;
+        assert!(
+            parsed.get("level").is_some() && parsed.get("message").is_some(),
+            "{line}"
+        );
+    }
+    Ok(())
+}

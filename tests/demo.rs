@@ -1,0 +1,172 @@
+//! `make demo`: the main job of groupbinder, end to end, on a local control plane.
+//!
+//! Boots etcd, kube-apiserver and kube-controller-manager; installs the CRD and K10's roles (as
+//! fixtures: groupbinder binds them by name); runs the `groupbinder` binary; applies the seed's
+//! AzureGroupBinding; shows what it created and what the group's members may now do. Exits non-zero
+//! if anything is not as shown.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use groupbinder_e2e::{SEED_GUID, SEED_PREFIX, install_k10};
+use groupbinder_testenv::{ControlPlane, Options};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn section(title: &str) {
+    println!("\n\x1b[1m== {title}\x1b[0m");
+}
+
+/// Runs `command`, echoing it as `$ kubectl ...` and printing its output.
+fn show(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
+    println!("$ kubectl {}", args.join(" "));
+    let out = cp.kubectl().args(args).output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{text}");
+    Ok(text)
+}
+
+fn check(ok: bool, what: &str) -> anyhow::Result<()> {
+    if ok {
+        println!("   \x1b[32m✓\x1b[0m {what}");
+        Ok(())
+    } else {
+        anyhow::bail!("demo failed: {what}")
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match demo().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo() -> anyhow::Result<()> {
+    let groupbinder = std::env::current_exe()?.with_file_name("groupbinder");
+    anyhow::ensure!(
+        groupbinder.is_file(),
+        "{} not built: run `make demo`",
+        groupbinder.display()
+    );
+
+    section("A local control plane");
+    let cp = ControlPlane::start(Options::default()).await?;
+    println!(
+        "Kubernetes {} at {} (kubeconfig {})",
+        cp.binaries().versions.kubernetes,
+        cp.server(),
+        cp.kubeconfig().display()
+    );
+    let client = cp.client().await?;
+
+    section(
+        "K10's roles (fixtures standing in for K10's Helm chart), and the AzureGroupBinding CRD",
+    );
+    install_k10(&client, "k10", "kasten-io").await?;
+    show(
+        &cp,
+        &[
+            "get",
+            "clusterroles,roles",
+            "-A",
+            "-l",
+            "k10.kasten.io/default-rbac-object=true",
+        ],
+    )?;
+    show(
+        &cp,
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &repo()
+                .join("crds/azuregroupbinding.yaml")
+                .display()
+                .to_string(),
+        ],
+    )?;
+
+    section("groupbinder run");
+    let log = cp.dir().join("groupbinder.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut operator = Command::new(&groupbinder)
+        .arg("run")
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    println!(
+        "operator pid {} (release k10 in kasten-io; allowlist k10-admin, k10-ns-admin, k10-basic, k10-config-view)",
+        operator.id()
+    );
+
+    let result = async {
+        section("The seed scenario: one AzureGroupBinding instead of two hand-written bindings");
+        let example = repo().join("examples/k10-admins.yaml");
+        print!("{}", std::fs::read_to_string(&example)?);
+        show(&cp, &["apply", "--server-side", "-f", &example.display().to_string()])?;
+        show(&cp, &["wait", "--for=condition=Ready", "azuregroupbinding/k10-admins", "--timeout=60s"])?;
+        let table = show(&cp, &["get", "agb"])?;
+        check(table.contains("True") && table.contains(&format!("{SEED_PREFIX}{SEED_GUID}")), "k10-admins is Ready for the prefixed group")?;
+
+        section("What groupbinder created");
+        show(&cp, &["get", "clusterrolebindings,rolebindings", "-A", "-l", "app.kubernetes.io/managed-by=groupbinder", "-o", "wide"])?;
+
+        section("What a member of the group may do now (the API server's RBAC authorizer decides)");
+        let group = format!("{SEED_PREFIX}{SEED_GUID}");
+        let can = |user: &str, group: &str, args: &[&str]| -> anyhow::Result<bool> {
+            let mut full = vec!["auth", "can-i"];
+            full.extend_from_slice(args);
+            full.extend_from_slice(&["--as", user, "--as-group", group, "--as-group", "system:authenticated"]);
+            Ok(show(&cp, &full)?.trim() == "yes")
+        };
+        check(can("alice@example.com", &group, &["create", "backupactions.actions.kio.kasten.io", "-n", "kasten-io"])?, "a member can create a K10 backup action")?;
+        check(can("alice@example.com", &group, &["get", "secrets", "-n", "kasten-io"])?, "a member can read K10's secrets in kasten-io (k10-ns-admin)")?;
+        check(!can("alice@example.com", &group, &["get", "secrets", "-n", "default"])?, "a member cannot read secrets in default")?;
+        let upper = format!("{SEED_PREFIX}{}", SEED_GUID.to_uppercase());
+        check(!can("bob@example.com", &upper, &["create", "backupactions.actions.kio.kasten.io", "-n", "kasten-io"])?, "the upper-case spelling of the GUID is another group, and gets nothing")?;
+
+        section("A typo is refused at the door");
+        let typo = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata: {name: typo}\nspec: {groupObjectId: A318B1EB-8B78-4715-98AD-FFC8670AC79D}\n";
+        println!("$ kubectl apply -f - <<< '{{groupObjectId: A318B1EB-...}}'");
+        let mut child = cp.kubectl().args(["apply", "--server-side", "-f", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, typo.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        print!("{}", String::from_utf8_lossy(&out.stderr));
+        check(!out.status.success(), "an upper-case GUID is rejected with a message that says how to fix it")?;
+        anyhow::Ok(())
+    }
+    .await;
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(operator.id().to_string())
+        .status();
+    let _ = operator.wait();
+    if result.is_err() {
+        eprintln!(
+            "--- operator log ({}) ---\n{}",
+            log.display(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    result?;
+    section("Done: the control plane and operator are stopped and removed");
+    Ok(())
+}
