@@ -573,6 +573,7 @@ async fn missing_role_and_namespace_turn_ready_once_they_exist() -> anyhow::Resu
 async fn admission_rejects_bad_guids_and_reserved_prefixes_with_clear_messages()
 -> anyhow::Result<()> {
     let (cp, _) = setup().await?;
+    let _serial = exclusive().await; // another test swaps the CRD for a looser one for a while
     let cases = [
         (
             "A318B1EB-8B78-4715-98AD-FFC8670AC79D",
@@ -778,4 +779,95 @@ async fn two_replicas_elect_one_leader_and_fail_over() -> anyhow::Result<()> {
     assert!(second.metrics.reconciles.get() > 0);
     assert_eq!(holder().await?.as_deref(), Some("replica-b"));
     second.stop().await
+}
+
+/// With a CRD that admits anything (an older or hand-edited CRD), an object the controller cannot
+/// decode, and one that only its own checks refuse, must not stop the others.
+#[tokio::test]
+async fn undecodable_and_unadmitted_objects_do_not_stop_the_others() -> anyhow::Result<()> {
+    use kube::CustomResourceExt;
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let mut loose = AzureGroupBinding::crd();
+    for version in &mut loose.spec.versions {
+        let schema =
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps {
+                type_: Some("object".into()),
+                x_kubernetes_preserve_unknown_fields: Some(true),
+                ..Default::default()
+            };
+        version.schema = Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceValidation {
+            open_api_v3_schema: Some(schema),
+        });
+        version.additional_printer_columns = None;
+    }
+    apply_crd(&client, &loose).await?;
+    let result = async {
+        let raw: Api<kube::core::DynamicObject> = Api::all_with(
+            client.clone(),
+            &kube::core::ApiResource::erase::<AzureGroupBinding>(&()),
+        );
+        let bad: kube::core::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding",
+            "metadata": {"name": "undecodable"}, "spec": {"groupObjectId": 42}
+        }))?;
+        raw.create(&PostParams::default(), &bad).await?;
+        let upper = AzureGroupBindingSpec {
+            group_object_id: SEED_GUID.to_uppercase(),
+            ..seed_spec()
+        };
+        apply(&client, &agb("unadmitted", upper)).await?;
+        let operator = Operator::start(&client, config(seed_settings()));
+        apply(
+            &client,
+            &agb(
+                "good-neighbour",
+                AzureGroupBindingSpec {
+                    group_object_id: guid(300),
+                    ..seed_spec()
+                },
+            ),
+        )
+        .await?;
+        wait_for_reason(&client, "good-neighbour", "True", "Reconciled").await?;
+        let refused = wait_for_reason(&client, "unadmitted", "False", "InvalidSpec").await?;
+        let message = ready(&refused)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        assert!(message.contains("is not a lower-case GUID"), "{message}");
+        assert!(
+            crbs(&client)
+                .get_opt("unadmitted:k10-admin")
+                .await?
+                .is_none()
+        );
+        let status = eventually(
+            "the undecodable object to be reported",
+            Duration::from_secs(30),
+            || async {
+                let object = raw.get("undecodable").await?;
+                let reason = object
+                    .data
+                    .pointer("/status/conditions/0/reason")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_owned);
+                let message = object
+                    .data
+                    .pointer("/status/conditions/0/message")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_owned);
+                Ok(reason.filter(|r| r == "InvalidSpec").and(message))
+            },
+        )
+        .await?;
+        assert!(status.contains("the spec cannot be read"), "{status}");
+        assert!(!operator.is_finished(), "the operator must keep running");
+        for name in ["undecodable", "unadmitted"] {
+            agbs(&client).delete(name, &DeleteParams::default()).await?;
+        }
+        operator.stop().await
+    }
+    .await;
+    install_crd(&client).await?;
+    result
 }
