@@ -16,6 +16,7 @@ test: control-plane
 ## Regenerate crds/ from the Rust types (a test fails when the committed copy differs).
 crds:
 	$(CARGO) run --quiet --locked -p groupbinder -- crd > crds/azuregroupbinding.yaml
+	cp crds/azuregroupbinding.yaml charts/groupbinder/crds/azuregroupbinding.yaml
 
 lint:
 	$(CARGO) fmt --all -- --check

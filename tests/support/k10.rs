@@ -2,6 +2,7 @@
 //! itself binds roles by name and never copies rules).
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
@@ -120,41 +121,11 @@ pub fn ns_admin(release: &str, namespace: &str) -> Role {
 /// A stand-in for K10's `backupactions.actions.kio.kasten.io` (served by K10's aggregated API
 /// server), so that `kubectl auth can-i create backupactions.actions.kio.kasten.io` finds the
 /// resource in discovery as it would with K10 installed.
-pub fn backup_action_crd()
--> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-        CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
-        CustomResourceDefinitionVersion, CustomResourceValidation, JSONSchemaProps,
-    };
-    CustomResourceDefinition {
-        metadata: ObjectMeta {
-            name: Some("backupactions.actions.kio.kasten.io".into()),
-            ..ObjectMeta::default()
-        },
-        spec: CustomResourceDefinitionSpec {
-            group: "actions.kio.kasten.io".into(),
-            names: CustomResourceDefinitionNames {
-                kind: "BackupAction".into(),
-                plural: "backupactions".into(),
-                singular: Some("backupaction".into()),
-                ..CustomResourceDefinitionNames::default()
-            },
-            scope: "Namespaced".into(),
-            versions: vec![CustomResourceDefinitionVersion {
-                name: "v1alpha1".into(),
-                served: true,
-                storage: true,
-                schema: Some(CustomResourceValidation {
-                    open_api_v3_schema: Some(JSONSchemaProps {
-                        type_: Some("object".into()),
-                        x_kubernetes_preserve_unknown_fields: Some(true),
-                        ..JSONSchemaProps::default()
-                    }),
-                }),
-                ..CustomResourceDefinitionVersion::default()
-            }],
-            ..CustomResourceDefinitionSpec::default()
-        },
-        status: None,
-    }
+pub fn backup_action_crd() -> CustomResourceDefinition {
+    crate::stand_in_crd(
+        "actions.kio.kasten.io",
+        "v1alpha1",
+        "BackupAction",
+        "backupactions",
+    )
 }

@@ -328,3 +328,47 @@ pub fn logs() {
             .try_init();
     }
 }
+
+/// A namespaced CRD that accepts any object: a stand-in for another product's API (K10's actions,
+/// Argo CD's Application, Flux's kinds) so that manifests for it can be applied and checked.
+pub fn stand_in_crd(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
+        CustomResourceDefinitionVersion, CustomResourceValidation, JSONSchemaProps,
+    };
+    CustomResourceDefinition {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(format!("{plural}.{group}")),
+            ..Default::default()
+        },
+        spec: CustomResourceDefinitionSpec {
+            group: group.into(),
+            names: CustomResourceDefinitionNames {
+                kind: kind.into(),
+                plural: plural.into(),
+                ..CustomResourceDefinitionNames::default()
+            },
+            scope: "Namespaced".into(),
+            versions: vec![CustomResourceDefinitionVersion {
+                name: version.into(),
+                served: true,
+                storage: true,
+                schema: Some(CustomResourceValidation {
+                    open_api_v3_schema: Some(JSONSchemaProps {
+                        type_: Some("object".into()),
+                        x_kubernetes_preserve_unknown_fields: Some(true),
+                        ..JSONSchemaProps::default()
+                    }),
+                }),
+                ..CustomResourceDefinitionVersion::default()
+            }],
+            ..CustomResourceDefinitionSpec::default()
+        },
+        status: None,
+    }
+}

@@ -11,12 +11,21 @@ use crate::{CertAndKey, Error, io};
 
 const NAME: &str = "groupbinder-testenv";
 
-/// Writes a kubeconfig for `server`, trusting `ca_pem`, authenticating with `identity`.
+/// How a kubeconfig authenticates.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// A client certificate.
+    Certificate(&'a CertAndKey),
+    /// A bearer token (a service account's, from the TokenRequest API).
+    Token(&'a str),
+}
+
+/// Writes a kubeconfig for `server`, trusting `ca_pem`, authenticating with `credentials`.
 pub fn write(
     file: &Path,
     server: &str,
     ca_pem: &str,
-    identity: &CertAndKey,
+    credentials: Credentials<'_>,
 ) -> Result<PathBuf, Error> {
     let b64 = |s: &str| k8s_openapi::ByteString(s.as_bytes().to_vec());
     let encode = |s: &str| {
@@ -36,10 +45,16 @@ pub fn write(
         }],
         auth_infos: vec![NamedAuthInfo {
             name: NAME.into(),
-            auth_info: Some(AuthInfo {
-                client_certificate_data: encode(&identity.cert_pem),
-                client_key_data: encode(&identity.key_pem).map(Into::into),
-                ..AuthInfo::default()
+            auth_info: Some(match credentials {
+                Credentials::Certificate(identity) => AuthInfo {
+                    client_certificate_data: encode(&identity.cert_pem),
+                    client_key_data: encode(&identity.key_pem).map(Into::into),
+                    ..AuthInfo::default()
+                },
+                Credentials::Token(token) => AuthInfo {
+                    token: Some(token.to_owned().into()),
+                    ..AuthInfo::default()
+                },
             }),
             other: Default::default(),
         }],

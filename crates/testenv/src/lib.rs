@@ -1,5 +1,5 @@
 //! A real Kubernetes control plane for tests and demos: etcd, kube-apiserver and
-//! kube-controller-manager (garbage collector and namespace controllers only), built from their Go
+//! kube-controller-manager (garbage collector, namespace and ClusterRole aggregation controllers), built from their Go
 //! modules by `tools/build-control-plane.sh` and started here on free loopback ports, in the manner
 //! of controller-runtime's envtest.
 //!
@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use bins::{Binaries, Versions};
+use kubeconfig::Credentials;
 pub use pki::CertAndKey;
 use process::Process;
 
@@ -148,8 +149,12 @@ impl ControlPlane {
         let [etcd_port, etcd_peer_port, apiserver_port] = free_ports()?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let admin = ca.client("groupbinder-testenv-admin", &["system:masters"])?;
-        let kubeconfig =
-            kubeconfig::write(&path.join("kubeconfig"), &server, &ca.cert_pem(), &admin)?;
+        let kubeconfig = kubeconfig::write(
+            &path.join("kubeconfig"),
+            &server,
+            &ca.cert_pem(),
+            Credentials::Certificate(&admin),
+        )?;
 
         let mut apiserver_args: Vec<String> = vec![
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
@@ -208,11 +213,15 @@ impl ControlPlane {
                 &cp.path.join("kcm.kubeconfig"),
                 &cp.server,
                 &cp.ca.cert_pem(),
-                &kcm,
+                Credentials::Certificate(&kcm),
             )?;
             let args = vec![
                 format!("--kubeconfig={}", kcm_kubeconfig.display()),
-                "--controllers=garbage-collector-controller,namespace-controller".into(),
+                // The garbage collector and namespace deletion, plus ClusterRole aggregation: without
+                // it the built-in admin/edit/view roles have no rules, and RBAC's escalation check
+                // would let anyone bind them.
+                "--controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller"
+                    .into(),
                 "--leader-elect=false".into(),
                 "--secure-port=0".into(),
                 "--use-service-account-credentials=false".into(),
@@ -279,11 +288,30 @@ impl ControlPlane {
         let file = self
             .path
             .join(format!("user-{}.kubeconfig", sanitize(user)));
-        let kubeconfig = kubeconfig::write(&file, &self.server, &self.ca.cert_pem(), &identity)?;
+        let kubeconfig = kubeconfig::write(
+            &file,
+            &self.server,
+            &self.ca.cert_pem(),
+            Credentials::Certificate(&identity),
+        )?;
         Ok(User {
             name: user.to_owned(),
             kubeconfig,
         })
+    }
+
+    /// A kubeconfig file named `name` that authenticates with a bearer `token` (for example a
+    /// service account's token from the TokenRequest API).
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf, Error> {
+        let file = self
+            .path
+            .join(format!("token-{}.kubeconfig", sanitize(name)));
+        kubeconfig::write(
+            &file,
+            &self.server,
+            &self.ca.cert_pem(),
+            Credentials::Token(token),
+        )
     }
 
     /// `kubectl --kubeconfig <admin kubeconfig>`, with its discovery cache in this control plane's
@@ -438,6 +466,11 @@ impl User {
     pub async fn client(&self) -> Result<kube::Client, Error> {
         kubeconfig::client(&self.kubeconfig).await
     }
+}
+
+/// A client from any kubeconfig file (for example one from [`ControlPlane::token_kubeconfig`]).
+pub async fn client_from_kubeconfig(file: &Path) -> Result<kube::Client, Error> {
+    kubeconfig::client(file).await
 }
 
 /// A GET request for a raw API path.

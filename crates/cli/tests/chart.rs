@@ -1,0 +1,649 @@
+//! The Helm chart on the real control plane: lint and template, install/upgrade/uninstall, least
+//! privilege of the chart's ServiceAccount (running the real binary as that identity), examples.
+
+use groupbinder_e2e::{
+    SEED_GUID, SEED_PREFIX, apply_crd, can, install_k10, stand_in_crd, wait_for_reason,
+};
+use groupbinder_testenv::ControlPlane;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn chart() -> String {
+    repo().join("charts/groupbinder").display().to_string()
+}
+
+fn ok(out: Output, what: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn kinds(manifests: &str) -> Vec<String> {
+    let mut kinds: Vec<String> = manifests
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .map(str::to_owned)
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[tokio::test]
+async fn lint_template_and_values_schema() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    ok(
+        cp.helm().args(["lint", "--strict", &chart()]).output()?,
+        "helm lint",
+    )?;
+    let custom = [
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "k10.release=backup",
+        "--set",
+        "k10.groupPrefix=oidc:",
+        "--set",
+        "allowedRoles={backup-admin,view}",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "log.format=text",
+    ];
+    ok(
+        cp.helm()
+            .args(["lint", "--strict", &chart()])
+            .args(custom)
+            .output()?,
+        "helm lint (custom values)",
+    )?;
+
+    let defaults = ok(
+        cp.helm()
+            .args(["template", "gb", &chart(), "-n", "gb-system"])
+            .output()?,
+        "helm template",
+    )?;
+    assert_eq!(
+        kinds(&defaults),
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    assert!(defaults.contains("value: \"k10-admin,k10-ns-admin,k10-basic,k10-config-view\""));
+    assert!(
+        defaults.contains(
+            "resourceNames: [\"k10-admin\",\"k10-ns-admin\",\"k10-basic\",\"k10-config-view\"]"
+        ),
+        "{defaults}"
+    );
+    // Least privilege, rule by rule: no wildcard, no secrets, no escalate, `bind` only by name.
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&defaults)?;
+    let rules: Vec<&serde_json::Value> = documents
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
+        .flat_map(|d| d["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert!(rules.len() >= 8, "{rules:?}");
+    let strings = |rule: &serde_json::Value, key: &str| -> Vec<String> {
+        rule[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    for rule in &rules {
+        let (verbs, resources) = (strings(rule, "verbs"), strings(rule, "resources"));
+        assert!(
+            !verbs
+                .iter()
+                .chain(&resources)
+                .chain(&strings(rule, "apiGroups"))
+                .any(|s| s.contains('*')),
+            "{rule}"
+        );
+        assert!(!resources.iter().any(|r| r == "secrets"), "{rule}");
+        assert!(
+            !verbs.iter().any(|v| v == "escalate" || v == "impersonate"),
+            "{rule}"
+        );
+        if verbs.iter().any(|v| v == "bind") {
+            assert_eq!(
+                strings(rule, "resourceNames"),
+                ["k10-admin", "k10-ns-admin", "k10-basic", "k10-config-view"]
+            );
+        }
+    }
+    assert!(
+        defaults.contains("readOnlyRootFilesystem: true")
+            && defaults.contains("type: RuntimeDefault")
+    );
+
+    let custom = ok(
+        cp.helm()
+            .args(["template", "gb", &chart(), "-n", "gb-system"])
+            .args(custom)
+            .output()?,
+        "helm template (custom)",
+    )?;
+    assert!(
+        custom.contains("kind: PodDisruptionBudget") && custom.contains("kind: ServiceMonitor")
+    );
+    assert!(custom.contains("resourceNames: [\"backup-admin\",\"view\"]"));
+    assert!(
+        custom.contains("name: GROUPBINDER_LEADER_ELECTION\n              value: \"true\""),
+        "2 replicas elect a leader"
+    );
+
+    // The values schema refuses wrong types and unknown keys, saying where.
+    for (set, expected) in [
+        (
+            "replicaCount=two",
+            "at '/replicaCount': got string, want integer",
+        ),
+        (
+            "k10.groupPrefx=x",
+            "additional properties 'groupPrefx' not allowed",
+        ),
+        ("log.format=xml", "at '/log/format'"),
+        ("k10.groupPrefix=system:masters", "at '/k10/groupPrefix'"),
+    ] {
+        let out = cp
+            .helm()
+            .args(["template", "gb", &chart(), "--set", set])
+            .output()?;
+        assert!(!out.status.success(), "{set} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{set}: {stderr}");
+    }
+    Ok(())
+}
+
+#[test]
+fn chart_crd_is_the_top_level_crd() -> anyhow::Result<()> {
+    let top = std::fs::read_to_string(repo().join("crds/azuregroupbinding.yaml"))?;
+    let chart =
+        std::fs::read_to_string(repo().join("charts/groupbinder/crds/azuregroupbinding.yaml"))?;
+    assert!(
+        top == chart,
+        "charts/groupbinder/crds differs from crds/: run `make crds`"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    ok(
+        cp.helm()
+            .args([
+                "install",
+                "gb",
+                &chart(),
+                "-n",
+                "gb-system",
+                "--create-namespace",
+            ])
+            .output()?,
+        "helm install",
+    )?;
+    let listed = ok(
+        cp.kubectl()
+            .args(["get", "serviceaccounts,deployments,services,roles,rolebindings,clusterroles,clusterrolebindings", "-A"])
+            .args(["-l", "app.kubernetes.io/instance=gb", "-o", "name"])
+            .output()?,
+        "kubectl get",
+    )?;
+    let objects: BTreeSet<&str> = listed.lines().collect();
+    let expected: BTreeSet<&str> = [
+        "serviceaccount/gb-groupbinder",
+        "deployment.apps/gb-groupbinder",
+        "service/gb-groupbinder-metrics",
+        "role.rbac.authorization.k8s.io/gb-groupbinder-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/gb-groupbinder-leader-election",
+        "clusterrole.rbac.authorization.k8s.io/gb-groupbinder",
+        "clusterrole.rbac.authorization.k8s.io/gb-groupbinder-editor",
+        "clusterrole.rbac.authorization.k8s.io/gb-groupbinder-viewer",
+        "clusterrolebinding.rbac.authorization.k8s.io/gb-groupbinder",
+    ]
+    .into();
+    assert_eq!(objects, expected);
+    ok(
+        cp.kubectl()
+            .args(["get", "crd", "azuregroupbindings.groupbinder.dev"])
+            .output()?,
+        "CRD installed",
+    )?;
+
+    let example = repo()
+        .join("examples/k10-admins.yaml")
+        .display()
+        .to_string();
+    ok(
+        cp.kubectl()
+            .args(["apply", "--server-side", "-f", &example])
+            .output()?,
+        "apply example",
+    )?;
+
+    ok(
+        cp.helm()
+            .args([
+                "upgrade",
+                "gb",
+                &chart(),
+                "-n",
+                "gb-system",
+                "--set",
+                "log.level=debug",
+            ])
+            .output()?,
+        "helm upgrade",
+    )?;
+    let env = ok(
+        cp.kubectl()
+            .args([
+                "get",
+                "deployment",
+                "gb-groupbinder",
+                "-n",
+                "gb-system",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].env}",
+            ])
+            .output()?,
+        "get env",
+    )?;
+    assert!(
+        env.contains(r#"{"name":"GROUPBINDER_LOG_LEVEL","value":"debug"}"#),
+        "{env}"
+    );
+
+    ok(
+        cp.helm()
+            .args(["uninstall", "gb", "-n", "gb-system", "--wait"])
+            .output()?,
+        "helm uninstall",
+    )?;
+    let left = ok(
+        cp.kubectl()
+            .args([
+                "get",
+                "clusterroles,deployments",
+                "-A",
+                "-l",
+                "app.kubernetes.io/instance=gb",
+                "-o",
+                "name",
+            ])
+            .output()?,
+        "get",
+    )?;
+    assert_eq!(left.trim(), "", "uninstall left {left}");
+    ok(
+        cp.kubectl()
+            .args(["get", "crd", "azuregroupbindings.groupbinder.dev"])
+            .output()?,
+        "the CRD survives uninstall",
+    )?;
+    ok(
+        cp.kubectl().args(["get", "agb", "k10-admins"]).output()?,
+        "the AzureGroupBinding survives uninstall",
+    )?;
+    drop(client);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_else()
+-> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let admin = cp.client().await?;
+    install_k10(&admin, "k10", "kasten-io").await?;
+    let _serial = groupbinder_e2e::exclusive().await; // one operator at a time
+    ok(
+        cp.helm()
+            .args([
+                "install",
+                "lp",
+                &chart(),
+                "-n",
+                "lp-system",
+                "--create-namespace",
+                "--set",
+                &format!("k10.groupPrefix={SEED_PREFIX}"),
+            ])
+            .output()?,
+        "helm install",
+    )?;
+
+    // A token for the chart's ServiceAccount, from the TokenRequest API.
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "lp-system");
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request("lp-groupbinder", &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| anyhow::anyhow!("no token"))?;
+    let kubeconfig = cp.token_kubeconfig("lp-groupbinder", &token)?;
+    let sa = groupbinder_testenv::client_from_kubeconfig(&kubeconfig).await?;
+
+    // The real binary, with that identity and the chart's settings, reconciles the seed scenario.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_groupbinder"))
+        .arg("run")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX)
+        .env("GROUPBINDER_LEADER_ELECTION", "true")
+        .env("POD_NAMESPACE", "lp-system")
+        .env("GROUPBINDER_LEASE_NAME", "lp-groupbinder")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = async {
+        // The seed's three-line spec: the prefix comes from the chart's k10.groupPrefix.
+        let spec = groupbinder_api::AzureGroupBindingSpec {
+            group_object_id: SEED_GUID.into(),
+            ..Default::default()
+        };
+        groupbinder_e2e::apply(
+            &admin,
+            &groupbinder_api::AzureGroupBinding::new("lp-admins", spec),
+        )
+        .await?;
+        let ready = wait_for_reason(&admin, "lp-admins", "True", "Reconciled").await?;
+        assert_eq!(
+            ready.status.and_then(|s| s.group),
+            Some(format!("{SEED_PREFIX}{SEED_GUID}"))
+        );
+
+        // What that identity may not do, asked of the real authorizer...
+        let user = "system:serviceaccount:lp-system:lp-groupbinder";
+        let groups = [
+            "system:serviceaccounts",
+            "system:serviceaccounts:lp-system",
+            "system:authenticated",
+        ];
+        assert!(
+            !can(
+                &admin,
+                user,
+                &groups,
+                "get",
+                "",
+                "secrets",
+                Some("kasten-io")
+            )
+            .await?
+        );
+        assert!(!can(&admin, user, &groups, "list", "", "secrets", None).await?);
+        assert!(
+            !can(
+                &admin,
+                user,
+                &groups,
+                "update",
+                "groupbinder.dev",
+                "azuregroupbindings",
+                None
+            )
+            .await?
+        );
+        assert!(
+            !can(
+                &admin,
+                user,
+                &groups,
+                "patch",
+                "groupbinder.dev",
+                "azuregroupbindings",
+                None
+            )
+            .await?
+        );
+        assert!(
+            !can(
+                &admin,
+                user,
+                &groups,
+                "escalate",
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                None
+            )
+            .await?
+        );
+
+        // ... and by real requests made with its token.
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(sa.clone(), "kasten-io");
+        assert_forbidden(secrets.list(&Default::default()).await, "reading secrets")?;
+        let agbs: Api<groupbinder_api::AzureGroupBinding> = Api::all(sa.clone());
+        let patch =
+            serde_json::json!({"spec": {"groupObjectId": "00000000-0000-4000-8000-000000000000"}});
+        assert_forbidden(
+            agbs.patch("lp-admins", &PatchParams::default(), &Patch::Merge(&patch))
+                .await,
+            "changing a spec",
+        )?;
+
+        // Binding outside the allowlist: the API server's escalation check refuses it, whatever the
+        // operator's own check says. A dry run goes through authorization and admission.
+        let dry = PostParams {
+            dry_run: true,
+            field_manager: None,
+        };
+        let subject = Some(vec![Subject {
+            kind: "Group".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            name: "x".into(),
+            namespace: None,
+        }]);
+        let crb = |role: &str| ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(format!("lp-test-{role}")),
+                ..ObjectMeta::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: role.into(),
+            },
+            subjects: subject.clone(),
+        };
+        let crbs: Api<ClusterRoleBinding> = Api::all(sa.clone());
+        // admin, edit and view are aggregated roles: wait until they have their rules, as they
+        // always do in a real cluster (an empty role is vacuously held by everyone).
+        let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(admin.clone());
+        groupbinder_e2e::eventually(
+            "admin to be aggregated",
+            std::time::Duration::from_secs(30),
+            || async {
+                Ok(roles
+                    .get("admin")
+                    .await?
+                    .rules
+                    .is_some_and(|r| !r.is_empty())
+                    .then_some(()))
+            },
+        )
+        .await?;
+        for role in [
+            "cluster-admin",
+            "admin",
+            "edit",
+            "view",
+            "system:controller:clusterrole-aggregation-controller",
+        ] {
+            assert_forbidden(
+                crbs.create(&dry, &crb(role)).await,
+                &format!("binding {role}"),
+            )?;
+        }
+        let rb = RoleBinding {
+            metadata: ObjectMeta {
+                name: Some("lp-test-admin".into()),
+                namespace: Some("kasten-io".into()),
+                ..ObjectMeta::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: "admin".into(),
+            },
+            subjects: subject.clone(),
+        };
+        let rbs: Api<RoleBinding> = Api::namespaced(sa.clone(), "kasten-io");
+        assert_forbidden(rbs.create(&dry, &rb).await, "a RoleBinding to admin")?;
+        // The allowlisted roles, by contrast, can be bound.
+        crbs.create(&dry, &crb("k10-config-view")).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = operator.kill();
+    let _ = operator.wait();
+    ok(
+        cp.helm()
+            .args(["uninstall", "lp", "-n", "lp-system"])
+            .output()?,
+        "helm uninstall",
+    )?;
+    result
+}
+
+fn assert_forbidden<T: std::fmt::Debug>(
+    result: Result<T, kube::Error>,
+    what: &str,
+) -> anyhow::Result<()> {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+        other => anyhow::bail!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_example_applies_and_the_seed_becomes_ready() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let admin = cp.client().await?;
+    install_k10(&admin, "k10", "kasten-io").await?;
+    // Stand-ins for Argo CD's and Flux's APIs, and their namespaces.
+    for (group, version, kind, plural) in [
+        ("argoproj.io", "v1alpha1", "Application", "applications"),
+        (
+            "source.toolkit.fluxcd.io",
+            "v1",
+            "GitRepository",
+            "gitrepositories",
+        ),
+        (
+            "helm.toolkit.fluxcd.io",
+            "v2",
+            "HelmRelease",
+            "helmreleases",
+        ),
+        (
+            "kustomize.toolkit.fluxcd.io",
+            "v1",
+            "Kustomization",
+            "kustomizations",
+        ),
+    ] {
+        apply_crd(&admin, &stand_in_crd(group, version, kind, plural)).await?;
+    }
+    for ns in ["argocd", "flux-system"] {
+        groupbinder_e2e::ensure_namespace(&admin, ns).await?;
+    }
+    ok(
+        cp.kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(repo().join("crds"))
+            .output()?,
+        "apply crds/",
+    )?;
+
+    let mut applied = 0;
+    for entry in std::fs::read_dir(repo().join("examples"))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if name.ends_with("-values.yaml") {
+            // K10 Helm values, not a manifest: its prefix must be the one the examples bind.
+            let values: serde_json::Value =
+                serde_saphyr::from_str(&std::fs::read_to_string(&path)?)?;
+            assert_eq!(values["auth"]["oidcAuth"]["groupClaim"], "groups");
+            assert_eq!(values["auth"]["oidcAuth"]["groupPrefix"], SEED_PREFIX);
+            continue;
+        }
+        let out = cp
+            .kubectl()
+            .args(["apply", "--server-side", "--dry-run=server", "-f"])
+            .arg(&path)
+            .output()?;
+        ok(out, &format!("server-side dry run of {name}"))?;
+        applied += 1;
+    }
+    assert!(applied >= 4, "only {applied} examples");
+
+    // And the seed example, applied for real with an operator running, becomes Ready.
+    let _serial = groupbinder_e2e::exclusive().await;
+    let operator = groupbinder_e2e::Operator::start(
+        &admin,
+        groupbinder_e2e::config(groupbinder_e2e::seed_settings()),
+    );
+    ok(
+        cp.kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(repo().join("examples/k10-admins.yaml"))
+            .output()?,
+        "apply seed",
+    )?;
+    ok(
+        cp.kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(repo().join("examples/k10-viewers.yaml"))
+            .output()?,
+        "apply viewers",
+    )?;
+    wait_for_reason(&admin, "k10-admins", "True", "Reconciled").await?;
+    wait_for_reason(&admin, "k10-app-operators", "True", "Reconciled").await?;
+    operator.stop().await
+}
