@@ -87,6 +87,16 @@ pub enum PlanError {
     MissingName,
 }
 
+impl PlanError {
+    /// The `Ready` condition reason this error is reported with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::RoleNotAllowed { .. } => crate::conditions::reason::ROLE_NOT_ALLOWED,
+            _ => crate::conditions::reason::INVALID_SPEC,
+        }
+    }
+}
+
 fn list(items: &[String]) -> String {
     items.join(", ")
 }

@@ -1,7 +1,9 @@
 //! The `groupbinder` command line.
 
 mod crd;
+mod plan;
 mod run;
+mod settings;
 
 use std::process::ExitCode;
 
@@ -21,12 +23,15 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Print the AzureGroupBinding CustomResourceDefinition as YAML.
     Crd,
+    /// Print the bindings the controller would create for AzureGroupBindings in files, offline.
+    Plan(plan::PlanArgs),
 }
 
 /// Runs the command line.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Plan(args) => plan::run(&args),
         Command::Crd => {
             print!("{}", crd::yaml()?);
             Ok(ExitCode::SUCCESS)

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use groupbinder_api::Settings;
-use groupbinder_api::desired::k10_roles;
 use groupbinder_controller::{Config, Health, LeaderElection, Metrics, server};
 use tokio_util::sync::CancellationToken;
+
+use crate::settings::SettingsArgs;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -23,19 +23,8 @@ pub enum LogFormat {
 /// Flags of `groupbinder run`. Each has an environment-variable equivalent.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Helm release name of K10: its roles are <release>-admin, <release>-ns-admin, ...
-    #[arg(long, env = "GROUPBINDER_K10_RELEASE", default_value = "k10")]
-    k10_release: String,
-    /// Namespace K10 is installed in.
-    #[arg(long, env = "GROUPBINDER_K10_NAMESPACE", default_value = "kasten-io")]
-    k10_namespace: String,
-    /// Group prefix for specs that set none: K10's auth.oidcAuth.groupPrefix.
-    #[arg(long, env = "GROUPBINDER_DEFAULT_GROUP_PREFIX", default_value = "")]
-    default_group_prefix: String,
-    /// Comma-separated names of the roles and cluster roles an AzureGroupBinding may bind
-    /// [default: the K10 release's admin, ns-admin, basic and config-view roles].
-    #[arg(long, env = "GROUPBINDER_ALLOWED_ROLES", value_delimiter = ',')]
-    allowed_roles: Option<Vec<String>>,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
         long,
@@ -84,20 +73,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn config(&self) -> Config {
-        let mut settings = Settings::for_k10(
-            &self.k10_release,
-            &self.k10_namespace,
-            &self.default_group_prefix,
-        );
-        let allowed = self
-            .allowed_roles
-            .clone()
-            .unwrap_or_else(|| k10_roles(&self.k10_release));
-        settings.allowed_roles = allowed
-            .into_iter()
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty())
-            .collect();
+        let settings = self.settings.settings();
         let identity = self.identity.clone().unwrap_or_else(hostname);
         let lease_duration = Duration::from_secs(self.lease_duration_seconds.max(2));
         Config {

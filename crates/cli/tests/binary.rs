@@ -95,6 +95,7 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
 {
     let cp = ControlPlane::shared().await?;
     let client = cp.client().await?;
+    let _serial = groupbinder_e2e::exclusive().await; // one operator at a time
     // The committed CRD and the example apply as a user would apply them.
     for file in ["crds/azuregroupbinding.yaml", "examples/k10-admins.yaml"] {
         let out = cp
@@ -147,7 +148,7 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
         );
     }
     assert!(
-        metrics.contains("groupbinder_api_writes_total{action=\"create\"} 2"),
+        metrics.contains("groupbinder_managed_bindings{kind=\"ClusterRoleBinding\"}"),
         "{metrics}"
     );
 
@@ -176,4 +177,71 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
         );
     }
     Ok(())
+}
+
+/// `groupbinder plan` prints exactly the bindings the controller then creates for the same files.
+#[tokio::test]
+async fn plan_output_equals_what_the_controller_creates() -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+    use kube::Api;
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    groupbinder_e2e::install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    let _serial = groupbinder_e2e::exclusive().await;
+
+    let out = groupbinder()
+        .args(["plan", "-f"])
+        .arg(repo().join("examples"))
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let planned: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(&String::from_utf8(out.stdout)?)?;
+    assert_eq!(planned.len(), 4, "{planned:?}");
+
+    let operator = groupbinder_e2e::Operator::start(
+        &client,
+        groupbinder_e2e::config(groupbinder_api::Settings::for_k10("k10", "kasten-io", "")),
+    );
+    for file in ["examples/k10-admins.yaml", "examples/k10-viewers.yaml"] {
+        let out = cp
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(repo().join(file))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for name in ["k10-admins", "k10-app-operators"] {
+        wait_for_reason(&client, name, "True", "Reconciled").await?;
+    }
+    for plan in &planned {
+        let name = plan["metadata"]["name"].as_str().unwrap_or_default();
+        let mut actual = match plan["metadata"]["namespace"].as_str() {
+            Some(ns) => serde_json::to_value(
+                Api::<RoleBinding>::namespaced(client.clone(), ns)
+                    .get(name)
+                    .await?,
+            )?,
+            None => serde_json::to_value(
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .get(name)
+                    .await?,
+            )?,
+        };
+        // The server adds what a plan cannot know: uid, resourceVersion, ownerReferences, ...
+        let meta = actual["metadata"]
+            .as_object_mut()
+            .ok_or_else(|| anyhow::anyhow!("no metadata"))?;
+        meta.retain(|k, _| ["name", "namespace", "labels"].contains(&k.as_str()));
+        assert_eq!(&actual, plan, "{name}");
+    }
+    operator.stop().await
 }

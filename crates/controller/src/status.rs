@@ -93,19 +93,13 @@ pub fn desired_status(
     let previous = agb.status.clone().unwrap_or_default();
     let generation = agb.metadata.generation;
     let (ready, reason, message, group, bindings) = match outcome {
-        Outcome::Refused(error) => {
-            let reason = match error {
-                PlanError::RoleNotAllowed { .. } => reason::ROLE_NOT_ALLOWED,
-                _ => reason::INVALID_SPEC,
-            };
-            (
-                false,
-                reason,
-                error.to_string(),
-                previous.group.clone(),
-                previous.bindings.clone(),
-            )
-        }
+        Outcome::Refused(error) => (
+            false,
+            error.reason(),
+            error.to_string(),
+            previous.group.clone(),
+            previous.bindings.clone(),
+        ),
         Outcome::Applied {
             group,
             bindings,

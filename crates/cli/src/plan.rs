@@ -1,0 +1,140 @@
+//! `groupbinder plan -f FILE|DIR`: the bindings the controller would create, offline, from the same
+//! pure function the controller runs ([`groupbinder_api::plan`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use groupbinder_api::{AzureGroupBinding, PlanError};
+use kube::Resource;
+
+use crate::settings::SettingsArgs;
+
+/// Flags of `groupbinder plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Files or directories (read recursively, *.yaml, *.yml, *.json) holding AzureGroupBindings;
+    /// other documents are skipped. `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+/// Why a document could not be planned.
+#[derive(Debug, thiserror::Error)]
+enum PlanFailure {
+    #[error("{0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: not YAML: {1}")]
+    Parse(String, String),
+    #[error("{0}: InvalidSpec: the AzureGroupBinding cannot be read: {1}")]
+    Decode(String, serde_json::Error),
+    #[error("AzureGroupBinding {name}: {reason}: {error}")]
+    Refused {
+        name: String,
+        reason: &'static str,
+        error: PlanError,
+    },
+}
+
+/// Prints the planned bindings as YAML on standard output and every refusal on standard error.
+/// Exits 1 if any AzureGroupBinding would be refused, as the controller would refuse it.
+pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.settings.settings();
+    let mut documents = Vec::new();
+    let mut failures = Vec::new();
+    for path in args.files.iter().flat_map(|f| files(f)) {
+        match read(&path) {
+            Ok(mut found) => documents.append(&mut found),
+            Err(e) => failures.push(e),
+        }
+    }
+    let mut out = Vec::new();
+    for (origin, agb) in documents {
+        let agb: AzureGroupBinding = match serde_json::from_value(agb) {
+            Ok(agb) => agb,
+            Err(e) => {
+                failures.push(PlanFailure::Decode(origin, e));
+                continue;
+            }
+        };
+        match groupbinder_api::plan(&agb, &settings) {
+            Ok(plan) => {
+                for crb in &plan.cluster_role_bindings {
+                    out.push(serde_saphyr::to_string(crb)?);
+                }
+                for rb in &plan.role_bindings {
+                    out.push(serde_saphyr::to_string(rb)?);
+                }
+            }
+            Err(error) => {
+                let name = agb.meta().name.clone().unwrap_or_default();
+                failures.push(PlanFailure::Refused {
+                    name,
+                    reason: error.reason(),
+                    error,
+                });
+            }
+        }
+    }
+    for doc in &out {
+        print!("---\n{doc}");
+    }
+    for failure in &failures {
+        eprintln!("error: {failure}");
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `path` itself, or the manifest files below it, sorted.
+fn files(path: &Path) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_owned()];
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+            {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The AzureGroupBinding documents of one file, with where each came from.
+fn read(path: &Path) -> Result<Vec<(String, serde_json::Value)>, PlanFailure> {
+    let name = path.display().to_string();
+    let text = if name == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| PlanFailure::Read(name.clone(), e))?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&text)
+        .map_err(|e| PlanFailure::Parse(name.clone(), e.to_string()))?;
+    Ok(docs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            d["kind"] == "AzureGroupBinding" && d["apiVersion"] == "groupbinder.dev/v1alpha1"
+        })
+        .map(|(i, d)| (format!("{name} (document {})", i + 1), d))
+        .collect())
+}
