@@ -1,9 +1,11 @@
 //! The `groupbinder` command line.
 
 mod crd;
+mod explain;
 mod plan;
 mod run;
 mod settings;
+pub mod token;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,8 @@ enum Command {
     Crd,
     /// Print the bindings the controller would create for AzureGroupBindings in files, offline.
     Plan(plan::PlanArgs),
+    /// Show what K10 and kube-apiserver see for an ID token, and what access it gets.
+    ExplainToken(Box<explain::ExplainArgs>),
 }
 
 /// Runs the command line.
@@ -32,6 +36,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Plan(args) => plan::run(&args),
+        Command::ExplainToken(args) => explain::run(&args),
         Command::Crd => {
             print!("{}", crd::yaml()?);
             Ok(ExitCode::SUCCESS)

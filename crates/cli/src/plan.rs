@@ -42,23 +42,9 @@ enum PlanFailure {
 /// Exits 1 if any AzureGroupBinding would be refused, as the controller would refuse it.
 pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
-    let mut documents = Vec::new();
-    let mut failures = Vec::new();
-    for path in args.files.iter().flat_map(|f| files(f)) {
-        match read(&path) {
-            Ok(mut found) => documents.append(&mut found),
-            Err(e) => failures.push(e),
-        }
-    }
+    let (agbs, mut failures) = load(&args.files);
     let mut out = Vec::new();
-    for (origin, agb) in documents {
-        let agb: AzureGroupBinding = match serde_json::from_value(agb) {
-            Ok(agb) => agb,
-            Err(e) => {
-                failures.push(PlanFailure::Decode(origin, e));
-                continue;
-            }
-        };
+    for agb in agbs {
         match groupbinder_api::plan(&agb, &settings) {
             Ok(plan) => {
                 for crb in &plan.cluster_role_bindings {
@@ -89,6 +75,35 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The AzureGroupBindings in `paths` (files or directories), and what could not be read.
+fn load(paths: &[PathBuf]) -> (Vec<AzureGroupBinding>, Vec<PlanFailure>) {
+    let mut agbs = Vec::new();
+    let mut failures = Vec::new();
+    for path in paths.iter().flat_map(|p| files(p)) {
+        match read(&path) {
+            Ok(documents) => {
+                for (origin, document) in documents {
+                    match serde_json::from_value(document) {
+                        Ok(agb) => agbs.push(agb),
+                        Err(e) => failures.push(PlanFailure::Decode(origin, e)),
+                    }
+                }
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    (agbs, failures)
+}
+
+/// The AzureGroupBindings in `paths`, or the first reason one could not be read.
+pub fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<AzureGroupBinding>> {
+    let (agbs, failures) = load(paths);
+    match failures.into_iter().next() {
+        Some(failure) => Err(failure.into()),
+        None => Ok(agbs),
+    }
 }
 
 /// `path` itself, or the manifest files below it, sorted.

@@ -1,0 +1,399 @@
+//! `groupbinder explain-token`: what K10 and kube-apiserver will see for an ID token, which
+//! AzureGroupBindings match it, and (with `--check`) what the cluster's RBAC then allows.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use groupbinder_api::AzureGroupBinding;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde::Serialize;
+
+use crate::settings::SettingsArgs;
+use crate::token::{self, Identity, Mapping};
+
+/// Output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Output {
+    /// A readable report.
+    Table,
+    /// JSON, for scripts.
+    Json,
+    /// YAML, for scripts.
+    Yaml,
+}
+
+/// Flags of `groupbinder explain-token`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The ID token (JWT); `-` or nothing reads standard input.
+    token: Option<String>,
+    /// Read the token from a file.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// Read auth.oidcAuth.* from K10's Helm values file; the flags below override it.
+    #[arg(long)]
+    k10_values: Option<PathBuf>,
+    /// K10's auth.oidcAuth.providerURL (the expected issuer).
+    #[arg(long)]
+    provider_url: Option<String>,
+    /// Claim holding the user name [default: sub].
+    #[arg(long)]
+    username_claim: Option<String>,
+    /// Prefix of the user name; `-` for none [default: "<provider URL>#" unless the claim is email].
+    #[arg(long)]
+    username_prefix: Option<String>,
+    /// Claim holding the groups [default: groups].
+    #[arg(long)]
+    groups_claim: Option<String>,
+    /// Prefix of every group (K10's groupPrefix) [default: --default-group-prefix].
+    #[arg(long)]
+    groups_prefix: Option<String>,
+    /// Read AzureGroupBindings from these files or directories instead of the cluster.
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+    /// Ask the cluster (SubjectAccessReviews) what this identity may do in K10.
+    #[arg(long)]
+    check: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    output: Output,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+/// An AzureGroupBinding whose group the token carries.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Match {
+    name: String,
+    group: String,
+    roles: Vec<String>,
+}
+
+/// One K10 action, allowed or not.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Check {
+    action: String,
+    verb: String,
+    resource: String,
+    namespace: Option<String>,
+    allowed: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    #[serde(flatten)]
+    identity: Identity,
+    mapping: Mapping,
+    bindings: Vec<Match>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bindings_error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checks: Vec<Check>,
+}
+
+/// Exit code 2: the token could not be read.
+pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let input = match (&args.token, &args.token_file) {
+        (_, Some(file)) => {
+            std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        }
+        (Some(token), None) if token != "-" => token.clone(),
+        _ => {
+            let mut buffer = String::new();
+            std::io::stdin()
+                .take(token::MAX_TOKEN_BYTES as u64 + 1)
+                .read_to_string(&mut buffer)?;
+            buffer
+        }
+    };
+    let token = match token::decode(&input) {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!("error: cannot read the token: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mapping = mapping(args)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default();
+    let identity = token::explain(&token, &mapping, now);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let settings = args.settings.settings();
+        let (bindings, bindings_error) = match agbs(args).await {
+            Ok(agbs) => (matches(&agbs, &settings, &identity), None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        let checks = if args.check {
+            check(&identity, &settings).await?
+        } else {
+            Vec::new()
+        };
+        anyhow::Ok(Report {
+            identity,
+            mapping,
+            bindings,
+            bindings_error,
+            checks,
+        })
+    })?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&report)?),
+        Output::Table => print!("{}", table(&report)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mapping(args: &ExplainArgs) -> anyhow::Result<Mapping> {
+    let mut mapping = Mapping {
+        groups_prefix: args.settings.default_group_prefix.clone(),
+        ..Mapping::default()
+    };
+    if let Some(file) = &args.k10_values {
+        let values: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(file)?)?;
+        let oidc = &values["auth"]["oidcAuth"];
+        let get = |key: &str| oidc[key].as_str().map(str::to_owned);
+        mapping.provider_url = get("providerURL").or(mapping.provider_url);
+        mapping.username_claim = get("usernameClaim").unwrap_or(mapping.username_claim);
+        mapping.username_prefix = get("usernamePrefix")
+            .filter(|p| !p.is_empty())
+            .or(mapping.username_prefix);
+        mapping.groups_claim = get("groupClaim").unwrap_or(mapping.groups_claim);
+        mapping.groups_prefix = get("groupPrefix").unwrap_or(mapping.groups_prefix);
+    }
+    let or = |flag: &Option<String>, current: String| flag.clone().unwrap_or(current);
+    mapping.provider_url = args.provider_url.clone().or(mapping.provider_url);
+    mapping.username_claim = or(&args.username_claim, mapping.username_claim);
+    mapping.username_prefix = args.username_prefix.clone().or(mapping.username_prefix);
+    mapping.groups_claim = or(&args.groups_claim, mapping.groups_claim);
+    mapping.groups_prefix = or(&args.groups_prefix, mapping.groups_prefix);
+    Ok(mapping)
+}
+
+async fn agbs(args: &ExplainArgs) -> anyhow::Result<Vec<AzureGroupBinding>> {
+    if !args.files.is_empty() {
+        return crate::plan::read_all(&args.files);
+    }
+    let client = kube::Client::try_default().await?;
+    Ok(Api::<AzureGroupBinding>::all(client)
+        .list(&ListParams::default())
+        .await?
+        .items)
+}
+
+fn matches(
+    agbs: &[AzureGroupBinding],
+    settings: &groupbinder_api::Settings,
+    identity: &Identity,
+) -> Vec<Match> {
+    agbs.iter()
+        .filter_map(|agb| {
+            let plan = groupbinder_api::plan(agb, settings).ok()?;
+            identity.groups.contains(&plan.group).then(|| {
+                let cluster = plan
+                    .cluster_role_bindings
+                    .iter()
+                    .map(|b| format!("ClusterRole {}", b.role_ref.name));
+                let namespaced = plan.role_bindings.iter().map(|b| {
+                    format!(
+                        "{} {} in {}",
+                        b.role_ref.kind,
+                        b.role_ref.name,
+                        b.metadata.namespace.as_deref().unwrap_or("")
+                    )
+                });
+                Match {
+                    name: agb.name_any(),
+                    group: plan.group.clone(),
+                    roles: cluster.chain(namespaced).collect(),
+                }
+            })
+        })
+        .collect()
+}
+
+/// The K10 actions `--check` asks about: (action, verb, API group, resource, in K10's namespace).
+const K10_ACTIONS: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "create a backup",
+        "create",
+        "actions.kio.kasten.io",
+        "backupactions",
+        false,
+    ),
+    (
+        "create a restore",
+        "create",
+        "actions.kio.kasten.io",
+        "restoreactions",
+        false,
+    ),
+    (
+        "read restore points",
+        "list",
+        "apps.kio.kasten.io",
+        "restorepoints",
+        false,
+    ),
+    (
+        "manage policies",
+        "create",
+        "config.kio.kasten.io",
+        "policies",
+        true,
+    ),
+    (
+        "manage location profiles",
+        "create",
+        "config.kio.kasten.io",
+        "profiles",
+        true,
+    ),
+    (
+        "read secrets in K10's namespace",
+        "get",
+        "",
+        "secrets",
+        true,
+    ),
+];
+
+async fn check(
+    identity: &Identity,
+    settings: &groupbinder_api::Settings,
+) -> anyhow::Result<Vec<Check>> {
+    let client = kube::Client::try_default().await?;
+    let api: Api<SubjectAccessReview> = Api::all(client);
+    let mut groups = identity.groups.clone();
+    groups.push("system:authenticated".into());
+    let mut checks = Vec::new();
+    for (action, verb, group, resource, k10_namespace) in K10_ACTIONS {
+        let namespace = k10_namespace.then(|| settings.k10_namespace.clone());
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: identity.username.clone(),
+                groups: Some(groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some((*verb).into()),
+                    group: Some((*group).into()),
+                    resource: Some((*resource).into()),
+                    namespace: namespace.clone(),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let allowed = api
+            .create(&PostParams::default(), &review)
+            .await?
+            .status
+            .is_some_and(|s| s.allowed);
+        let resource = if group.is_empty() {
+            (*resource).to_owned()
+        } else {
+            format!("{resource}.{group}")
+        };
+        checks.push(Check {
+            action: (*action).into(),
+            verb: (*verb).into(),
+            resource,
+            namespace,
+            allowed,
+        });
+    }
+    Ok(checks)
+}
+
+fn table(report: &Report) -> String {
+    use std::fmt::Write;
+    let id = &report.identity;
+    let mut out = String::new();
+    let none = || "-".to_owned();
+    let _ = writeln!(
+        out,
+        "Token version   {}",
+        id.version.clone().unwrap_or_else(none)
+    );
+    let _ = writeln!(
+        out,
+        "Issuer          {}",
+        id.issuer.clone().unwrap_or_else(none)
+    );
+    let _ = writeln!(out, "Audience        {}", id.audience.join(", "));
+    let time = |exp: i64| {
+        k8s_openapi::jiff::Timestamp::from_second(exp)
+            .map_or_else(|_| exp.to_string(), |t| t.to_string())
+    };
+    let expiry = match id.expires {
+        Some(exp) if id.expired => format!("{} (EXPIRED)", time(exp)),
+        Some(exp) => time(exp),
+        None => none(),
+    };
+    let _ = writeln!(out, "Expires         {expiry}");
+    let _ = writeln!(out, "\nK10 and kube-apiserver will see:");
+    let _ = writeln!(
+        out,
+        "  user          {}",
+        id.username.clone().unwrap_or_else(|| "(none)".into())
+    );
+    if id.groups.is_empty() {
+        let _ = writeln!(out, "  groups        (none)");
+    }
+    for group in &id.groups {
+        let _ = writeln!(out, "  group         {group}");
+    }
+    if !id.warnings.is_empty() {
+        let _ = writeln!(out, "\nWarnings:");
+        for w in &id.warnings {
+            let _ = writeln!(out, "  {}: {}\n    fix: {}", w.code, w.message, w.fix);
+        }
+    }
+    let _ = writeln!(out, "\nAzureGroupBindings that match:");
+    if let Some(error) = &report.bindings_error {
+        let _ = writeln!(out, "  (could not read them: {error})");
+    } else if report.bindings.is_empty() {
+        let _ = writeln!(out, "  none: this token gets no access through groupbinder");
+    }
+    for m in &report.bindings {
+        let _ = writeln!(
+            out,
+            "  {} (group {}): {}",
+            m.name,
+            m.group,
+            m.roles.join(", ")
+        );
+    }
+    if !report.checks.is_empty() {
+        let _ = writeln!(out, "\nWhat the cluster allows (SubjectAccessReview):");
+        for c in &report.checks {
+            let verdict = if c.allowed { "allowed" } else { "denied " };
+            let ns = c
+                .namespace
+                .as_deref()
+                .map(|n| format!(" in {n}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {verdict}  {} ({} {}{ns})",
+                c.action, c.verb, c.resource
+            );
+        }
+    }
+    out
+}
