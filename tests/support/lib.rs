@@ -63,6 +63,7 @@ pub async fn can(
 }
 
 pub mod k10;
+pub mod oidc;
 
 use std::sync::Arc;
 
