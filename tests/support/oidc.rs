@@ -23,6 +23,8 @@ pub struct Issuer {
     pub base: String,
     /// The CA that signed the server's certificate, PEM (for `certificateAuthority`).
     pub ca_pem: String,
+    /// The issuer's JWKS document (what `/keys` serves).
+    pub jwks: Value,
     key: EcdsaKeyPair,
     rng: SystemRandom,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -79,7 +81,7 @@ impl Issuer {
                 rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
             )?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let state = Arc::new((base.clone(), jwks));
+        let state = Arc::new((base.clone(), jwks.clone()));
         // Its own thread and runtime: the caller's runtime may be blocked (a test waiting for
         // kubectl) exactly when kube-apiserver fetches the keys.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -114,6 +116,7 @@ impl Issuer {
         });
         Ok(Issuer {
             base,
+            jwks,
             ca_pem: ca.pem(),
             key,
             rng,

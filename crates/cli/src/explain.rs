@@ -36,6 +36,10 @@ pub struct ExplainArgs {
     /// Read the token from a file.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<PathBuf>,
+    /// Check the token's signature against this JWKS file (the issuer's jwks_uri document).
+    /// Without it the signature is not checked.
+    #[arg(long)]
+    jwks: Option<PathBuf>,
     /// Read auth.oidcAuth.* from K10's Helm values file; the flags below override it.
     #[arg(long)]
     k10_values: Option<PathBuf>,
@@ -90,6 +94,8 @@ struct Check {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Report {
+    /// `verified`, `not checked`, or why it failed.
+    signature: String,
     #[serde(flatten)]
     identity: Identity,
     mapping: Mapping,
@@ -122,6 +128,17 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let (signature, signature_ok) = match &args.jwks {
+        None => ("not checked".to_owned(), true),
+        Some(file) => {
+            let jwks = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            match token.verify(&jwks) {
+                Ok(()) => ("verified".to_owned(), true),
+                Err(e) => (format!("INVALID: {e}"), false),
+            }
+        }
+    };
     let mapping = mapping(args)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -144,6 +161,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             Vec::new()
         };
         anyhow::Ok(Report {
+            signature,
             identity,
             mapping,
             bindings,
@@ -156,7 +174,12 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         Output::Yaml => print!("{}", serde_saphyr::to_string(&report)?),
         Output::Table => print!("{}", table(&report)),
     }
-    Ok(ExitCode::SUCCESS)
+    // A signature that was asked for and does not verify fails the command.
+    Ok(if signature_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn mapping(args: &ExplainArgs) -> anyhow::Result<Mapping> {
@@ -325,6 +348,7 @@ fn table(report: &Report) -> String {
     let id = &report.identity;
     let mut out = String::new();
     let none = || "-".to_owned();
+    let _ = writeln!(out, "Signature       {}", report.signature);
     let _ = writeln!(
         out,
         "Token version   {}",

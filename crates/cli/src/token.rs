@@ -39,6 +39,88 @@ pub struct Token {
     pub header: Value,
     /// The claims.
     pub claims: Map<String, Value>,
+    /// `header.payload`, the signed bytes.
+    signing_input: String,
+    /// The signature, decoded.
+    signature: Vec<u8>,
+}
+
+/// Why a signature does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The JWKS file is not a JWKS.
+    #[error("the JWKS is not valid: {0}")]
+    Jwks(String),
+    /// No key with the token's `kid` (or no key at all).
+    #[error("the JWKS has no usable key for kid {0:?}")]
+    NoKey(String),
+    /// Only RS256 and ES256 are supported (what Entra ID and most issuers use).
+    #[error("unsupported signing algorithm {0:?} (RS256 and ES256 are supported)")]
+    Algorithm(String),
+    /// The signature does not match.
+    #[error(
+        "the signature does not verify against key {0:?}: the token was altered, or signed by another key"
+    )]
+    Invalid(String),
+}
+
+impl Token {
+    /// Verifies the signature against a JWKS document (`{"keys": [...]}`), choosing the key by
+    /// `kid` (or trying every key when the token has none).
+    pub fn verify(&self, jwks: &str) -> Result<(), SignatureError> {
+        use ring::signature::{
+            ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
+            UnparsedPublicKey,
+        };
+        let jwks: Value =
+            serde_json::from_str(jwks).map_err(|e| SignatureError::Jwks(e.to_string()))?;
+        let keys = jwks["keys"]
+            .as_array()
+            .ok_or_else(|| SignatureError::Jwks("no \"keys\" array".into()))?;
+        let alg = self.header["alg"].as_str().unwrap_or_default().to_owned();
+        let kid = self.header["kid"].as_str().map(str::to_owned);
+        let b64 = |key: &Value, field: &str| {
+            key[field]
+                .as_str()
+                .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+        };
+        let candidates: Vec<&Value> = keys
+            .iter()
+            .filter(|k| {
+                kid.as_deref()
+                    .is_none_or(|kid| k["kid"].as_str() == Some(kid))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(SignatureError::NoKey(kid.unwrap_or_default()));
+        }
+        let message = self.signing_input.as_bytes();
+        for key in candidates {
+            let ok = match (alg.as_str(), key["kty"].as_str()) {
+                ("RS256", Some("RSA")) => match (b64(key, "n"), b64(key, "e")) {
+                    (Some(n), Some(e)) => RsaPublicKeyComponents { n, e }
+                        .verify(&RSA_PKCS1_2048_8192_SHA256, message, &self.signature)
+                        .is_ok(),
+                    _ => false,
+                },
+                ("ES256", Some("EC")) => match (b64(key, "x"), b64(key, "y")) {
+                    (Some(x), Some(y)) => {
+                        let point = [&[4u8][..], &x, &y].concat();
+                        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                            .verify(message, &self.signature)
+                            .is_ok()
+                    }
+                    _ => false,
+                },
+                ("RS256" | "ES256", _) => false,
+                _ => return Err(SignatureError::Algorithm(alg)),
+            };
+            if ok {
+                return Ok(());
+            }
+        }
+        Err(SignatureError::Invalid(kid.unwrap_or_default()))
+    }
 }
 
 /// Decodes a JWT without checking its signature. Accepts a leading `Bearer ` and surrounding
@@ -53,21 +135,31 @@ pub fn decode(input: &str) -> Result<Token, TokenError> {
         return Err(TokenError::TooLarge(input.len()));
     }
     let parts: Vec<&str> = input.split('.').collect();
-    let [header, payload, _signature] = parts.as_slice() else {
+    let [header_part, payload_part, signature_part] = parts.as_slice() else {
         return Err(TokenError::Segments(parts.len()));
     };
-    let header = json(header, "header")?;
-    let Value::Object(claims) = json(payload, "payload")? else {
+    let header = json(header_part, "header")?;
+    let Value::Object(claims) = json(payload_part, "payload")? else {
         return Err(TokenError::NotAnObject);
     };
-    Ok(Token { header, claims })
+    let signature = base64url(signature_part).ok_or(TokenError::Base64("signature"))?;
+    Ok(Token {
+        header,
+        claims,
+        signing_input: format!("{header_part}.{payload_part}"),
+        signature,
+    })
+}
+
+fn base64url(part: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .or_else(|_| URL_SAFE.decode(part))
+        .ok()
 }
 
 fn json(part: &str, name: &'static str) -> Result<Value, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .or_else(|_| URL_SAFE.decode(part))
-        .map_err(|_| TokenError::Base64(name))?;
+    let bytes = base64url(part).ok_or(TokenError::Base64(name))?;
     serde_json::from_slice(&bytes).map_err(|e| TokenError::Json(name, e.to_string()))
 }
 

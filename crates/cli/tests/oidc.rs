@@ -216,6 +216,17 @@ async fn explain_token_agrees_with_the_real_authenticator_and_authorizer() -> an
     let token = issuer.sign(&claims(&url, 9))?;
     let token_file = cp.dir().join("token-check.jwt");
     std::fs::write(&token_file, &token)?;
+    let jwks_file = cp.dir().join("jwks.json");
+    std::fs::write(&jwks_file, issuer.jwks.to_string())?;
+    let jwks_arg = jwks_file.display().to_string();
+    let verified = explain(
+        cp.kubeconfig(),
+        &token_file,
+        case,
+        &url,
+        &["--jwks", &jwks_arg],
+    )?;
+    assert_eq!(verified["signature"], "verified");
     let report = explain(
         cp.kubeconfig(),
         &token_file,

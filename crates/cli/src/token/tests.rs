@@ -224,3 +224,104 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn signatures_verify_against_a_jwks() {
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let point = key.public_key().as_ref();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])}]})
+    .to_string();
+    let enc = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let sign = |header: &Value, claims: &Value| {
+        let input = format!("{}.{}", enc(header), enc(claims));
+        let signature = key.sign(&rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    };
+    let header = json!({"alg": "ES256", "kid": "k1"});
+    let token = sign(&header, &v2(json!({})));
+    assert_eq!(decode(&token).unwrap().verify(&jwks), Ok(()));
+
+    // The same signature on other claims.
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    let tampered = format!(
+        "{}.{}.{}",
+        signed.split('.').next().unwrap(),
+        enc(&v2(json!({"groups": ["x"]}))),
+        token.rsplit('.').next().unwrap()
+    );
+    assert!(matches!(
+        decode(&tampered).unwrap().verify(&jwks),
+        Err(SignatureError::Invalid(_))
+    ));
+    let other_kid = sign(&json!({"alg": "ES256", "kid": "k2"}), &v2(json!({})));
+    assert_eq!(
+        decode(&other_kid).unwrap().verify(&jwks),
+        Err(SignatureError::NoKey("k2".into()))
+    );
+    let none = sign(&json!({"alg": "none", "kid": "k1"}), &v2(json!({})));
+    assert_eq!(
+        decode(&none).unwrap().verify(&jwks),
+        Err(SignatureError::Algorithm("none".into()))
+    );
+    assert!(matches!(
+        decode(&token).unwrap().verify("[]"),
+        Err(SignatureError::Jwks(_))
+    ));
+}
+
+/// Compares the JSON report of `claims` with `golden/<name>.json`; `UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, claims: &Value, mapping: &Mapping) {
+    let identity = explain(&decode(&jwt(claims)).unwrap(), mapping, NOW);
+    let actual = serde_json::to_string_pretty(&identity).unwrap() + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/token/golden")
+        .join(format!("{name}.json"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{name}: report changed; review and rerun with UPDATE_GOLDEN=1\n{actual}"
+    );
+}
+
+#[test]
+fn golden_reports() {
+    let mapping = Mapping {
+        username_claim: "oid".into(),
+        username_prefix: Some("-".into()),
+        ..k10("michael_azure_")
+    };
+    golden("v2", &v2(json!({})), &mapping);
+    golden(
+        "v1-against-v2-provider",
+        &v2(json!({
+            "iss": format!("https://sts.windows.net/{TENANT}/"), "ver": "1.0",
+            "upn": "michael@contoso.com", "unique_name": "michael@contoso.com", "preferred_username": null,
+        })),
+        &mapping,
+    );
+    golden(
+        "overage",
+        &v2(json!({
+            "groups": null,
+            "_claim_names": {"groups": "src1"},
+            "_claim_sources": {"src1": {"endpoint": format!("https://graph.microsoft.com/v1.0/users/x/getMemberObjects")}},
+        })),
+        &mapping,
+    );
+    golden(
+        "guest-expired-hasgroups",
+        &v2(
+            json!({"preferred_username": "michael_fabrikam.com#EXT#@contoso.onmicrosoft.com", "exp": NOW - 7200, "groups": null, "hasgroups": true}),
+        ),
+        &k10("michael_azure_"),
+    );
+}
