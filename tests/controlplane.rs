@@ -360,8 +360,14 @@ fn killed_or_panicking_test_processes_leave_nothing_behind() -> anyhow::Result<(
                 "{mode}: {dir} left behind"
             );
         } else {
-            // Nothing runs after SIGKILL; remove the directory the child could not.
-            let _ = std::fs::remove_dir_all(dir);
+            // Nothing runs after SIGKILL: the directory stays until the next control plane starts,
+            // which sweeps the directories of dead owners.
+            assert!(std::path::Path::new(dir).exists());
+            groupbinder_testenv::sweep_stale_dirs();
+            assert!(
+                !std::path::Path::new(dir).exists(),
+                "{mode}: {dir} not swept"
+            );
         }
     }
     Ok(())

@@ -127,6 +127,7 @@ impl ControlPlane {
     pub async fn start(options: Options) -> Result<Self, Error> {
         let started = Instant::now();
         let binaries = Binaries::locate()?;
+        sweep_stale_dirs();
         let dir = tempfile::Builder::new()
             .prefix("groupbinder-testenv-")
             .tempdir()
@@ -138,6 +139,7 @@ impl ControlPlane {
             std::fs::write(&file, contents).map_err(io(format!("writing {}", file.display())))?;
             Ok(file)
         };
+        write(OWNER_FILE, &std::process::id().to_string())?;
         let ca_file = write("ca.crt", &ca.cert_pem())?;
         let serving = ca.serving(&["127.0.0.1", "localhost"])?;
         let serving_cert = write("apiserver.crt", &serving.cert_pem)?;
@@ -494,6 +496,34 @@ fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
             .port();
     }
     Ok(ports)
+}
+
+/// Each control plane's directory names the process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes the directories of control planes whose owning process is gone: a test process that
+/// was killed runs no destructor (its children die with it through PDEATHSIG, but the directory
+/// stays). Directories without an owner file, or of a live owner, are left alone.
+pub fn sweep_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("groupbinder-testenv-"));
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if let (true, Some(pid)) = (is_ours, owner)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            tracing::debug!(dir = %path.display(), pid, "removing the directory of a control plane whose process is gone");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn sanitize(name: &str) -> String {
