@@ -151,6 +151,27 @@ async fn check_crd(client: &Client) -> Result<(), RunError> {
     }
 }
 
+/// Exponential backoff with jitter from `min` to `max`, reset after 60 s without errors.
+fn backoff(
+    min: Duration,
+    max: Duration,
+) -> kube::runtime::utils::ResetTimerBackoff<kube::runtime::watcher::ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(exponential.into(), Duration::from_secs(60))
+}
+
+/// Backoff of a failed watch: 250 ms doubling to 5 s (kube's default goes up to 30 s, and an API
+/// server back after 20 s then stays unwatched for up to a minute).
+fn watch_backoff()
+-> kube::runtime::utils::ResetTimerBackoff<kube::runtime::watcher::ExponentialBackoff> {
+    backoff(Duration::from_millis(250), Duration::from_secs(5))
+}
+
 /// A watch of every `K` (or those matching `config`), with backoff on errors, without
 /// managedFields (they are most of an object's size and never read), kept in a cache.
 fn cached<K>(
@@ -171,7 +192,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(watch_backoff())
         .modify(|object| object.managed_fields_mut().clear())
         .reflect(writer)
         .touched_objects();
@@ -189,7 +210,7 @@ fn build_controller(
         Api::<Guarded>::all(client.clone()),
         watcher::Config::default(),
     )
-    .default_backoff()
+    .backoff(watch_backoff())
     .modify(|object| object.managed_fields_mut().clear())
     .reflect(agb_writer)
     .applied_objects();
@@ -244,6 +265,13 @@ fn build_controller(
 
     let mut controller = Controller::for_stream(agbs, agb_reader)
         .with_config(controller::Config::default().concurrency(config.concurrency))
+        // The controller also backs off its merged trigger streams (up to 30 s by default), on an
+        // error from any of them: after an outage each watch's one 410 "too old resource version"
+        // would add up. Every watch has its own backoff already, so this one stays short.
+        .trigger_backoff(backoff(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ))
         .owns_stream(crb_events)
         .owns_stream(rb_events)
         .watches_stream(cluster_role_events, move |r| {

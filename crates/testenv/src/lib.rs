@@ -120,6 +120,7 @@ pub struct ControlPlane {
     server: String,
     kubeconfig: PathBuf,
     apiserver_args: Vec<String>,
+    etcd_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -182,6 +183,16 @@ impl ControlPlane {
         }
         apiserver_args.extend(options.extra_apiserver_args.iter().cloned());
 
+        let etcd_args = vec![
+            format!("--data-dir={}", path.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+            format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}"),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ];
         let cp = ControlPlane {
             processes: Mutex::new(Processes::default()),
             dir: Mutex::new(Some(dir)),
@@ -191,20 +202,10 @@ impl ControlPlane {
             server,
             kubeconfig,
             apiserver_args,
+            etcd_args,
         };
 
-        let etcd_args = vec![
-            format!("--data-dir={}", cp.path.join("etcd").display()),
-            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
-            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
-            format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}"),
-            "--unsafe-no-fsync=true".into(),
-            "--log-level=warn".into(),
-        ];
-        let etcd = cp.spawn("etcd", &cp.binaries.etcd, &etcd_args)?;
-        cp.lock().etcd = Some(etcd);
+        cp.start_etcd()?;
         cp.start_apiserver().await?;
 
         if !options.without_controller_manager {
@@ -371,6 +372,21 @@ impl ControlPlane {
         )?;
         self.lock().apiserver = Some(apiserver);
         self.wait_ready().await
+    }
+
+    /// Stops etcd (SIGTERM), for outage tests; [`ControlPlane::start_etcd`] brings it back with
+    /// the same data.
+    pub fn stop_etcd(&self) {
+        if let Some(mut etcd) = self.lock().etcd.take() {
+            etcd.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts etcd (again). The API server reconnects by itself.
+    pub fn start_etcd(&self) -> Result<(), Error> {
+        let etcd = self.spawn("etcd", &self.binaries.etcd, &self.etcd_args)?;
+        self.lock().etcd = Some(etcd);
+        Ok(())
     }
 
     /// Stops every process and deletes the directory. Idempotent; also done on drop.

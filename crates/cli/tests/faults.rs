@@ -1,0 +1,232 @@
+//! Faults, on real control planes of their own: the operator killed mid-convergence, the API
+//! server gone for 20 seconds, etcd gone for a while.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
+use groupbinder_e2e::*;
+use groupbinder_testenv::{ControlPlane, Options};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, Resource, ResourceExt};
+
+fn guid(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+fn spec(n: u32) -> AzureGroupBindingSpec {
+    AzureGroupBindingSpec {
+        group_object_id: guid(n),
+        group_prefix: Some(SEED_PREFIX.into()),
+        ..Default::default()
+    }
+}
+
+async fn setup() -> anyhow::Result<(ControlPlane, kube::Client)> {
+    logs();
+    let cp = ControlPlane::start(Options::default()).await?;
+    let client = cp.client().await?;
+    install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    Ok((cp, client))
+}
+
+async fn managed(
+    client: &kube::Client,
+) -> anyhow::Result<(Vec<ClusterRoleBinding>, Vec<RoleBinding>)> {
+    let selector = ListParams::default().labels("app.kubernetes.io/managed-by=groupbinder");
+    let crbs = Api::<ClusterRoleBinding>::all(client.clone())
+        .list(&selector)
+        .await?
+        .items;
+    let rbs = Api::<RoleBinding>::all(client.clone())
+        .list(&selector)
+        .await?
+        .items;
+    Ok((crbs, rbs))
+}
+
+fn spawn_operator(cp: &ControlPlane) -> anyhow::Result<std::process::Child> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(Command::new(env!("CARGO_BIN_EXE_groupbinder"))
+        .arg("run")
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
+        .env("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX)
+        .env("GROUPBINDER_RESYNC_SECONDS", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+#[tokio::test]
+async fn operator_killed_mid_convergence_ends_with_every_binding_once() -> anyhow::Result<()> {
+    let _serial = exclusive().await;
+    let (cp, client) = setup().await?;
+    const N: u32 = 250; // 500 bindings
+    for n in 0..N {
+        apply(
+            &client,
+            &AzureGroupBinding::new(&format!("kill-{n}"), spec(n)),
+        )
+        .await?;
+    }
+    let mut first = spawn_operator(&cp)?;
+    let at_kill = eventually(
+        "the operator to be part-way",
+        Duration::from_secs(60),
+        || async {
+            let (crbs, rbs) = managed(&client).await?;
+            let made = crbs.len() + rbs.len();
+            Ok((made >= 40).then_some(made))
+        },
+    )
+    .await?;
+    first.kill()?; // SIGKILL
+    first.wait()?;
+    println!(
+        "killed the operator with {at_kill} of {} bindings made",
+        2 * N
+    );
+
+    let mut second = spawn_operator(&cp)?;
+    let result = async {
+        let api: Api<AzureGroupBinding> = Api::all(client.clone());
+        eventually(
+            "every AzureGroupBinding to be Ready",
+            Duration::from_secs(120),
+            || async {
+                let all = api.list(&ListParams::default()).await?.items;
+                let ready = all
+                    .iter()
+                    .filter(|a| ready(a).is_some_and(|c| c.status == "True"))
+                    .count();
+                Ok((ready == N as usize).then_some(()))
+            },
+        )
+        .await?;
+        let uids: BTreeMap<String, String> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|a| (a.uid().unwrap_or_default(), a.name_any()))
+            .collect();
+        let (crbs, rbs) = managed(&client).await?;
+        assert_eq!(
+            (crbs.len(), rbs.len()),
+            (N as usize, N as usize),
+            "one ClusterRoleBinding and one RoleBinding each"
+        );
+        let mut seen = BTreeSet::new();
+        for meta in crbs
+            .iter()
+            .map(|b| b.meta())
+            .chain(rbs.iter().map(|b| b.meta()))
+        {
+            let owner = meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true));
+            let owner =
+                owner.ok_or_else(|| anyhow::anyhow!("{:?} has no controller", meta.name))?;
+            assert!(uids.contains_key(&owner.uid), "{:?} is orphaned", meta.name);
+            assert!(
+                seen.insert((owner.uid.clone(), meta.namespace.clone())),
+                "duplicate binding for {}",
+                owner.name
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = second.kill();
+    let _ = second.wait();
+    result
+}
+
+#[tokio::test]
+async fn a_20_second_api_server_outage_is_ridden_out_without_a_restart() -> anyhow::Result<()> {
+    let _serial = exclusive().await;
+    let (cp, client) = setup().await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    apply(&client, &AzureGroupBinding::new("before", spec(1))).await?;
+    wait_for_reason(&client, "before", "True", "Reconciled").await?;
+
+    cp.stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    cp.start_apiserver().await?;
+    let back = Instant::now();
+
+    // Watches resume: a new object is reconciled and a deleted binding restored.
+    apply(&client, &AzureGroupBinding::new("after", spec(2))).await?;
+    wait_for_reason(&client, "after", "True", "Reconciled").await?;
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    crbs.delete("before:k10-admin", &DeleteParams::default())
+        .await?;
+    eventually(
+        "the deleted binding to be restored",
+        Duration::from_secs(60),
+        || async { Ok(crbs.get_opt("before:k10-admin").await?.map(|_| ())) },
+    )
+    .await?;
+    println!(
+        "recovered {:?} after the API server came back",
+        back.elapsed()
+    );
+    assert!(
+        !operator.is_finished(),
+        "the operator must not have stopped"
+    );
+    operator.stop().await
+}
+
+#[tokio::test]
+async fn an_etcd_outage_is_backed_off_not_busy_looped() -> anyhow::Result<()> {
+    let _serial = exclusive().await;
+    let (cp, client) = setup().await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    apply(&client, &AzureGroupBinding::new("etcd", spec(3))).await?;
+    wait_for_reason(&client, "etcd", "True", "Reconciled").await?;
+
+    // A binding disappears, and etcd with it: the repair fails until etcd is back.
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    crbs.delete("etcd:k10-admin", &DeleteParams::default())
+        .await?;
+    cp.stop_etcd();
+    let resources = ["clusterrolebindings", "rolebindings", "azuregroupbindings"];
+    let before = apiserver_writes(&client, &resources).await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let during = apiserver_writes(&client, &resources).await? - before;
+    cp.start_etcd()?;
+    eventually(
+        "the binding to be restored",
+        Duration::from_secs(90),
+        || async {
+            Ok(crbs
+                .get_opt("etcd:k10-admin")
+                .await
+                .ok()
+                .flatten()
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    let errors = operator
+        .metrics
+        .errors
+        .get_or_create(&groupbinder_controller::metrics::CategoryLabels { category: "apply" })
+        .get();
+    println!("etcd outage: {during} write attempts in 15 s, {errors} failed reconciles");
+    assert!(during <= 30.0, "{during} writes in 15 s: not backing off");
+    assert!(
+        !operator.is_finished(),
+        "the operator must not have stopped"
+    );
+    operator.stop().await
+}
