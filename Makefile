@@ -1,5 +1,5 @@
 # The same targets CI runs (.ci/run calls `make ci`). `make test` is the README's test command.
-.PHONY: all control-plane test lint crds demo up ci
+.PHONY: all control-plane test lint crds demo bench up ci
 
 CARGO ?= cargo
 
@@ -26,6 +26,11 @@ lint:
 demo: control-plane
 	$(CARGO) build --quiet --locked -p groupbinder -p groupbinder-e2e --bins
 	$(CARGO) run --quiet --locked -p groupbinder-e2e --bin groupbinder-demo
+
+## The benchmark (not part of CI): N=1000 by default, `make bench BENCH_ARGS="--n 5000"`.
+bench: control-plane
+	$(CARGO) build --release --quiet --locked -p groupbinder -p groupbinder-e2e --bins
+	target/release/groupbinder-bench $(BENCH_ARGS)
 
 ## Keep a local control plane running until Ctrl-C.
 up: control-plane

@@ -39,6 +39,17 @@ fn seed_spec() -> AzureGroupBindingSpec {
     }
 }
 
+/// Applies a seed-shaped AzureGroupBinding (group `guid(n)`, the seed's prefix, the admin
+/// profile) and waits until it is Ready.
+async fn seeded(client: &kube::Client, name: &str, n: u32) -> anyhow::Result<AzureGroupBinding> {
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(n),
+        ..seed_spec()
+    };
+    apply(client, &agb(name, spec)).await?;
+    wait_for_reason(client, name, "True", "Reconciled").await
+}
+
 fn guid(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
@@ -242,18 +253,7 @@ async fn drift_is_repaired_within_seconds() -> anyhow::Result<()> {
     let (_, client) = setup().await?;
     let _serial = exclusive().await;
     let operator = Operator::start(&client, config(seed_settings()));
-    apply(
-        &client,
-        &agb(
-            "drift",
-            AzureGroupBindingSpec {
-                group_object_id: guid(1),
-                ..seed_spec()
-            },
-        ),
-    )
-    .await?;
-    wait_for_reason(&client, "drift", "True", "Reconciled").await?;
+    seeded(&client, "drift", 1).await?;
     let group = format!("{SEED_PREFIX}{}", guid(1));
 
     // Edited by hand: someone swaps the subject.
@@ -298,32 +298,10 @@ async fn spec_changes_move_subjects_and_replace_bindings() -> anyhow::Result<()>
     let (_, client) = setup().await?;
     let _serial = exclusive().await;
     let operator = Operator::start(&client, config(seed_settings()));
-    apply(
-        &client,
-        &agb(
-            "changes",
-            AzureGroupBindingSpec {
-                group_object_id: guid(2),
-                ..seed_spec()
-            },
-        ),
-    )
-    .await?;
-    wait_for_reason(&client, "changes", "True", "Reconciled").await?;
+    seeded(&client, "changes", 2).await?;
 
     // A new group: the same bindings now name the new subject.
-    apply(
-        &client,
-        &agb(
-            "changes",
-            AzureGroupBindingSpec {
-                group_object_id: guid(3),
-                ..seed_spec()
-            },
-        ),
-    )
-    .await?;
-    let ready = wait_for_reason(&client, "changes", "True", "Reconciled").await?;
+    let ready = seeded(&client, "changes", 3).await?;
     assert_eq!(ready.metadata.generation, Some(2));
     let crb = crbs(&client).get("changes:k10-admin").await?;
     assert_eq!(
@@ -383,18 +361,7 @@ async fn deleting_the_cr_while_the_operator_is_down_still_cleans_up() -> anyhow:
     let (_, client) = setup().await?;
     let _serial = exclusive().await;
     let operator = Operator::start(&client, config(seed_settings()));
-    apply(
-        &client,
-        &agb(
-            "gc",
-            AzureGroupBindingSpec {
-                group_object_id: guid(4),
-                ..seed_spec()
-            },
-        ),
-    )
-    .await?;
-    wait_for_reason(&client, "gc", "True", "Reconciled").await?;
+    seeded(&client, "gc", 4).await?;
     operator.stop().await?;
 
     agbs(&client).delete("gc", &DeleteParams::default()).await?;
@@ -737,18 +704,7 @@ async fn two_replicas_elect_one_leader_and_fail_over() -> anyhow::Result<()> {
     })
     .await?;
     let second = Operator::start(&client, replica("replica-b"));
-    apply(
-        &client,
-        &agb(
-            "leader-1",
-            AzureGroupBindingSpec {
-                group_object_id: guid(200),
-                ..seed_spec()
-            },
-        ),
-    )
-    .await?;
-    wait_for_reason(&client, "leader-1", "True", "Reconciled").await?;
+    seeded(&client, "leader-1", 200).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         second.metrics.reconciles.get(),
@@ -763,18 +719,7 @@ async fn two_replicas_elect_one_leader_and_fail_over() -> anyhow::Result<()> {
     // The leader stops (and releases the lease): the standby takes over.
     let started = Instant::now();
     first.stop().await?;
-    apply(
-        &client,
-        &agb(
-            "leader-2",
-            AzureGroupBindingSpec {
-                group_object_id: guid(201),
-                ..seed_spec()
-            },
-        ),
-    )
-    .await?;
-    wait_for_reason(&client, "leader-2", "True", "Reconciled").await?;
+    seeded(&client, "leader-2", 201).await?;
     println!("failover took {:?}", started.elapsed());
     assert!(second.metrics.reconciles.get() > 0);
     assert_eq!(holder().await?.as_deref(), Some("replica-b"));
@@ -818,18 +763,7 @@ async fn undecodable_and_unadmitted_objects_do_not_stop_the_others() -> anyhow::
         };
         apply(&client, &agb("unadmitted", upper)).await?;
         let operator = Operator::start(&client, config(seed_settings()));
-        apply(
-            &client,
-            &agb(
-                "good-neighbour",
-                AzureGroupBindingSpec {
-                    group_object_id: guid(300),
-                    ..seed_spec()
-                },
-            ),
-        )
-        .await?;
-        wait_for_reason(&client, "good-neighbour", "True", "Reconciled").await?;
+        seeded(&client, "good-neighbour", 300).await?;
         let refused = wait_for_reason(&client, "unadmitted", "False", "InvalidSpec").await?;
         let message = ready(&refused)
             .map(|c| c.message.clone())
