@@ -1,5 +1,5 @@
 # The same targets CI runs (.ci/run calls `make ci`). `make test` is the README's test command.
-.PHONY: all control-plane test lint crds demo bench up ci
+.PHONY: all control-plane test lint crds demo bench up ci leftovers
 
 CARGO ?= cargo
 
@@ -36,8 +36,10 @@ bench: control-plane
 up: control-plane
 	$(CARGO) run --locked -p groupbinder-testenv -- up
 
-## CI: lint, all tests, and proof that no control-plane process outlived them.
-ci: lint test demo
+## CI (.ci/run runs the same steps): lint, all tests, the demo, and no leftover processes.
+ci: lint test demo leftovers
+
+leftovers:
 	@if pgrep -x 'etcd|kube-apiserver|kube-controller' >/dev/null; then \
 	  echo "control-plane processes left behind:"; pgrep -a -x 'etcd|kube-apiserver|kube-controller'; exit 1; \
 	fi
