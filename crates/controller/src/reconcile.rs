@@ -253,7 +253,8 @@ async fn reconcile_valid(agb: &AzureGroupBinding, ctx: &Context) -> Result<Actio
     })
 }
 
-/// Applies every planned binding and deletes the ones no longer planned.
+/// Applies every planned binding (all of one object's at once) and deletes the ones no longer
+/// planned. What changed is told in one event per reconcile.
 async fn apply_plan(
     agb: &AzureGroupBinding,
     uid: &str,
@@ -262,8 +263,6 @@ async fn apply_plan(
 ) -> Result<Outcome, ApplyError> {
     let caches = &ctx.caches;
     let mut problems = Vec::new();
-    let mut bindings = Vec::new();
-
     for crb in &plan.cluster_role_bindings {
         let role = &crb.role_ref.name;
         if !caches.cluster_role_exists(role) {
@@ -273,17 +272,8 @@ async fn apply_plan(
                 name: role.clone(),
             });
         }
-        ensure_one(
-            agb,
-            uid,
-            crb,
-            &caches.cluster_role_bindings,
-            ctx,
-            &mut bindings,
-            &mut problems,
-        )
-        .await?;
     }
+    let mut role_bindings = Vec::new();
     for rb in &plan.role_bindings {
         let namespace = rb.metadata.namespace.clone().unwrap_or_default();
         if !caches.namespace_exists(&namespace) {
@@ -303,16 +293,49 @@ async fn apply_plan(
                 name: role.clone(),
             });
         }
-        ensure_one(
-            agb,
-            uid,
-            rb,
-            &caches.role_bindings,
-            ctx,
-            &mut bindings,
-            &mut problems,
-        )
-        .await?;
+        role_bindings.push(rb);
+    }
+
+    let cluster = futures::future::try_join_all(
+        plan.cluster_role_bindings
+            .iter()
+            .map(|b| ensure_one(&ctx.client, &caches.cluster_role_bindings, uid, b)),
+    );
+    let namespaced = futures::future::try_join_all(
+        role_bindings
+            .iter()
+            .map(|b| ensure_one(&ctx.client, &caches.role_bindings, uid, *b)),
+    );
+    let (cluster, namespaced) = tokio::try_join!(cluster, namespaced)?;
+
+    let mut bindings = Vec::new();
+    let mut changes = Vec::new();
+    let mut updated = false;
+    for (key, role, applied) in cluster.into_iter().chain(namespaced) {
+        match applied {
+            Applied::Conflict { holder } => {
+                problems.push(Problem::Conflict {
+                    binding: key,
+                    holder,
+                });
+                continue;
+            }
+            Applied::Created => {
+                ctx.metrics.write("create");
+                changes.push(format!("created {key}"));
+            }
+            Applied::Updated => {
+                ctx.metrics.write("apply");
+                changes.push(format!("put {key} back as declared"));
+                updated = true;
+            }
+            Applied::Unchanged => {}
+        }
+        bindings.push(binding_status(&key, &role));
+    }
+    if !changes.is_empty() {
+        let reason = if updated { "Updated" } else { "Created" };
+        publish(ctx, agb, EventType::Normal, reason, changes.join("; ")).await;
     }
 
     let keep = plan.keys();
@@ -325,50 +348,19 @@ async fn apply_plan(
     })
 }
 
+/// Ensures one binding; returns its key, its role and what was done.
 async fn ensure_one<B: Binding>(
-    agb: &AzureGroupBinding,
+    client: &Client,
+    cache: &Store<B>,
     uid: &str,
     desired: &B,
-    cache: &Store<B>,
-    ctx: &Context,
-    bindings: &mut Vec<BindingStatus>,
-    problems: &mut Vec<Problem>,
-) -> Result<(), ApplyError> {
-    let key = key_of(desired.meta());
-    match apply::ensure(&ctx.client, cache, uid, desired).await? {
-        Applied::Unchanged => {}
-        Applied::Created => {
-            ctx.metrics.write("create");
-            publish(
-                ctx,
-                agb,
-                EventType::Normal,
-                "Created",
-                format!("created {key}"),
-            )
-            .await;
-        }
-        Applied::Updated => {
-            ctx.metrics.write("apply");
-            publish(
-                ctx,
-                agb,
-                EventType::Normal,
-                "Updated",
-                format!("put {key} back as declared"),
-            )
-            .await;
-        }
-        Applied::Conflict { holder } => {
-            problems.push(Problem::Conflict {
-                binding: key,
-                holder,
-            });
-            return Ok(());
-        }
-    }
-    bindings.push(binding_status(&key, &desired.role_ref().name));
-    Ok(())
+) -> Result<(BindingKey, String, Applied), ApplyError> {
+    let applied = apply::ensure(client, cache, uid, desired).await?;
+    Ok((
+        key_of(desired.meta()),
+        desired.role_ref().name.clone(),
+        applied,
+    ))
 }
 
 async fn delete_stale<B: Binding>(
