@@ -97,6 +97,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+    /// Objects (by uid) whose stale bindings were looked for since this process started.
+    scanned: Mutex<std::collections::HashSet<String>>,
     /// `true` once every cache holds its initial list. Until then a reconcile could mistake a role
     /// for missing or a binding for absent, and write for nothing.
     synced: tokio::sync::watch::Receiver<bool>,
@@ -129,6 +131,7 @@ impl Context {
             metrics,
             recorder,
             failures: Mutex::default(),
+            scanned: Mutex::default(),
             synced,
             conflict_retry: Duration::from_secs(60),
         }
@@ -338,9 +341,25 @@ async fn apply_plan(
         publish(ctx, agb, EventType::Normal, reason, changes.join("; ")).await;
     }
 
-    let keep = plan.keys();
-    delete_stale(agb, uid, &keep, &caches.cluster_role_bindings, ctx).await?;
-    delete_stale(agb, uid, &keep, &caches.role_bindings, ctx).await?;
+    // Bindings become stale only when the spec changes (or the operator's settings did, which the
+    // first reconcile after a start catches): skip the scan over every cached binding otherwise,
+    // so a resync costs O(bindings of this object), not O(all bindings).
+    let spec_seen =
+        agb.status.as_ref().and_then(|s| s.observed_generation) == agb.metadata.generation;
+    let scanned = ctx
+        .scanned
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(uid);
+    if !(spec_seen && scanned) {
+        let keep = plan.keys();
+        delete_stale(agb, uid, &keep, &caches.cluster_role_bindings, ctx).await?;
+        delete_stale(agb, uid, &keep, &caches.role_bindings, ctx).await?;
+        ctx.scanned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(uid.to_owned());
+    }
     Ok(Outcome::Applied {
         group: plan.group.clone(),
         bindings,
