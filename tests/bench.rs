@@ -18,7 +18,8 @@ use groupbinder_e2e::{SEED_PREFIX, apiserver_writes, install_crd, install_k10, r
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 
 /// Requests in flight, for the operator's objects and for the floor alike (client-go's default
 /// burst is 10; a well-behaved bulk client uses a few dozen).
@@ -76,29 +77,31 @@ fn peak_rss_kib(child: &Child) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until `n` objects named `prefix...` are Ready for their generation, from a watch (a
+/// list every few milliseconds would load the API server the operator is measured on).
 async fn all_ready(api: &Api<AzureGroupBinding>, prefix: &str, n: usize) -> anyhow::Result<()> {
-    loop {
-        let list = api.list(&ListParams::default()).await?;
-        let done = list
-            .items
-            .iter()
-            .filter(|a| {
-                a.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|name| name.starts_with(prefix))
-            })
-            .filter(|a| {
-                ready(a).is_some_and(|c| {
-                    c.status == "True" && c.observed_generation == a.metadata.generation
-                })
-            })
-            .count();
-        if done >= n {
+    let mut done = std::collections::HashSet::new();
+    let mut events =
+        std::pin::pin!(watcher(api.clone(), watcher::Config::default()).applied_objects());
+    while let Some(agb) = events.try_next().await? {
+        let Some(name) = agb
+            .metadata
+            .name
+            .clone()
+            .filter(|name| name.starts_with(prefix))
+        else {
+            continue;
+        };
+        if ready(&agb)
+            .is_some_and(|c| c.status == "True" && c.observed_generation == agb.metadata.generation)
+        {
+            done.insert(name);
+        }
+        if done.len() >= n {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    anyhow::bail!("the watch ended")
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

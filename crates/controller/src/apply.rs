@@ -105,11 +105,17 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
 }
 
 /// Makes `desired` exist as planned (see the module documentation).
+///
+/// A binding missing from the cache is created straight away; if the name turns out to be taken
+/// (409), it is looked at (ours, with the cache behind, or someone else's). With `look_first`, for
+/// objects already in conflict, it is looked at before any write, so that a conflict retried every
+/// minute costs a read, not a failed write.
 pub async fn ensure<B: Binding>(
     client: &Client,
     cache: &Store<B>,
     owner_uid: &str,
     desired: &B,
+    look_first: bool,
 ) -> Result<Applied, ApplyError> {
     let key = key_of(desired.meta());
     let mut reference = ObjectRef::<B>::new(&key.name);
@@ -127,16 +133,20 @@ pub async fn ensure<B: Binding>(
     };
     let actual = match cache.get(&reference) {
         Some(cached) => Some(cached),
-        // Not labelled as ours (or not cached yet): ask once, since foreign objects are not cached.
-        None => api
+        // Not labelled as ours (or not cached yet): foreign objects are not cached, so ask.
+        None if look_first => api
             .get_opt(&key.name)
             .await
             .map_err(fail("get"))?
             .map(std::sync::Arc::new),
+        None => None,
     };
     let Some(actual) = actual else {
         return match api.create(&post_params(), desired).await {
             Ok(_) => Ok(Applied::Created),
+            Err(kube::Error::Api(status)) if status.code == 409 && !look_first => {
+                Box::pin(ensure(client, cache, owner_uid, desired, true)).await
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(Applied::Conflict {
                 holder: "created by someone else just now".to_owned(),
             }),

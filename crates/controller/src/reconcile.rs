@@ -299,15 +299,25 @@ async fn apply_plan(
         role_bindings.push(rb);
     }
 
-    let cluster = futures::future::try_join_all(
-        plan.cluster_role_bindings
-            .iter()
-            .map(|b| ensure_one(&ctx.client, &caches.cluster_role_bindings, uid, b)),
-    );
+    // An object already in conflict looks before it writes (see apply::ensure).
+    let in_conflict = agb
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == READY && c.reason == groupbinder_api::conditions::reason::CONFLICT);
+    let cluster = futures::future::try_join_all(plan.cluster_role_bindings.iter().map(|b| {
+        ensure_one(
+            &ctx.client,
+            &caches.cluster_role_bindings,
+            uid,
+            b,
+            in_conflict,
+        )
+    }));
     let namespaced = futures::future::try_join_all(
         role_bindings
             .iter()
-            .map(|b| ensure_one(&ctx.client, &caches.role_bindings, uid, *b)),
+            .map(|b| ensure_one(&ctx.client, &caches.role_bindings, uid, *b, in_conflict)),
     );
     let (cluster, namespaced) = tokio::try_join!(cluster, namespaced)?;
 
@@ -373,8 +383,9 @@ async fn ensure_one<B: Binding>(
     cache: &Store<B>,
     uid: &str,
     desired: &B,
+    look_first: bool,
 ) -> Result<(BindingKey, String, Applied), ApplyError> {
-    let applied = apply::ensure(client, cache, uid, desired).await?;
+    let applied = apply::ensure(client, cache, uid, desired, look_first).await?;
     Ok((
         key_of(desired.meta()),
         desired.role_ref().name.clone(),
