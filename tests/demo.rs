@@ -5,15 +5,10 @@
 //! AzureGroupBinding; shows what it created and what the group's members may now do. Exits non-zero
 //! if anything is not as shown.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use groupbinder_e2e::{SEED_GUID, SEED_PREFIX, install_k10};
+use groupbinder_e2e::{SEED_GUID, SEED_PREFIX, install_k10, repo};
 use groupbinder_testenv::{ControlPlane, Options};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn section(title: &str) {
     println!("\n\x1b[1m== {title}\x1b[0m");

@@ -373,3 +373,28 @@ pub fn stand_in_crd(
         status: None,
     }
 }
+
+/// The repository's root directory (for `crds/`, `examples/`, `charts/`).
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `kubectl apply --server-side -f <file or directory>` as the admin, failing with kubectl's own
+/// message: files are applied as a user would apply them.
+pub fn kubectl_apply(
+    cp: &groupbinder_testenv::ControlPlane,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let out = cp
+        .kubectl()
+        .args(["apply", "--server-side", "-f"])
+        .arg(file)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl apply -f {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

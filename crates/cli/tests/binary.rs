@@ -2,16 +2,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use groupbinder_e2e::{eventually, install_k10, wait_for_reason};
+use groupbinder_e2e::{eventually, install_k10, kubectl_apply, repo, wait_for_reason};
 use groupbinder_testenv::{ControlPlane, Options};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn groupbinder() -> Command {
     Command::new(env!("CARGO_BIN_EXE_groupbinder"))
@@ -98,16 +94,7 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
     let _serial = groupbinder_e2e::exclusive().await; // one operator at a time
     // The committed CRD and the example apply as a user would apply them.
     for file in ["crds/azuregroupbinding.yaml", "examples/k10-admins.yaml"] {
-        let out = cp
-            .kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(repo().join(file))
-            .output()?;
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        kubectl_apply(cp, &repo().join(file))?;
     }
     install_k10(&client, "k10", "kasten-io").await?;
 
@@ -208,16 +195,7 @@ async fn plan_output_equals_what_the_controller_creates() -> anyhow::Result<()> 
         groupbinder_e2e::config(groupbinder_api::Settings::for_k10("k10", "kasten-io", "")),
     );
     for file in ["examples/k10-admins.yaml", "examples/k10-viewers.yaml"] {
-        let out = cp
-            .kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(repo().join(file))
-            .output()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        kubectl_apply(cp, &repo().join(file))?;
     }
     for name in ["k10-admins", "k10-app-operators"] {
         wait_for_reason(&client, name, "True", "Reconciled").await?;

@@ -2,7 +2,8 @@
 //! privilege of the chart's ServiceAccount (running the real binary as that identity), examples.
 
 use groupbinder_e2e::{
-    SEED_GUID, SEED_PREFIX, apply_crd, can, install_k10, stand_in_crd, wait_for_reason,
+    SEED_GUID, SEED_PREFIX, apply_crd, can, install_k10, kubectl_apply, repo, stand_in_crd,
+    wait_for_reason,
 };
 use groupbinder_testenv::ControlPlane;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -12,12 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn chart() -> String {
     repo().join("charts/groupbinder").display().to_string()
@@ -245,12 +242,7 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
         .join("examples/k10-admins.yaml")
         .display()
         .to_string();
-    ok(
-        cp.kubectl()
-            .args(["apply", "--server-side", "-f", &example])
-            .output()?,
-        "apply example",
-    )?;
+    kubectl_apply(cp, Path::new(&example))?;
 
     ok(
         cp.helm()
@@ -589,13 +581,7 @@ async fn every_example_applies_and_the_seed_becomes_ready() -> anyhow::Result<()
     for ns in ["argocd", "flux-system"] {
         groupbinder_e2e::ensure_namespace(&admin, ns).await?;
     }
-    ok(
-        cp.kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(repo().join("crds"))
-            .output()?,
-        "apply crds/",
-    )?;
+    kubectl_apply(cp, &repo().join("crds"))?;
 
     let mut applied = 0;
     for entry in std::fs::read_dir(repo().join("examples"))? {
@@ -629,20 +615,9 @@ async fn every_example_applies_and_the_seed_becomes_ready() -> anyhow::Result<()
         &admin,
         groupbinder_e2e::config(groupbinder_e2e::seed_settings()),
     );
-    ok(
-        cp.kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(repo().join("examples/k10-admins.yaml"))
-            .output()?,
-        "apply seed",
-    )?;
-    ok(
-        cp.kubectl()
-            .args(["apply", "--server-side", "-f"])
-            .arg(repo().join("examples/k10-viewers.yaml"))
-            .output()?,
-        "apply viewers",
-    )?;
+    for example in ["examples/k10-admins.yaml", "examples/k10-viewers.yaml"] {
+        kubectl_apply(cp, &repo().join(example))?;
+    }
     wait_for_reason(&admin, "k10-admins", "True", "Reconciled").await?;
     wait_for_reason(&admin, "k10-app-operators", "True", "Reconciled").await?;
     operator.stop().await
