@@ -577,7 +577,7 @@ async fn admission_rejects_bad_guids_and_reserved_prefixes_with_clear_messages()
         let manifest = format!(
             "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: bad-{i}\nspec:\n  groupObjectId: \"{guid}\"\n  groupPrefix: \"{prefix}\"\n"
         );
-        let out = kubectl_apply(cp, &manifest)?;
+        let out = kubectl_apply_stdin(cp, &manifest)?;
         assert!(!out.status.success(), "case {i} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -587,7 +587,7 @@ async fn admission_rejects_bad_guids_and_reserved_prefixes_with_clear_messages()
     }
     // Unknown fields are refused by server-side field validation.
     let typo = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: typo\nspec:\n  groupObjectId: a318b1eb-8b78-4715-98ad-ffc8670ac79d\n  clusterRole: [k10-admin]\n";
-    let out = kubectl_apply(cp, typo)?;
+    let out = kubectl_apply_stdin(cp, typo)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(".spec.clusterRole: field not declared in schema"),
@@ -595,7 +595,7 @@ async fn admission_rejects_bad_guids_and_reserved_prefixes_with_clear_messages()
     );
     // Empty role lists are refused too: they would bind nothing.
     let empty = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: empty\nspec:\n  groupObjectId: a318b1eb-8b78-4715-98ad-ffc8670ac79d\n  clusterRoles: []\n";
-    let out = kubectl_apply(cp, empty)?;
+    let out = kubectl_apply_stdin(cp, empty)?;
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("name at least one role"),
         "{out:?}"
@@ -603,7 +603,7 @@ async fn admission_rejects_bad_guids_and_reserved_prefixes_with_clear_messages()
     Ok(())
 }
 
-fn kubectl_apply(cp: &ControlPlane, manifest: &str) -> anyhow::Result<std::process::Output> {
+fn kubectl_apply_stdin(cp: &ControlPlane, manifest: &str) -> anyhow::Result<std::process::Output> {
     use std::io::Write;
     let mut child = cp
         .kubectl()
@@ -804,4 +804,152 @@ async fn undecodable_and_unadmitted_objects_do_not_stop_the_others() -> anyhow::
     .await;
     install_crd(&client).await?;
     result
+}
+
+/// Adversarial objects applied together with good ones: the good ones still become Ready, nothing
+/// beyond the allowlist is granted, every bad one is refused with a reason.
+#[tokio::test]
+async fn adversarial_objects_next_to_good_ones() -> anyhow::Result<()> {
+    let (cp, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+
+    // Refused at admission, with a message.
+    let many: Vec<String> = (0..100).map(|i| format!("role-{i}")).collect();
+    let refused = [
+        (
+            format!("clusterRoles: [{}]", many.join(", ")),
+            "must have at most 32 items",
+        ),
+        (
+            "groupPrefix: \"system:masters\"".to_owned(),
+            "must not start with 'system:'",
+        ),
+    ];
+    for (i, (extra, expected)) in refused.iter().enumerate() {
+        let manifest = format!(
+            "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: adv-refused-{i}\nspec:\n  groupObjectId: {}\n  {extra}\n",
+            guid(400)
+        );
+        let out = kubectl_apply_stdin(cp, &manifest)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{i}: {stderr}"
+        );
+    }
+    let spaces = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: adv-spaces\nspec:\n  groupObjectId: \"a318b1eb-8b78-4715-98ad-ffc8670ac79d  \"\n";
+    assert!(
+        !kubectl_apply_stdin(cp, spaces)?.status.success(),
+        "a GUID with trailing spaces"
+    );
+
+    // Accepted, then refused by the controller: nothing granted.
+    let greedy = AzureGroupBindingSpec {
+        group_object_id: guid(401),
+        cluster_roles: Some(vec!["cluster-admin".into()]),
+        ..seed_spec()
+    };
+    apply(&client, &agb("adv-greedy", greedy)).await?;
+
+    // Long names, one group in 50 objects, an object deleted while it is being reconciled.
+    let long = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    assert_eq!(long.len(), 253);
+    apply(
+        &client,
+        &agb(
+            &long,
+            AzureGroupBindingSpec {
+                group_object_id: guid(402),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    for i in 0..50 {
+        apply(
+            &client,
+            &agb(
+                &format!("adv-same-{i}"),
+                AzureGroupBindingSpec {
+                    group_object_id: guid(403),
+                    ..seed_spec()
+                },
+            ),
+        )
+        .await?;
+    }
+    apply(
+        &client,
+        &agb(
+            "adv-fleeting",
+            AzureGroupBindingSpec {
+                group_object_id: guid(404),
+                ..seed_spec()
+            },
+        ),
+    )
+    .await?;
+    agbs(&client)
+        .delete("adv-fleeting", &DeleteParams::default())
+        .await?;
+
+    wait_for_reason(&client, "adv-greedy", "False", "RoleNotAllowed").await?;
+    let long_status = wait_for_reason(&client, &long, "True", "Reconciled").await?;
+    for binding in long_status.status.unwrap_or_default().bindings {
+        assert!(binding.name.len() <= 253, "{}", binding.name);
+    }
+    for i in 0..50 {
+        wait_for_reason(&client, &format!("adv-same-{i}"), "True", "Reconciled").await?;
+    }
+    eventually(
+        "the fleeting object's bindings to be gone",
+        Duration::from_secs(60),
+        || async {
+            let gone = crbs(&client)
+                .get_opt("adv-fleeting:k10-admin")
+                .await?
+                .is_none()
+                && rbs(&client, "kasten-io")
+                    .get_opt("adv-fleeting:k10-ns-admin")
+                    .await?
+                    .is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
+    let greedy_group = format!("{SEED_PREFIX}{}", guid(401));
+    assert!(
+        !can(
+            &client,
+            "mallory",
+            &[greedy_group.as_str()],
+            "get",
+            "",
+            "secrets",
+            Some("kube-system")
+        )
+        .await?
+    );
+    let same_group = format!("{SEED_PREFIX}{}", guid(403));
+    assert!(
+        can(
+            &client,
+            "team",
+            &[same_group.as_str()],
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("app")
+        )
+        .await?
+    );
+    assert!(!operator.is_finished());
+    operator.stop().await
 }
