@@ -52,24 +52,36 @@ fn spec(round: usize, n: usize) -> AzureGroupBindingSpec {
     }
 }
 
-fn operator(cp: &ControlPlane, resync: u64) -> anyhow::Result<Child> {
+/// The operator process, killed when dropped (also when the benchmark fails half-way).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn operator(cp: &ControlPlane, resync: u64) -> anyhow::Result<Running> {
     let binary = std::env::current_exe()?.with_file_name("groupbinder");
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    Ok(Command::new(binary)
-        .arg("run")
-        .env("KUBECONFIG", cp.kubeconfig())
-        .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
-        .env("GROUPBINDER_RESYNC_SECONDS", resync.to_string())
-        .env("GROUPBINDER_LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
+    Ok(Running(
+        Command::new(binary)
+            .arg("run")
+            .env("KUBECONFIG", cp.kubeconfig())
+            .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
+            .env("GROUPBINDER_RESYNC_SECONDS", resync.to_string())
+            .env("GROUPBINDER_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    ))
 }
 
-fn peak_rss_kib(child: &Child) -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+fn peak_rss_kib(child: &Running) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.0.id()))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -126,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let mut operator_times = Vec::new();
     let mut floor_times = Vec::new();
     let mut writes_per_agb = 0.0;
-    let mut child = operator(&cp, 0)?;
+    let child = operator(&cp, 0)?;
     for round in 0..rounds {
         // The floor: the same 2N bindings, created directly.
         let settings = Arc::new(Settings::for_k10("k10", "kasten-io", ""));
@@ -185,14 +197,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let rss = peak_rss_kib(&child);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 
     // A forced full resync: a fresh operator lists and reconciles everything, and a 10 s resync
     // goes over all of it once more.
     eprintln!("forced full resync ...");
     let before = apiserver_writes(&client, &WRITES).await?;
-    let mut child = operator(&cp, 10)?;
+    let child = operator(&cp, 10)?;
     tokio::time::sleep(Duration::from_secs(25)).await;
     let resync_writes = apiserver_writes(&client, &WRITES).await? - before;
     let rss = rss.max(peak_rss_kib(&child));
@@ -234,8 +245,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let spec_change = started.elapsed().as_secs_f64() * 1000.0;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 
     let (op, floor) = (median(operator_times), median(floor_times));
     let worst = repairs.iter().copied().fold(0.0, f64::max);
