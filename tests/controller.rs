@@ -953,3 +953,41 @@ async fn adversarial_objects_next_to_good_ones() -> anyhow::Result<()> {
     assert!(!operator.is_finished());
     operator.stop().await
 }
+
+/// Bindings that the operator's settings no longer plan (here: K10 reinstalled under another
+/// release name) are deleted after a restart, though no spec changed.
+#[tokio::test]
+async fn bindings_of_changed_settings_are_deleted_after_a_restart() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    install_k10(&client, "k10b", "kasten-io").await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    seeded(&client, "moved", 500).await?;
+    operator.stop().await?;
+    crbs(&client).get("moved:k10-admin").await?;
+
+    let operator = Operator::start(
+        &client,
+        config(Settings::for_k10("k10b", "kasten-io", SEED_PREFIX)),
+    );
+    eventually(
+        "the k10b-admin binding",
+        Duration::from_secs(30),
+        || async { Ok(crbs(&client).get_opt("moved:k10b-admin").await?.map(|_| ())) },
+    )
+    .await?;
+    eventually(
+        "the k10-* bindings to be deleted",
+        Duration::from_secs(30),
+        || async {
+            let gone = crbs(&client).get_opt("moved:k10-admin").await?.is_none()
+                && rbs(&client, "kasten-io")
+                    .get_opt("moved:k10-ns-admin")
+                    .await?
+                    .is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
+    operator.stop().await
+}
