@@ -264,17 +264,28 @@ pub fn ready(agb: &AzureGroupBinding) -> Option<&Condition> {
 }
 
 /// Waits until AzureGroupBinding `name` reports `Ready` with `status` and `reason` for its current
-/// generation, and returns it.
+/// generation, and returns it; fails after 30 seconds.
 pub async fn wait_for_reason(
     client: &kube::Client,
     name: &str,
     status: &str,
     reason: &str,
 ) -> anyhow::Result<AzureGroupBinding> {
+    wait_for_reason_within(client, name, status, reason, Duration::from_secs(30)).await
+}
+
+/// Like [`wait_for_reason`], with another time limit.
+pub async fn wait_for_reason_within(
+    client: &kube::Client,
+    name: &str,
+    status: &str,
+    reason: &str,
+    timeout: Duration,
+) -> anyhow::Result<AzureGroupBinding> {
     let api: Api<AzureGroupBinding> = Api::all(client.clone());
     eventually(
         &format!("{name} to be Ready={status} ({reason})"),
-        Duration::from_secs(30),
+        timeout,
         || async {
             let agb = api.get(name).await?;
             let done = ready(&agb).is_some_and(|c| {
