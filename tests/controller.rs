@@ -50,6 +50,31 @@ async fn seeded(client: &kube::Client, name: &str, n: u32) -> anyhow::Result<Azu
     wait_for_reason(client, name, "True", "Reconciled").await
 }
 
+/// Waits until the admin-profile bindings of `name` (`<name>:k10-admin` and
+/// `kasten-io/<name>:k10-ns-admin`) are gone.
+async fn admin_bindings_gone(
+    client: &kube::Client,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    eventually(
+        &format!("the bindings of {name} to be gone"),
+        timeout,
+        || async {
+            let gone = crbs(client)
+                .get_opt(&format!("{name}:k10-admin"))
+                .await?
+                .is_none()
+                && rbs(client, "kasten-io")
+                    .get_opt(&format!("{name}:k10-ns-admin"))
+                    .await?
+                    .is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await
+}
+
 fn guid(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
@@ -322,19 +347,7 @@ async fn spec_changes_move_subjects_and_replace_bindings() -> anyhow::Result<()>
     };
     apply(&client, &agb("changes", spec)).await?;
     let ready = wait_for_reason(&client, "changes", "True", "Reconciled").await?;
-    eventually(
-        "old bindings to be deleted",
-        Duration::from_secs(10),
-        || async {
-            let gone = crbs(&client).get_opt("changes:k10-admin").await?.is_none()
-                && rbs(&client, "kasten-io")
-                    .get_opt("changes:k10-ns-admin")
-                    .await?
-                    .is_none();
-            Ok(gone.then_some(()))
-        },
-    )
-    .await?;
+    admin_bindings_gone(&client, "changes", Duration::from_secs(10)).await?;
     assert_eq!(
         crbs(&client)
             .get("changes:k10-config-view")
@@ -365,19 +378,7 @@ async fn deleting_the_cr_while_the_operator_is_down_still_cleans_up() -> anyhow:
     operator.stop().await?;
 
     agbs(&client).delete("gc", &DeleteParams::default()).await?;
-    eventually(
-        "the garbage collector to delete the bindings",
-        Duration::from_secs(60),
-        || async {
-            let gone = crbs(&client).get_opt("gc:k10-admin").await?.is_none()
-                && rbs(&client, "kasten-io")
-                    .get_opt("gc:k10-ns-admin")
-                    .await?
-                    .is_none();
-            Ok(gone.then_some(()))
-        },
-    )
-    .await
+    admin_bindings_gone(&client, "gc", Duration::from_secs(60)).await
 }
 
 #[tokio::test]
@@ -908,22 +909,7 @@ async fn adversarial_objects_next_to_good_ones() -> anyhow::Result<()> {
     for i in 0..50 {
         wait_for_reason(&client, &format!("adv-same-{i}"), "True", "Reconciled").await?;
     }
-    eventually(
-        "the fleeting object's bindings to be gone",
-        Duration::from_secs(60),
-        || async {
-            let gone = crbs(&client)
-                .get_opt("adv-fleeting:k10-admin")
-                .await?
-                .is_none()
-                && rbs(&client, "kasten-io")
-                    .get_opt("adv-fleeting:k10-ns-admin")
-                    .await?
-                    .is_none();
-            Ok(gone.then_some(()))
-        },
-    )
-    .await?;
+    admin_bindings_gone(&client, "adv-fleeting", Duration::from_secs(60)).await?;
     let greedy_group = format!("{SEED_PREFIX}{}", guid(401));
     assert!(
         !can(
@@ -976,18 +962,6 @@ async fn bindings_of_changed_settings_are_deleted_after_a_restart() -> anyhow::R
         || async { Ok(crbs(&client).get_opt("moved:k10b-admin").await?.map(|_| ())) },
     )
     .await?;
-    eventually(
-        "the k10-* bindings to be deleted",
-        Duration::from_secs(30),
-        || async {
-            let gone = crbs(&client).get_opt("moved:k10-admin").await?.is_none()
-                && rbs(&client, "kasten-io")
-                    .get_opt("moved:k10-ns-admin")
-                    .await?
-                    .is_none();
-            Ok(gone.then_some(()))
-        },
-    )
-    .await?;
+    admin_bindings_gone(&client, "moved", Duration::from_secs(30)).await?;
     operator.stop().await
 }
