@@ -498,8 +498,8 @@ fn record_metrics(ctx: &Context, status: &groupbinder_api::AzureGroupBindingStat
             .get_or_create(&CategoryLabels { category })
             .inc();
     }
-    let crbs = ctx.caches.cluster_role_bindings.state().len();
-    let rbs = ctx.caches.role_bindings.state().len();
+    let crbs = ctx.caches.cluster_role_bindings.len();
+    let rbs = ctx.caches.role_bindings.len();
     ctx.metrics
         .bindings
         .get_or_create(&KindLabels {
