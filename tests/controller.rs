@@ -258,17 +258,26 @@ async fn seed_scenario_grants_k10_admin_to_the_group_and_nothing_more() -> anyho
         "{table}"
     );
 
-    // Events (events.k8s.io) say what was done.
+    // One event (events.k8s.io) says what was done and that it is Ready.
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let reasons: Vec<String> = events
+    let notes: Vec<(String, String)> = events
         .list(&ListParams::default())
         .await?
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("k10-admins"))
-        .filter_map(|e| e.reason)
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect();
-    assert!(reasons.iter().any(|r| r == "Created"), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r == "Reconciled"), "{reasons:?}");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].0, "Reconciled", "{notes:?}");
+    for binding in [
+        "ClusterRoleBinding k10-admins:k10-admin",
+        "RoleBinding kasten-io/k10-admins:k10-ns-admin",
+    ] {
+        assert!(
+            notes[0].1.contains(&format!("created {binding}")),
+            "{notes:?}"
+        );
+    }
 
     operator.stop().await
 }

@@ -212,22 +212,15 @@ pub async fn delete<B: Binding>(
 /// The cached bindings controlled by `owner_uid` whose keys are not in `keep`.
 pub fn stale<B: Binding>(
     cache: &Store<B>,
+    owners: &crate::OwnerIndex<B>,
     owner_uid: &str,
     keep: &std::collections::BTreeSet<BindingKey>,
 ) -> Vec<std::sync::Arc<B>> {
-    cache
-        .state()
-        .into_iter()
+    owners
+        .owned_by(owner_uid)
+        .iter()
+        .filter_map(|reference| cache.get(reference))
         .filter(|b| controlled_by(b.meta(), owner_uid) && !keep.contains(&key_of(b.meta())))
-        .collect()
-}
-
-/// The bindings in `cache` controlled by `owner_uid`.
-pub fn owned<B: Binding>(cache: &Store<B>, owner_uid: &str) -> Vec<std::sync::Arc<B>> {
-    cache
-        .state()
-        .into_iter()
-        .filter(|b| controlled_by(b.meta(), owner_uid))
         .collect()
 }
 

@@ -5,7 +5,9 @@
 pub mod apply;
 pub mod leader;
 pub mod metrics;
+pub mod owners;
 pub mod reconcile;
+pub mod relist;
 pub mod server;
 pub mod status;
 
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use leader::LeaderElection;
 pub use metrics::Metrics;
+pub use owners::OwnerIndex;
 pub use server::Health;
 
 use reconcile::{Caches, Context, Guarded};
@@ -173,10 +176,13 @@ fn watch_backoff()
 }
 
 /// A watch of every `K` (or those matching `config`), with backoff on errors, without
-/// managedFields (they are most of an object's size and never read), kept in a cache.
+/// managedFields (they are most of an object's size and never read), kept in a cache and, with
+/// `owners`, indexed by controller. Objects deleted while the watch was down come out as deleted
+/// too (see [`relist`]).
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
+    owners: Option<OwnerIndex<K>>,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -191,9 +197,15 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
+    let events = relist::relist_at_once_when_expired(watcher(api, config))
         .backoff(watch_backoff())
-        .modify(|object| object.managed_fields_mut().clear())
+        .modify(|object| object.managed_fields_mut().clear());
+    let stream = relist::deletes_missed_in_relists(reader.clone(), events)
+        .inspect(move |event| {
+            if let (Some(owners), Ok(event)) = (&owners, event) {
+                owners.apply(event);
+            }
+        })
         .reflect(writer)
         .touched_objects();
     (reader, stream)
@@ -206,37 +218,49 @@ fn build_controller(
 ) -> (Controller<Guarded>, Caches) {
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
     let (agb_reader, agb_writer) = reflector::store::<Guarded>();
-    let agbs = watcher(
+    let agbs = relist::relist_at_once_when_expired(watcher(
         Api::<Guarded>::all(client.clone()),
         watcher::Config::default(),
-    )
+    ))
     .backoff(watch_backoff())
     .modify(|object| object.managed_fields_mut().clear())
     .reflect(agb_writer)
     .applied_objects();
+    let crb_owners = OwnerIndex::default();
+    let rb_owners = OwnerIndex::default();
     let (crbs, crb_events) = cached(
         Api::<ClusterRoleBinding>::all(client.clone()),
         managed.clone(),
+        Some(crb_owners.clone()),
     );
-    let (rbs, rb_events) = cached(Api::<RoleBinding>::all(client.clone()), managed);
+    let (rbs, rb_events) = cached(
+        Api::<RoleBinding>::all(client.clone()),
+        managed,
+        Some(rb_owners.clone()),
+    );
     // Only whether roles and namespaces exist matters: watch their metadata.
     let everything = watcher::Config::default;
     let (cluster_roles, cluster_role_events) = cached(
         Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()),
         everything(),
+        None,
     );
     let (roles, role_events) = cached(
         Api::<PartialObjectMeta<Role>>::all(client.clone()),
         everything(),
+        None,
     );
     let (namespaces, namespace_events) = cached(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         everything(),
+        None,
     );
     let caches = Caches {
         agbs: agb_reader.clone(),
         cluster_role_bindings: crbs,
+        cluster_role_binding_owners: crb_owners,
         role_bindings: rbs,
+        role_binding_owners: rb_owners,
         cluster_roles,
         roles,
         namespaces,
@@ -272,8 +296,11 @@ fn build_controller(
             Duration::from_millis(50),
             Duration::from_millis(500),
         ))
-        .owns_stream(crb_events)
-        .owns_stream(rb_events)
+        // Not `owns_stream`: kube maps an ownerReference to the owner's name *in the child's
+        // namespace*, and for a cluster-scoped owner of a RoleBinding that is another key than the
+        // owner's own, so two reconciles of one object could run at once (and write twice).
+        .watches_stream(crb_events, |b| agb_owning(b.meta()))
+        .watches_stream(rb_events, |b| agb_owning(b.meta()))
         .watches_stream(cluster_role_events, move |r| {
             by_cluster_role(r.name_any(), None)
         })
@@ -295,6 +322,20 @@ fn tokio_stream_interval(every: Duration) -> impl Stream<Item = ()> + Send + 'st
             Some(((), interval))
         },
     )
+}
+
+/// The AzureGroupBinding that controls the object with `meta`, if any (cluster-scoped: no
+/// namespace in the reference).
+fn agb_owning(meta: &kube::core::ObjectMeta) -> Option<ObjectRef<Guarded>> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| {
+            o.controller == Some(true)
+                && o.kind == AzureGroupBinding::kind(&())
+                && o.api_version == AzureGroupBinding::api_version(&())
+        })
+        .map(|o| ObjectRef::new(&o.name))
 }
 
 /// Whether `agb` binds the ClusterRole `name` (cluster-wide or in a namespace).

@@ -1,6 +1,7 @@
 //! One reconcile of an `AzureGroupBinding`, as a pipeline:
 //! read the caches → plan (pure, [`groupbinder_api::plan`]) → apply → write status if it changed.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,10 +9,12 @@ use std::time::{Duration, Instant};
 use groupbinder_api::conditions::READY;
 use groupbinder_api::desired::{BindingKey, key_of};
 use groupbinder_api::names::FIELD_MANAGER;
-use groupbinder_api::{AzureGroupBinding, BindingStatus, Plan, RoleKind, Settings};
+use groupbinder_api::{
+    AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, RoleKind, Settings,
+};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -23,6 +26,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::apply::{self, Applied, ApplyError, Binding};
 use crate::metrics::{CategoryLabels, KindLabels, Metrics};
+use crate::owners::OwnerIndex;
 use crate::status::{Outcome, Problem, desired_status};
 
 /// The watched object: an `AzureGroupBinding`, or what could be read of one that does not decode.
@@ -35,8 +39,12 @@ pub struct Caches {
     pub agbs: Store<Guarded>,
     /// ClusterRoleBindings labelled as managed by groupbinder.
     pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    /// The cached ClusterRoleBindings by controller.
+    pub cluster_role_binding_owners: OwnerIndex<ClusterRoleBinding>,
     /// RoleBindings labelled as managed by groupbinder.
     pub role_bindings: Store<RoleBinding>,
+    /// The cached RoleBindings by controller.
+    pub role_binding_owners: OwnerIndex<RoleBinding>,
     /// Every ClusterRole (metadata only).
     pub cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
     /// Every Role (metadata only).
@@ -97,8 +105,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
-    /// Objects (by uid) whose stale bindings were looked for since this process started.
-    scanned: Mutex<std::collections::HashSet<String>>,
+    /// Statuses written that the cache may not show yet, by object name.
+    written: Mutex<HashMap<String, Written>>,
     /// `true` once every cache holds its initial list. Until then a reconcile could mistake a role
     /// for missing or a binding for absent, and write for nothing.
     synced: tokio::sync::watch::Receiver<bool>,
@@ -131,9 +139,65 @@ impl Context {
             metrics,
             recorder,
             failures: Mutex::default(),
-            scanned: Mutex::default(),
+            written: Mutex::default(),
             synced,
             conflict_retry: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A status this process wrote, and the version of the object it was written over.
+#[derive(Debug)]
+struct Written {
+    uid: String,
+    over: Option<String>,
+    status: AzureGroupBindingStatus,
+}
+
+impl Context {
+    /// `agb` with the status last written to it, if the cache does not show that write yet.
+    ///
+    /// The bindings a reconcile creates trigger the next reconcile of their owner before the
+    /// owner's status update has come back through the watch: without this, that reconcile would
+    /// write the same status again.
+    fn with_written_status<'a>(&self, agb: &'a AzureGroupBinding) -> Cow<'a, AzureGroupBinding> {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = agb.name_any();
+        let Some(entry) = written.get(&name) else {
+            return Cow::Borrowed(agb);
+        };
+        if entry.uid.as_str() == agb.uid().unwrap_or_default()
+            && entry.over == agb.metadata.resource_version
+        {
+            let mut newer = agb.clone();
+            newer.status = Some(entry.status.clone());
+            return Cow::Owned(newer);
+        }
+        // The cache has caught up (or the object was replaced).
+        written.remove(&name);
+        Cow::Borrowed(agb)
+    }
+
+    fn remember_status(&self, agb: &AzureGroupBinding, status: AzureGroupBindingStatus) {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        written.insert(
+            agb.name_any(),
+            Written {
+                uid: agb.uid().unwrap_or_default(),
+                over: agb.metadata.resource_version.clone(),
+                status,
+            },
+        );
+        // Entries of objects deleted before their next reconcile: dropped now and then.
+        if written.len() > 2 * self.caches.agbs.len() + 64 {
+            let agbs = &self.caches.agbs;
+            written.retain(|name, _| agbs.get(&ObjectRef::new(name)).is_some());
         }
     }
 }
@@ -234,19 +298,23 @@ async fn reconcile_valid(agb: &AzureGroupBinding, ctx: &Context) -> Result<Actio
         // Being deleted: the garbage collector removes the bindings through their ownerReferences.
         return Ok(Action::await_change());
     }
+    let agb = &*ctx.with_written_status(agb);
+    let mut changes = Changes::default();
     let outcome = match groupbinder_api::plan(agb, &ctx.settings) {
         Err(refused) => Outcome::Refused(refused),
-        Ok(plan) => match apply_plan(agb, &uid, &plan, ctx).await {
+        Ok(plan) => match apply_plan(agb, &uid, &plan, &mut changes, ctx).await {
             Ok(outcome) => outcome,
             Err(error) => {
                 // Say so in the status (a 403 here usually means the operator may not bind the
                 // role), then retry with backoff.
+                announce(agb, &changes, None, ctx).await;
                 write_apply_failure(agb, &error, ctx).await;
                 return Err(error.into());
             }
         },
     };
-    write_status(agb, &outcome, ctx).await?;
+    let became = write_status(agb, &outcome, ctx).await?;
+    announce(agb, &changes, became.as_ref(), ctx).await;
     let conflict = matches!(&outcome, Outcome::Applied { problems, .. }
         if problems.iter().any(|p| matches!(p, Problem::Conflict { .. })));
     Ok(if conflict {
@@ -256,12 +324,22 @@ async fn reconcile_valid(agb: &AzureGroupBinding, ctx: &Context) -> Result<Actio
     })
 }
 
+/// What a reconcile changed, told in one event at its end.
+#[derive(Debug, Default)]
+struct Changes {
+    /// One line per binding created, put back or deleted.
+    done: Vec<String>,
+    /// Whether something that existed was changed (drift), not only created or deleted.
+    repaired: bool,
+}
+
 /// Applies every planned binding (all of one object's at once) and deletes the ones no longer
-/// planned. What changed is told in one event per reconcile.
+/// planned, noting each change in `changes`.
 async fn apply_plan(
     agb: &AzureGroupBinding,
     uid: &str,
     plan: &Plan,
+    changes: &mut Changes,
     ctx: &Context,
 ) -> Result<Outcome, ApplyError> {
     let caches = &ctx.caches;
@@ -322,8 +400,6 @@ async fn apply_plan(
     let (cluster, namespaced) = tokio::try_join!(cluster, namespaced)?;
 
     let mut bindings = Vec::new();
-    let mut changes = Vec::new();
-    let mut updated = false;
     for (key, role, applied) in cluster.into_iter().chain(namespaced) {
         match applied {
             Applied::Conflict { holder } => {
@@ -335,41 +411,28 @@ async fn apply_plan(
             }
             Applied::Created => {
                 ctx.metrics.write("create");
-                changes.push(format!("created {key}"));
+                changes.done.push(format!("created {key}"));
             }
             Applied::Updated => {
                 ctx.metrics.write("apply");
-                changes.push(format!("put {key} back as declared"));
-                updated = true;
+                changes.done.push(format!("put {key} back as declared"));
+                changes.repaired = true;
             }
             Applied::Unchanged => {}
         }
         bindings.push(binding_status(&key, &role));
     }
-    if !changes.is_empty() {
-        let reason = if updated { "Updated" } else { "Created" };
-        publish(ctx, agb, EventType::Normal, reason, changes.join("; ")).await;
-    }
 
-    // Bindings become stale only when the spec changes (or the operator's settings did, which the
-    // first reconcile after a start catches): skip the scan over every cached binding otherwise,
-    // so a resync costs O(bindings of this object), not O(all bindings).
-    let spec_seen =
-        agb.status.as_ref().and_then(|s| s.observed_generation) == agb.metadata.generation;
-    let scanned = ctx
-        .scanned
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .contains(uid);
-    if !(spec_seen && scanned) {
-        let keep = plan.keys();
-        delete_stale(agb, uid, &keep, &caches.cluster_role_bindings, ctx).await?;
-        delete_stale(agb, uid, &keep, &caches.role_bindings, ctx).await?;
-        ctx.scanned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(uid.to_owned());
-    }
+    // Bindings this object controls but no longer plans (its spec or the operator's settings
+    // changed): found through the owner index, so this costs O(bindings of this object).
+    let keep = plan.keys();
+    let crbs = (
+        &caches.cluster_role_bindings,
+        &caches.cluster_role_binding_owners,
+    );
+    delete_stale(uid, &keep, crbs, changes, ctx).await?;
+    let rbs = (&caches.role_bindings, &caches.role_binding_owners);
+    delete_stale(uid, &keep, rbs, changes, ctx).await?;
     Ok(Outcome::Applied {
         group: plan.group.clone(),
         bindings,
@@ -394,25 +457,20 @@ async fn ensure_one<B: Binding>(
 }
 
 async fn delete_stale<B: Binding>(
-    agb: &AzureGroupBinding,
     uid: &str,
     keep: &std::collections::BTreeSet<BindingKey>,
-    cache: &Store<B>,
+    (cache, owners): (&Store<B>, &OwnerIndex<B>),
+    changes: &mut Changes,
     ctx: &Context,
 ) -> Result<(), ApplyError> {
-    for stale in apply::stale(cache, uid, keep) {
+    for stale in apply::stale(cache, owners, uid, keep) {
         let key = key_of(stale.meta());
         let api = B::api(ctx.client.clone(), key.namespace.as_deref());
         apply::delete(&api, &key, stale.meta()).await?;
         ctx.metrics.write("delete");
-        publish(
-            ctx,
-            agb,
-            EventType::Normal,
-            "Deleted",
-            format!("deleted {key}: no longer in the spec"),
-        )
-        .await;
+        changes
+            .done
+            .push(format!("deleted {key}: no longer in the spec"));
     }
     Ok(())
 }
@@ -427,17 +485,17 @@ fn binding_status(key: &BindingKey, role: &str) -> BindingStatus {
 }
 
 /// Writes the status `outcome` calls for, unless the object already has it: no write at all in
-/// the steady state.
+/// the steady state. Returns the new `Ready` condition if it changed reason or status.
 async fn write_status(
     agb: &AzureGroupBinding,
     outcome: &Outcome,
     ctx: &Context,
-) -> Result<(), StatusError> {
+) -> Result<Option<Condition>, StatusError> {
     let now = Time(Timestamp::now());
     let status = desired_status(agb, outcome, &now);
     record_metrics(ctx, &status);
     if agb.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(None);
     }
     let ready = status.conditions.iter().find(|c| c.type_ == READY).cloned();
     patch_status(
@@ -447,22 +505,43 @@ async fn write_status(
     )
     .await?;
     ctx.metrics.write("status");
+    ctx.remember_status(agb, status.clone());
 
     let was = agb
         .status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-    if let Some(ready) =
-        ready.filter(|r| was.is_none_or(|w| w.reason != r.reason || w.status != r.status))
-    {
-        let type_ = if ready.status == "True" {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        publish(ctx, agb, type_, &ready.reason, ready.message.clone()).await;
-    }
-    Ok(())
+    Ok(ready.filter(|r| was.is_none_or(|w| w.reason != r.reason || w.status != r.status)))
+}
+
+/// Publishes one event for a reconcile: the new `Ready` condition if it changed (with what was
+/// changed on the way), otherwise what was changed, if anything.
+async fn announce(
+    agb: &AzureGroupBinding,
+    changes: &Changes,
+    became: Option<&Condition>,
+    ctx: &Context,
+) {
+    let done = changes.done.join("; ");
+    let (type_, reason, note) = match became {
+        Some(ready) => {
+            let type_ = if ready.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            let note = if done.is_empty() {
+                ready.message.clone()
+            } else {
+                format!("{done}. {}", ready.message)
+            };
+            (type_, ready.reason.as_str(), note)
+        }
+        None if done.is_empty() => return,
+        None if changes.repaired => (EventType::Normal, "Repaired", done),
+        None => (EventType::Normal, "Changed", done),
+    };
+    publish(ctx, agb, type_, reason, note).await;
 }
 
 async fn patch_status(
@@ -565,6 +644,23 @@ async fn report_undecodable(
     Ok(Action::await_change())
 }
 
+/// The API server refuses event notes longer than this (bytes).
+const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// `text` cut to at most `limit` bytes, on a character boundary, marked with "…" when cut.
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 async fn publish(
     ctx: &Context,
     agb: &AzureGroupBinding,
@@ -575,7 +671,7 @@ async fn publish(
     let event = Event {
         type_,
         reason: reason.to_owned(),
-        note: Some(note),
+        note: Some(truncate(note, EVENT_NOTE_LIMIT)),
         action: "Reconcile".to_owned(),
         secondary: None,
     };
@@ -587,6 +683,15 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_notes_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short".into(), 1024), "short");
+        let long = "é".repeat(600); // 1200 bytes
+        let cut = truncate(long, 1024);
+        assert!(cut.len() <= 1024, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {
