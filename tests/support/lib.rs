@@ -62,7 +62,10 @@ pub async fn can(
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
+pub mod handmade;
 pub mod k10;
+
+pub use handmade::{assert_hand_made_untouched, plant_hand_made};
 pub mod oidc;
 
 use std::sync::Arc;
@@ -211,14 +214,22 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 /// The controller running in this process, as `groupbinder run` runs it.
-#[derive(Debug)]
 pub struct Operator {
+    client: kube::Client,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), groupbinder_controller::RunError>>,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
     /// Its readiness.
     pub health: Arc<Health>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("finished", &self.task.is_finished())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Operator {
@@ -235,6 +246,7 @@ impl Operator {
             shutdown.clone(),
         ));
         Operator {
+            client: client.clone(),
             shutdown,
             task,
             metrics,
@@ -242,10 +254,12 @@ impl Operator {
         }
     }
 
-    /// Stops it gracefully and returns how it ended.
+    /// Stops it gracefully and returns how it ended; fails if it touched the hand-made binding
+    /// (where one was planted).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        Ok(self.task.await??)
+        self.task.await??;
+        handmade::assert_hand_made_untouched_if_planted(&self.client).await
     }
 
     /// Whether it has stopped by itself.
