@@ -268,6 +268,30 @@ impl Operator {
     }
 }
 
+/// A client for the cluster of `kubeconfig` that counts the requests it sends, answered or not:
+/// how hard an operator using it tries while the API server or etcd is away.
+pub async fn counting_client(
+    kubeconfig: &std::path::Path,
+) -> anyhow::Result<(kube::Client, Arc<std::sync::atomic::AtomicU64>)> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let count =
+        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            request
+        });
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build();
+    Ok((client, sent))
+}
+
 /// The `Ready` condition of `agb`, if any.
 pub fn ready(agb: &AzureGroupBinding) -> Option<&Condition> {
     agb.status

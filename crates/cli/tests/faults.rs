@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
@@ -160,14 +161,22 @@ async fn operator_killed_mid_convergence_ends_with_every_binding_once() -> anyho
 async fn a_20_second_api_server_outage_is_ridden_out_without_a_restart() -> anyhow::Result<()> {
     let _serial = exclusive().await;
     let (cp, client) = setup().await?;
-    let operator = Operator::start(&client, config(seed_settings()));
+    let (operator_client, sent) = counting_client(cp.kubeconfig()).await?;
+    let operator = Operator::start(&operator_client, config(seed_settings()));
     apply(&client, &AzureGroupBinding::new("before", spec(1))).await?;
     wait_for_reason(&client, "before", "True", "Reconciled").await?;
 
     cp.stop_apiserver();
+    let before = sent.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = sent.load(Ordering::Relaxed) - before;
     cp.start_apiserver().await?;
     let back = Instant::now();
+    // Six watches retrying with backoff (0.25 s doubling to 5 s) make a few dozen attempts in
+    // 20 s; a retry loop without backoff would make thousands.
+    println!("API server outage: the operator sent {during} requests in 20 s");
+    assert!(during > 0, "the operator did not try to reconnect");
+    assert!(during <= 150, "{during} requests in 20 s: not backing off");
 
     // Watches resume: a new object is reconciled and a deleted binding restored.
     apply(&client, &AzureGroupBinding::new("after", spec(2))).await?;
@@ -245,7 +254,8 @@ async fn a_binding_deleted_while_the_watches_were_down_is_restored() -> anyhow::
 async fn an_etcd_outage_is_backed_off_not_busy_looped() -> anyhow::Result<()> {
     let _serial = exclusive().await;
     let (cp, client) = setup().await?;
-    let operator = Operator::start(&client, config(seed_settings()));
+    let (operator_client, sent) = counting_client(cp.kubeconfig()).await?;
+    let operator = Operator::start(&operator_client, config(seed_settings()));
     apply(&client, &AzureGroupBinding::new("etcd", spec(3))).await?;
     wait_for_reason(&client, "etcd", "True", "Reconciled").await?;
 
@@ -256,8 +266,10 @@ async fn an_etcd_outage_is_backed_off_not_busy_looped() -> anyhow::Result<()> {
     cp.stop_etcd();
     let resources = ["clusterrolebindings", "rolebindings", "azuregroupbindings"];
     let before = apiserver_writes(&client, &resources).await?;
+    let sent_before = sent.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(15)).await;
     let during = apiserver_writes(&client, &resources).await? - before;
+    let sent_during = sent.load(Ordering::Relaxed) - sent_before;
     cp.start_etcd()?;
     eventually(
         "the binding to be restored",
@@ -277,8 +289,14 @@ async fn an_etcd_outage_is_backed_off_not_busy_looped() -> anyhow::Result<()> {
         .errors
         .get_or_create(&groupbinder_controller::metrics::CategoryLabels { category: "apply" })
         .get();
-    println!("etcd outage: {during} write attempts in 15 s, {errors} failed reconciles");
+    println!(
+        "etcd outage: the operator sent {sent_during} requests in 15 s ({during} writes reached the API server), {errors} failed reconciles"
+    );
     assert!(during <= 30.0, "{during} writes in 15 s: not backing off");
+    assert!(
+        sent_during <= 30,
+        "{sent_during} requests in 15 s: not backing off"
+    );
     assert!(
         !operator.is_finished(),
         "the operator must not have stopped"
