@@ -162,30 +162,26 @@ async fn seed_scenario_grants_k10_admin_to_the_group_and_nothing_more() -> anyho
 
     // What the real RBAC authorizer decides for a member of the group, and for a non-member.
     let member = ["system:authenticated", group.as_str()];
-    assert!(
-        can(
-            &client,
-            "alice@example.com",
-            &member,
-            "create",
-            "actions.kio.kasten.io",
-            "backupactions",
-            Some("app")
-        )
-        .await?
-    );
-    assert!(
-        can(
-            &client,
-            "alice@example.com",
-            &member,
-            "get",
-            "",
-            "secrets",
-            Some("kasten-io")
-        )
-        .await?
-    );
+    granted(
+        &client,
+        "alice@example.com",
+        &member,
+        "create",
+        "actions.kio.kasten.io",
+        "backupactions",
+        Some("app"),
+    )
+    .await?;
+    granted(
+        &client,
+        "alice@example.com",
+        &member,
+        "get",
+        "",
+        "secrets",
+        Some("kasten-io"),
+    )
+    .await?;
     assert!(
         !can(
             &client,
@@ -935,18 +931,16 @@ async fn adversarial_objects_next_to_good_ones() -> anyhow::Result<()> {
         .await?
     );
     let same_group = format!("{SEED_PREFIX}{}", guid(403));
-    assert!(
-        can(
-            &client,
-            "team",
-            &[same_group.as_str()],
-            "create",
-            "actions.kio.kasten.io",
-            "backupactions",
-            Some("app")
-        )
-        .await?
-    );
+    granted(
+        &client,
+        "team",
+        &[same_group.as_str()],
+        "create",
+        "actions.kio.kasten.io",
+        "backupactions",
+        Some("app"),
+    )
+    .await?;
     assert!(!operator.is_finished());
     operator.stop().await
 }

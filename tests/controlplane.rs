@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use groupbinder_e2e::{can, eventually};
+use groupbinder_e2e::{can, eventually, granted};
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -140,18 +140,17 @@ async fn minted_user_is_denied_until_a_role_binding_allows_it() -> anyhow::Resul
         .create(&PostParams::default(), &binding)
         .await?;
 
-    assert!(
-        can(
-            &admin,
-            "alice",
-            &["devs"],
-            "get",
-            "",
-            "secrets",
-            Some("cp-rbac")
-        )
-        .await?
-    );
+    // The RBAC authorizer reads bindings from its own watch cache: it counts a moment later.
+    granted(
+        &admin,
+        "alice",
+        &["devs"],
+        "get",
+        "",
+        "secrets",
+        Some("cp-rbac"),
+    )
+    .await?;
     assert!(
         !can(
             &admin,

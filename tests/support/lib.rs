@@ -31,6 +31,27 @@ where
     }
 }
 
+/// Waits (up to 10 s) until the RBAC authorizer allows `user` in `groups` to do `verb` on
+/// `group/resource` in `namespace`: it reads bindings from its own watch cache, so a binding
+/// counts a moment after it is written.
+pub async fn granted(
+    client: &kube::Client,
+    user: &str,
+    groups: &[&str],
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<()> {
+    let what =
+        format!("{user} {groups:?} to be allowed to {verb} {group}/{resource} in {namespace:?}");
+    eventually(&what, Duration::from_secs(10), || async {
+        let allowed = can(client, user, groups, verb, group, resource, namespace).await?;
+        Ok(allowed.then_some(()))
+    })
+    .await
+}
+
 /// What the API server's RBAC authorizer answers for `user` in `groups` doing `verb` on
 /// `group/resource` in `namespace` (a real SubjectAccessReview).
 pub async fn can(
