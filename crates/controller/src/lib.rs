@@ -3,6 +3,7 @@
 //! decisions in the pure [`status`] module and in [`groupbinder_api::plan`].
 
 pub mod apply;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod owners;
@@ -22,7 +23,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -104,17 +104,14 @@ pub async fn run(
     }
 
     let (controller, caches) = build_controller(&client, &config, stop.clone());
-    let reporter = Reporter {
-        controller: "groupbinder".into(),
-        instance: Some(config.instance.clone()),
-    };
+    let events = events::Publisher::new(client.clone(), "groupbinder", &config.instance);
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.settings.clone(),
         caches.clone(),
         metrics,
-        Recorder::new(client, reporter),
+        events,
         synced,
     ));
     let ready_health = health.clone();

@@ -20,11 +20,11 @@ use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::apply::{self, Applied, ApplyError, Binding};
+use crate::events::{Publisher, Type as EventType};
 use crate::metrics::{CategoryLabels, KindLabels, Metrics};
 use crate::owners::OwnerIndex;
 use crate::status::{Outcome, Problem, desired_status};
@@ -102,7 +102,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes events.
-    pub recorder: Recorder,
+    pub events: Publisher,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
     /// Statuses written that the cache may not show yet, by object name.
@@ -129,7 +129,7 @@ impl Context {
         settings: Settings,
         caches: Caches,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        events: Publisher,
         synced: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Context {
@@ -137,7 +137,7 @@ impl Context {
             settings,
             caches,
             metrics,
-            recorder,
+            events,
             failures: Mutex::default(),
             written: Mutex::default(),
             synced,
@@ -644,23 +644,6 @@ async fn report_undecodable(
     Ok(Action::await_change())
 }
 
-/// The API server refuses event notes longer than this (bytes).
-const EVENT_NOTE_LIMIT: usize = 1024;
-
-/// `text` cut to at most `limit` bytes, on a character boundary, marked with "…" when cut.
-fn truncate(mut text: String, limit: usize) -> String {
-    if text.len() <= limit {
-        return text;
-    }
-    let mut end = limit.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push('…');
-    text
-}
-
 async fn publish(
     ctx: &Context,
     agb: &AzureGroupBinding,
@@ -668,14 +651,8 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(truncate(note, EVENT_NOTE_LIMIT)),
-        action: "Reconcile".to_owned(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &agb.object_ref(&())).await {
+    let regarding = agb.object_ref(&());
+    if let Err(error) = ctx.events.publish(regarding, type_, reason, note).await {
         tracing::debug!(%error, "could not publish an event");
     }
 }
@@ -683,15 +660,6 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_notes_are_cut_on_a_character_boundary() {
-        assert_eq!(truncate("short".into(), 1024), "short");
-        let long = "é".repeat(600); // 1200 bytes
-        let cut = truncate(long, 1024);
-        assert!(cut.len() <= 1024, "{}", cut.len());
-        assert!(cut.ends_with('…'));
-    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {

@@ -1,0 +1,197 @@
+//! Kubernetes events (events.k8s.io/v1) about AzureGroupBindings: one per reconcile that changed
+//! something, shown by `kubectl describe agb` and `kubectl events`.
+//!
+//! kube's `Recorder` keeps every event of the last minutes in memory to count repeats as a series
+//! and scans that cache on every publish; with thousands of objects that is megabytes held and
+//! O(n) per event, for repeats this controller does not produce (it reports transitions). This
+//! publisher just creates each event.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+/// The API server refuses event notes longer than this (bytes).
+pub const NOTE_LIMIT: usize = 1024;
+
+/// Normal or Warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    /// Something went as it should.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+/// Creates events for one controller instance.
+#[derive(Clone)]
+pub struct Publisher {
+    client: Client,
+    controller: String,
+    instance: String,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Events reported by `controller` (e.g. `groupbinder`) from `instance` (the pod).
+    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
+        Publisher {
+            client,
+            controller: controller.to_owned(),
+            instance: instance.to_owned(),
+        }
+    }
+
+    /// Creates the event. Events about cluster-scoped objects go to the `default` namespace.
+    pub async fn publish(
+        &self,
+        regarding: ObjectReference,
+        type_: Type,
+        reason: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
+        let event = build(
+            regarding,
+            type_,
+            reason,
+            note,
+            &self.controller,
+            &self.instance,
+            Timestamp::now(),
+        );
+        let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
+        Api::<Event>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &event)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The event object (pure).
+pub fn build(
+    regarding: ObjectReference,
+    type_: Type,
+    reason: &str,
+    note: String,
+    controller: &str,
+    instance: &str,
+    now: Timestamp,
+) -> Event {
+    // `<object>.<time in hex>`, cut so that it stays a valid name (at most 253 characters) even
+    // for objects whose own name is that long.
+    let suffix = format!(".{:x}", now.as_nanosecond());
+    let mut object = regarding
+        .name
+        .clone()
+        .unwrap_or_else(|| controller.to_owned());
+    object.truncate(253 - suffix.len());
+    let object = object.trim_end_matches(['.', '-']).to_owned();
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{object}{suffix}")),
+            namespace: Some(
+                regarding
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_owned()),
+            ),
+            ..ObjectMeta::default()
+        },
+        action: Some("Reconcile".to_owned()),
+        reason: Some(reason.to_owned()),
+        note: Some(truncate(note, NOTE_LIMIT)),
+        type_: Some(
+            match type_ {
+                Type::Normal => "Normal",
+                Type::Warning => "Warning",
+            }
+            .to_owned(),
+        ),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(regarding),
+        reporting_controller: Some(controller.to_owned()),
+        reporting_instance: Some(instance.to_owned()),
+        ..Event::default()
+    }
+}
+
+/// `text` cut to at most `limit` bytes, on a character boundary, marked with "…" when cut.
+pub fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("groupbinder.dev/v1alpha1".into()),
+            kind: Some("AzureGroupBinding".into()),
+            name: Some(name.into()),
+            ..ObjectReference::default()
+        }
+    }
+
+    #[test]
+    fn notes_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short".into(), 1024), "short");
+        let long = "é".repeat(600); // 1200 bytes
+        let cut = truncate(long, 1024);
+        assert!(cut.len() <= 1024, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn an_event_about_a_cluster_scoped_object_goes_to_default() {
+        let event = build(
+            reference("k10-admins"),
+            Type::Warning,
+            "RoleNotFound",
+            "ClusterRole k10-admin does not exist".into(),
+            "groupbinder",
+            "pod-1",
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(event.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(event.metadata.name.as_deref(), Some("k10-admins.0"));
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        assert_eq!(event.reason.as_deref(), Some("RoleNotFound"));
+        assert_eq!(event.reporting_instance.as_deref(), Some("pod-1"));
+    }
+
+    #[test]
+    fn the_name_stays_valid_for_a_253_character_object_name() {
+        let long = "a".repeat(253);
+        let event = build(
+            reference(&long),
+            Type::Normal,
+            "Reconciled",
+            String::new(),
+            "groupbinder",
+            "pod-1",
+            Timestamp::now(),
+        );
+        let name = event.metadata.name.unwrap_or_default();
+        assert!(name.len() <= 253, "{}", name.len());
+        assert!(name.starts_with("aaaa"));
+    }
+}
