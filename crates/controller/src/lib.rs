@@ -172,13 +172,30 @@ fn watch_backoff()
     backoff(Duration::from_millis(250), Duration::from_secs(5))
 }
 
-/// A watch of every `K` (or those matching `config`), with backoff on errors, without
-/// managedFields (they are most of an object's size and never read), kept in a cache and, with
-/// `owners`, indexed by controller. Objects deleted while the watch was down come out as deleted
-/// too (see [`relist`]).
+/// What no reconcile reads: managedFields and annotations (kubectl's last-applied copy) are most
+/// of an object's size.
+fn unread<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    meta.annotations = None;
+}
+
+/// For caches that only say whether something exists: everything but its identity.
+fn identity_only<K: Resource>(object: &mut K) {
+    unread(object);
+    let meta = object.meta_mut();
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
+/// A watch of every `K` (or those matching `config`), with backoff on errors, with what is never
+/// read taken off by `trim`, kept in a cache and, with `owners`, indexed by controller. Objects
+/// deleted while the watch was down come out as deleted too (see [`relist`]).
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
     owners: Option<OwnerIndex<K>>,
 ) -> (
     Store<K>,
@@ -196,7 +213,7 @@ where
     let (reader, writer) = reflector::store();
     let events = relist::relist_at_once_when_expired(watcher(api, config))
         .backoff(watch_backoff())
-        .modify(|object| object.managed_fields_mut().clear());
+        .modify(trim);
     let stream = relist::deletes_missed_in_relists(reader.clone(), events)
         .inspect(move |event| {
             if let (Some(owners), Ok(event)) = (&owners, event) {
@@ -213,14 +230,16 @@ fn build_controller(
     config: &Config,
     stop: CancellationToken,
 ) -> (Controller<Guarded>, Caches) {
-    let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
+    let managed = watcher::Config::default()
+        .streaming_lists()
+        .labels(MANAGED_SELECTOR);
     let (agb_reader, agb_writer) = reflector::store::<Guarded>();
     let agbs = relist::relist_at_once_when_expired(watcher(
         Api::<Guarded>::all(client.clone()),
-        watcher::Config::default(),
+        watcher::Config::default().streaming_lists(),
     ))
     .backoff(watch_backoff())
-    .modify(|object| object.managed_fields_mut().clear())
+    .modify(unread)
     .reflect(agb_writer)
     .applied_objects();
     let crb_owners = OwnerIndex::default();
@@ -228,28 +247,33 @@ fn build_controller(
     let (crbs, crb_events) = cached(
         Api::<ClusterRoleBinding>::all(client.clone()),
         managed.clone(),
+        unread,
         Some(crb_owners.clone()),
     );
     let (rbs, rb_events) = cached(
         Api::<RoleBinding>::all(client.clone()),
         managed,
+        unread,
         Some(rb_owners.clone()),
     );
     // Only whether roles and namespaces exist matters: watch their metadata.
-    let everything = watcher::Config::default;
+    let everything = || watcher::Config::default().streaming_lists();
     let (cluster_roles, cluster_role_events) = cached(
         Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()),
         everything(),
+        identity_only,
         None,
     );
     let (roles, role_events) = cached(
         Api::<PartialObjectMeta<Role>>::all(client.clone()),
         everything(),
+        identity_only,
         None,
     );
     let (namespaces, namespace_events) = cached(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         everything(),
+        identity_only,
         None,
     );
     let caches = Caches {
