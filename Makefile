@@ -39,8 +39,10 @@ up: control-plane
 ## CI (.ci/run runs the same steps): lint, all tests, the demo, and no leftover processes.
 ci: lint test demo leftovers
 
+## Process names are cut to 15 characters: kube-controller-manager is kube-controller.
 leftovers:
-	@if pgrep -x 'etcd|kube-apiserver|kube-controller' >/dev/null; then \
-	  echo "control-plane processes left behind:"; pgrep -a -x 'etcd|kube-apiserver|kube-controller'; exit 1; \
-	fi
+	@left=0; for name in etcd kube-apiserver kube-controller; do \
+	  if pgrep -a -x $$name; then left=1; fi; \
+	done; \
+	if [ $$left = 1 ]; then echo "control-plane processes left behind (above)"; exit 1; fi
 	@echo "no control-plane process left behind"
