@@ -209,6 +209,64 @@ async fn a_20_second_api_server_outage_is_ridden_out_without_a_restart() -> anyh
     operator.stop().await
 }
 
+/// The watch-and-cache chain the controller runs, on its own: after an API server restart its
+/// watch cannot resume (410) and lists again, and the list no longer has a binding deleted
+/// meanwhile. The chain must report that binding as deleted, not just drop it from the cache.
+/// A stream is only read when polled: not polling it across the restart and the deletion makes
+/// sure the watch sees the deletion only through the relist.
+#[tokio::test]
+async fn a_relist_reports_what_was_deleted_while_the_watch_was_away() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let _serial = exclusive().await;
+    let (cp, client) = setup().await?;
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for name in ["away-1", "away-2"] {
+        let mut binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "groupbinder"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "k10-basic"},
+        }))?;
+        binding.subjects = None;
+        apply(&client, &binding).await?;
+    }
+    let config = kube::runtime::watcher::Config::default()
+        .streaming_lists()
+        .labels(groupbinder_api::names::MANAGED_SELECTOR);
+    let (cache, stream) = groupbinder_controller::cached(crbs.clone(), config, |_| {}, None);
+    let mut stream = std::pin::pin!(stream);
+    let cached = |name: &str| {
+        cache
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+            .is_some()
+    };
+    let started = Instant::now();
+    while !(cached("away-1") && cached("away-2")) {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "initial list");
+        let _ = tokio::time::timeout(Duration::from_millis(100), stream.next()).await;
+    }
+
+    cp.stop_apiserver();
+    cp.start_apiserver().await?;
+    crbs.delete("away-1", &DeleteParams::default()).await?;
+
+    let started = Instant::now();
+    let mut touched = Vec::new();
+    let reported = |touched: &[String]| touched.iter().any(|n| n == "away-1");
+    while !reported(&touched) || cached("away-1") {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "away-1 not reported deleted; the watch reported {touched:?}, still cached: {}",
+            cached("away-1")
+        );
+        if let Ok(Some(Ok(binding))) =
+            tokio::time::timeout(Duration::from_millis(100), stream.next()).await
+        {
+            touched.push(binding.name_any());
+        }
+    }
+    assert!(cached("away-2"), "away-2 is still there");
+    Ok(())
+}
+
 fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
     Ok(nix::sys::signal::kill(pid, signal)?)

@@ -192,7 +192,7 @@ fn identity_only<K: Resource>(object: &mut K) {
 /// A watch of every `K` (or those matching `config`), with backoff on errors, with what is never
 /// read taken off by `trim`, kept in a cache and, with `owners`, indexed by controller. Objects
 /// deleted while the watch was down come out as deleted too (see [`relist`]).
-fn cached<K>(
+pub fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
