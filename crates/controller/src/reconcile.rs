@@ -105,8 +105,8 @@ pub struct Context {
     pub events: Publisher,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
-    /// Statuses written that the cache may not show yet, by object name.
-    written: Mutex<HashMap<String, Written>>,
+    /// Statuses written that the cache may not show yet.
+    written: Mutex<crate::status::Written>,
     /// `true` once every cache holds its initial list. Until then a reconcile could mistake a role
     /// for missing or a binding for absent, and write for nothing.
     synced: tokio::sync::watch::Receiver<bool>,
@@ -146,59 +146,23 @@ impl Context {
     }
 }
 
-/// A status this process wrote, and the version of the object it was written over.
-#[derive(Debug)]
-struct Written {
-    uid: String,
-    over: Option<String>,
-    status: AzureGroupBindingStatus,
-}
-
 impl Context {
-    /// `agb` with the status last written to it, if the cache does not show that write yet.
-    ///
-    /// The bindings a reconcile creates trigger the next reconcile of their owner before the
-    /// owner's status update has come back through the watch: without this, that reconcile would
-    /// write the same status again.
+    /// `agb` with the status this process last wrote to it, if the cache does not show it yet.
     fn with_written_status<'a>(&self, agb: &'a AzureGroupBinding) -> Cow<'a, AzureGroupBinding> {
-        let mut written = self
-            .written
+        self.written
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let name = agb.name_any();
-        let Some(entry) = written.get(&name) else {
-            return Cow::Borrowed(agb);
-        };
-        if entry.uid.as_str() == agb.uid().unwrap_or_default()
-            && entry.over == agb.metadata.resource_version
-        {
-            let mut newer = agb.clone();
-            newer.status = Some(entry.status.clone());
-            return Cow::Owned(newer);
-        }
-        // The cache has caught up (or the object was replaced).
-        written.remove(&name);
-        Cow::Borrowed(agb)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(agb)
     }
 
     fn remember_status(&self, agb: &AzureGroupBinding, status: AzureGroupBindingStatus) {
-        let mut written = self
-            .written
+        let agbs = &self.caches.agbs;
+        self.written
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        written.insert(
-            agb.name_any(),
-            Written {
-                uid: agb.uid().unwrap_or_default(),
-                over: agb.metadata.resource_version.clone(),
-                status,
-            },
-        );
-        // Entries of objects deleted before their next reconcile: dropped now and then.
-        if written.len() > 2 * self.caches.agbs.len() + 64 {
-            let agbs = &self.caches.agbs;
-            written.retain(|name, _| agbs.get(&ObjectRef::new(name)).is_some());
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remember(agb, status, agbs.len(), |name| {
+                agbs.get(&ObjectRef::new(name)).is_some()
+            });
     }
 }
 

@@ -1,11 +1,15 @@
 //! The status an `AzureGroupBinding` should have after a reconcile. Pure: no client.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use groupbinder_api::conditions::{self, READY, reason};
 use groupbinder_api::desired::BindingKey;
 use groupbinder_api::{
     AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, PlanError, RoleKind,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
 /// Something that keeps an `AzureGroupBinding` from being `Ready`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -181,6 +185,77 @@ fn ready_message(group: &str, bindings: &[BindingStatus]) -> String {
     format!("group {group} is bound to {}", roles.join(", "))
 }
 
+/// The statuses this process wrote that the watch cache may not show yet, by object name.
+///
+/// The bindings a reconcile creates trigger the next reconcile of their owner before the owner's
+/// status update has come back through the watch: without this, that reconcile would see no
+/// status and write the same one again.
+#[derive(Debug, Default)]
+pub struct Written {
+    by_name: HashMap<String, WrittenStatus>,
+}
+
+/// A status written, and the version of the object it was written over.
+#[derive(Debug)]
+struct WrittenStatus {
+    uid: String,
+    over: Option<String>,
+    status: AzureGroupBindingStatus,
+}
+
+impl Written {
+    /// `agb` with the status last written to it while the cache still shows the version it was
+    /// written over; `agb` itself once the cache has moved on (the entry is then dropped).
+    pub fn apply<'a>(&mut self, agb: &'a AzureGroupBinding) -> Cow<'a, AzureGroupBinding> {
+        let name = agb.name_any();
+        let Some(entry) = self.by_name.get(&name) else {
+            return Cow::Borrowed(agb);
+        };
+        if entry.uid.as_str() == agb.uid().unwrap_or_default()
+            && entry.over == agb.metadata.resource_version
+        {
+            let mut newer = agb.clone();
+            newer.status = Some(entry.status.clone());
+            return Cow::Owned(newer);
+        }
+        self.by_name.remove(&name);
+        Cow::Borrowed(agb)
+    }
+
+    /// Notes that `status` was written over `agb`. Entries of objects deleted before their next
+    /// reconcile are dropped when there are more than twice as many as `objects`, keeping those
+    /// for which `exists`.
+    pub fn remember(
+        &mut self,
+        agb: &AzureGroupBinding,
+        status: AzureGroupBindingStatus,
+        objects: usize,
+        exists: impl Fn(&str) -> bool,
+    ) {
+        self.by_name.insert(
+            agb.name_any(),
+            WrittenStatus {
+                uid: agb.uid().unwrap_or_default(),
+                over: agb.metadata.resource_version.clone(),
+                status,
+            },
+        );
+        if self.by_name.len() > 2 * objects + 64 {
+            self.by_name.retain(|name, _| exists(name));
+        }
+    }
+
+    /// How many statuses are held.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +387,51 @@ mod tests {
             first, second,
             "a later reconcile with the same outcome must not write"
         );
+    }
+
+    fn versioned(name: &str, uid: &str, rv: &str) -> AzureGroupBinding {
+        let mut agb = AzureGroupBinding::new(name, AzureGroupBindingSpec::default());
+        agb.metadata.uid = Some(uid.into());
+        agb.metadata.resource_version = Some(rv.into());
+        agb
+    }
+
+    fn status(group: &str) -> AzureGroupBindingStatus {
+        AzureGroupBindingStatus {
+            group: Some(group.into()),
+            ..AzureGroupBindingStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_written_status_stands_in_until_the_cache_moves_on() {
+        let mut written = Written::default();
+        let cached = versioned("a", "uid-a", "10");
+        written.remember(&cached, status("g"), 1, |_| true);
+        // The cache still shows version 10: the status written over it stands in.
+        let seen = written.apply(&cached);
+        assert_eq!(seen.status, Some(status("g")));
+        // Version 11 (our write, or anything later) is in the cache: it is the truth again.
+        let newer = versioned("a", "uid-a", "11");
+        assert_eq!(written.apply(&newer).status, None);
+        assert!(written.is_empty());
+    }
+
+    #[test]
+    fn a_recreated_object_does_not_get_the_old_status() {
+        let mut written = Written::default();
+        written.remember(&versioned("a", "uid-1", "10"), status("g"), 1, |_| true);
+        let recreated = versioned("a", "uid-2", "10");
+        assert_eq!(written.apply(&recreated).status, None);
+    }
+
+    #[test]
+    fn entries_of_deleted_objects_are_dropped() {
+        let mut written = Written::default();
+        for n in 0..200 {
+            let agb = versioned(&format!("o{n}"), "u", "1");
+            written.remember(&agb, status("g"), 10, |name| name == "o199");
+        }
+        assert!(written.len() <= 2 * 10 + 64 + 1, "{}", written.len());
     }
 }
