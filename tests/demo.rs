@@ -7,7 +7,7 @@
 
 use std::process::{Command, ExitCode, Stdio};
 
-use groupbinder_e2e::{SEED_GUID, SEED_PREFIX, install_k10, repo};
+use groupbinder_e2e::{SEED_GUID, SEED_PREFIX, granted, install_k10, repo};
 use groupbinder_testenv::{ControlPlane, Options};
 
 fn section(title: &str) {
@@ -123,6 +123,8 @@ async fn demo() -> anyhow::Result<()> {
 
         section("What a member of the group may do now (the API server's RBAC authorizer decides)");
         let group = format!("{SEED_PREFIX}{SEED_GUID}");
+        // The authorizer reads bindings from its own watch cache: give it the moment it needs.
+        granted(&client, "alice@example.com", &[group.as_str()], "get", "", "secrets", Some("kasten-io")).await?;
         let can = |user: &str, group: &str, args: &[&str]| -> anyhow::Result<bool> {
             let mut full = vec!["auth", "can-i"];
             full.extend_from_slice(args);
