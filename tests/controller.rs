@@ -913,6 +913,22 @@ async fn adversarial_objects_next_to_good_ones() -> anyhow::Result<()> {
     for binding in long_status.status.unwrap_or_default().bindings {
         assert!(binding.name.len() <= 253, "{}", binding.name);
     }
+    // Its event, too, got a valid name (`<object>.<time>` cut to 253 characters).
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    eventually(
+        "the event about the 253-character object",
+        Duration::from_secs(10),
+        || async {
+            let found = events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .any(|e| e.regarding.and_then(|r| r.name).as_deref() == Some(long.as_str()));
+            Ok(found.then_some(()))
+        },
+    )
+    .await?;
     for i in 0..50 {
         wait_for_reason(&client, &format!("adv-same-{i}"), "True", "Reconciled").await?;
     }
