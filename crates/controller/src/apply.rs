@@ -12,12 +12,14 @@ use std::fmt::Debug;
 use groupbinder_api::desired::{BindingKey, is_satisfied, key_of};
 use groupbinder_api::names::FIELD_MANAGER;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::owners::controller_of;
 
 /// ClusterRoleBinding or RoleBinding.
 pub trait Binding:
@@ -82,14 +84,6 @@ pub enum Applied {
         /// Who controls it.
         holder: String,
     },
-}
-
-/// The controller ownerReference of `meta`, if any.
-fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
 }
 
 fn holder(meta: &ObjectMeta) -> String {

@@ -189,9 +189,30 @@ fn identity_only<K: Resource>(object: &mut K) {
     meta.finalizers = None;
 }
 
-/// A watch of every `K` (or those matching `config`), with backoff on errors, with what is never
-/// read taken off by `trim`, kept in a cache and, with `owners`, indexed by controller. Objects
-/// deleted while the watch was down come out as deleted too (see [`relist`]).
+/// The events of a watch of every `K` (or those matching `config`): a 410 relists at once (see
+/// [`relist`]), other errors back off, and what is never read is taken off by `trim`.
+fn watch_events<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    relist::relist_at_once_when_expired(watcher(api, config))
+        .backoff(watch_backoff())
+        .modify(trim)
+}
+
+/// The [`watch_events`] of every `K` (or those matching `config`), kept in a cache and, with
+/// `owners`, indexed by controller. Objects deleted while the watch was down come out as deleted
+/// too (see [`relist`]).
 pub fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -211,9 +232,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let events = relist::relist_at_once_when_expired(watcher(api, config))
-        .backoff(watch_backoff())
-        .modify(trim);
+    let events = watch_events(api, config, trim);
     let stream = relist::deletes_missed_in_relists(reader.clone(), events)
         .inspect(move |event| {
             if let (Some(owners), Ok(event)) = (&owners, event) {
@@ -234,12 +253,11 @@ fn build_controller(
         .streaming_lists()
         .labels(MANAGED_SELECTOR);
     let (agb_reader, agb_writer) = reflector::store::<Guarded>();
-    let agbs = relist::relist_at_once_when_expired(watcher(
+    let agbs = watch_events(
         Api::<Guarded>::all(client.clone()),
         watcher::Config::default().streaming_lists(),
-    ))
-    .backoff(watch_backoff())
-    .modify(unread)
+        unread,
+    )
     .reflect(agb_writer)
     .applied_objects();
     let crb_owners = OwnerIndex::default();
@@ -348,12 +366,9 @@ fn tokio_stream_interval(every: Duration) -> impl Stream<Item = ()> + Send + 'st
 /// The AzureGroupBinding that controls the object with `meta`, if any (cluster-scoped: no
 /// namespace in the reference).
 fn agb_owning(meta: &kube::core::ObjectMeta) -> Option<ObjectRef<Guarded>> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|o| {
-            o.controller == Some(true)
-                && o.kind == AzureGroupBinding::kind(&())
+    owners::controller_of(meta)
+        .filter(|o| {
+            o.kind == AzureGroupBinding::kind(&())
                 && o.api_version == AzureGroupBinding::api_version(&())
         })
         .map(|o| ObjectRef::new(&o.name))

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
@@ -73,14 +74,16 @@ impl<K: Resource<DynamicType = ()>> Inner<K> {
     }
 }
 
-fn controller_uid<K: Resource>(object: &K) -> Option<String> {
-    object
-        .meta()
-        .owner_references
+/// The controller ownerReference of `meta` (the one with `controller: true`), if any.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.clone())
+}
+
+fn controller_uid<K: Resource>(object: &K) -> Option<String> {
+    controller_of(object.meta()).map(|o| o.uid.clone())
 }
 
 impl<K: Resource<DynamicType = ()>> OwnerIndex<K> {

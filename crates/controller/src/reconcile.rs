@@ -144,9 +144,7 @@ impl Context {
             conflict_retry: Duration::from_secs(60),
         }
     }
-}
 
-impl Context {
     /// `agb` with the status this process last wrote to it, if the cache does not show it yet.
     fn with_written_status<'a>(&self, agb: &'a AzureGroupBinding) -> Cow<'a, AzureGroupBinding> {
         self.written
