@@ -36,6 +36,14 @@ pub fn owner_label_value(owner: &str) -> String {
     shorten(owner, MAX_LABEL_VALUE, '-')
 }
 
+/// Name of an event about the object named `object`, unique by `suffix` (a time, say):
+/// `<object><suffix>`, the object's part cut (and ending in a hash of it) so that the whole stays
+/// a valid name of at most 253 characters even for an object whose own name is that long.
+pub fn event_name(object: &str, suffix: &str) -> String {
+    let room = MAX_NAME.saturating_sub(suffix.len());
+    format!("{}{suffix}", shorten(object, room, '-'))
+}
+
 /// Returns `s` if it has at most `max` bytes, else a prefix of it, `sep`, and a hash of all of `s`.
 fn shorten(s: &str, max: usize, sep: char) -> String {
     if s.len() <= max {
@@ -55,6 +63,14 @@ fn shorten(s: &str, max: usize, sep: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_names_stay_valid_for_the_longest_object_names() {
+        assert_eq!(event_name("k10-admins", ".1f"), "k10-admins.1f");
+        let long = event_name(&"a".repeat(253), ".18c2f0a1b2c3d4e5");
+        assert_eq!(long.len(), 253);
+        assert!(long.ends_with(".18c2f0a1b2c3d4e5"));
+    }
 
     #[test]
     fn short_names_are_readable() {

@@ -6,6 +6,7 @@
 //! O(n) per event, for repeats this controller does not produce (it reports transitions). This
 //! publisher just creates each event.
 
+use groupbinder_api::names::event_name;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -86,18 +87,12 @@ pub fn build(
     instance: &str,
     now: Timestamp,
 ) -> Event {
-    // `<object>.<time in hex>`, cut so that it stays a valid name (at most 253 characters) even
-    // for objects whose own name is that long.
-    let suffix = format!(".{:x}", now.as_nanosecond());
-    let mut object = regarding
-        .name
-        .clone()
-        .unwrap_or_else(|| controller.to_owned());
-    object.truncate(253 - suffix.len());
-    let object = object.trim_end_matches(['.', '-']).to_owned();
+    // `<object>.<time in hex>`, valid even for objects whose own name is 253 characters long.
+    let object = regarding.name.as_deref().unwrap_or(controller);
+    let name = event_name(object, &format!(".{:x}", now.as_nanosecond()));
     Event {
         metadata: ObjectMeta {
-            name: Some(format!("{object}{suffix}")),
+            name: Some(name),
             namespace: Some(
                 regarding
                     .namespace
