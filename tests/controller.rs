@@ -12,7 +12,6 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 
@@ -392,19 +391,7 @@ async fn deleting_the_cr_while_the_operator_is_down_still_cleans_up() -> anyhow:
 async fn a_foreign_binding_with_the_target_name_is_left_untouched() -> anyhow::Result<()> {
     let (_, client) = setup().await?;
     let _serial = exclusive().await;
-    let foreign = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some("conflict:k10-admin".into()),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some(RBAC.into()),
-            kind: "ClusterRole".into(),
-            name: "k10-basic".into(),
-        },
-        subjects: group_subject("hand-made"),
-    };
-    let before = apply(&client, &foreign).await?;
+    let before = apply(&client, &foreign_binding("conflict:k10-admin")).await?;
     let operator = Operator::start(&client, config(seed_settings()));
     apply(
         &client,

@@ -25,12 +25,12 @@ fn planted() -> std::sync::MutexGuard<'static, BTreeMap<String, String>> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Makes the hand-made binding (another role, another group, no owner) and the
-/// AzureGroupBinding that collides with it. Idempotent.
-pub async fn plant_hand_made(client: &kube::Client) -> anyhow::Result<()> {
-    let binding = ClusterRoleBinding {
+/// A ClusterRoleBinding as someone might make it by hand: K10's basic role for the group
+/// `hand-made`, no labels, no owner.
+pub fn foreign_binding(name: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
         metadata: ObjectMeta {
-            name: Some(HAND_MADE_BINDING.into()),
+            name: Some(name.into()),
             ..ObjectMeta::default()
         },
         role_ref: RoleRef {
@@ -44,8 +44,13 @@ pub async fn plant_hand_made(client: &kube::Client) -> anyhow::Result<()> {
             name: "hand-made".into(),
             namespace: None,
         }]),
-    };
-    let made = apply(client, &binding).await?;
+    }
+}
+
+/// Makes the hand-made binding ([`foreign_binding`]) and the AzureGroupBinding that collides with
+/// it. Idempotent.
+pub async fn plant_hand_made(client: &kube::Client) -> anyhow::Result<()> {
+    let made = apply(client, &foreign_binding(HAND_MADE_BINDING)).await?;
     planted().insert(
         made.metadata.uid.unwrap_or_default(),
         made.metadata.resource_version.unwrap_or_default(),

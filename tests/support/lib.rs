@@ -86,7 +86,7 @@ pub async fn can(
 pub mod handmade;
 pub mod k10;
 
-pub use handmade::{assert_hand_made_untouched, plant_hand_made};
+pub use handmade::{assert_hand_made_untouched, foreign_binding, plant_hand_made};
 pub mod oidc;
 
 use std::sync::Arc;
