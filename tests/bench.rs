@@ -8,13 +8,15 @@
 //! during convergence and during a forced full resync (apiserver_request_total), the operator's
 //! peak RSS, drift repair latency over 50 deleted bindings, and spec change to Ready.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, Settings, plan};
-use groupbinder_e2e::{SEED_PREFIX, apiserver_writes, install_crd, install_k10, ready};
+use groupbinder_e2e::{
+    OperatorProcess, SEED_PREFIX, apiserver_writes, install_crd, install_k10, ready,
+};
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Api;
@@ -52,36 +54,19 @@ fn spec(round: usize, n: usize) -> AzureGroupBindingSpec {
     }
 }
 
-/// The operator process, killed when dropped (also when the benchmark fails half-way).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn operator(cp: &ControlPlane, resync: u64) -> anyhow::Result<Running> {
+/// The operator binary beside this one, with a resync every `resync` seconds (0: none).
+fn operator(cp: &ControlPlane, resync: u64) -> anyhow::Result<OperatorProcess> {
     let binary = std::env::current_exe()?.with_file_name("groupbinder");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(Running(
-        Command::new(binary)
-            .arg("run")
-            .env("KUBECONFIG", cp.kubeconfig())
-            .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
-            .env("GROUPBINDER_RESYNC_SECONDS", resync.to_string())
-            .env("GROUPBINDER_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    ))
+    let resync = resync.to_string();
+    let env = [
+        ("GROUPBINDER_RESYNC_SECONDS", resync.as_str()),
+        ("GROUPBINDER_LOG_LEVEL", "warn"),
+    ];
+    OperatorProcess::spawn(&binary, cp.kubeconfig(), &env, Stdio::null())
 }
 
-fn peak_rss_kib(child: &Running) -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/status", child.0.id()))
+fn peak_rss_kib(child: &OperatorProcess) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

@@ -7,7 +7,7 @@
 
 use std::process::{Command, ExitCode, Stdio};
 
-use groupbinder_e2e::{SEED_GUID, SEED_PREFIX, granted, install_k10, repo};
+use groupbinder_e2e::{OperatorProcess, SEED_GUID, SEED_PREFIX, granted, install_k10, repo};
 use groupbinder_testenv::{ControlPlane, Options};
 
 fn section(title: &str) {
@@ -94,16 +94,12 @@ async fn demo() -> anyhow::Result<()> {
 
     section("groupbinder run");
     let log = cp.dir().join("groupbinder.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut operator = Command::new(&groupbinder)
-        .arg("run")
-        .env("KUBECONFIG", cp.kubeconfig())
-        .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
+    let mut operator = OperatorProcess::spawn(
+        &groupbinder,
+        cp.kubeconfig(),
+        &[],
+        std::fs::File::create(&log)?.into(),
+    )?;
     println!(
         "operator pid {} (release k10 in kasten-io; allowlist k10-admin, k10-ns-admin, k10-basic, k10-config-view)",
         operator.id()
@@ -155,7 +151,7 @@ async fn demo() -> anyhow::Result<()> {
         .arg("-TERM")
         .arg(operator.id().to_string())
         .status();
-    let _ = operator.wait();
+    let _ = operator.child().wait();
     if result.is_err() {
         eprintln!(
             "--- operator log ({}) ---\n{}",

@@ -289,6 +289,56 @@ impl Operator {
     }
 }
 
+/// A `groupbinder run` process (the binary at `binary`) against the cluster of `kubeconfig`, with
+/// its metrics on a free loopback port, `env` added and stdout discarded. Killed (SIGKILL) and
+/// reaped when dropped, also when a test fails half-way.
+#[derive(Debug)]
+pub struct OperatorProcess {
+    child: std::process::Child,
+}
+
+impl OperatorProcess {
+    /// Starts it.
+    pub fn spawn(
+        binary: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("run")
+            .env("KUBECONFIG", kubeconfig)
+            .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        Ok(OperatorProcess {
+            child: command.spawn()?,
+        })
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process, to kill or wait for it.
+    pub fn child(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A client for the cluster of `kubeconfig` that counts the requests it sends, answered or not:
 /// how hard an operator using it tries while the API server or etcd is away.
 pub async fn counting_client(

@@ -2,8 +2,8 @@
 //! privilege of the chart's ServiceAccount (running the real binary as that identity), examples.
 
 use groupbinder_e2e::{
-    SEED_GUID, SEED_PREFIX, apply_crd, can, install_k10, kubectl_apply, repo, stand_in_crd,
-    wait_for_reason,
+    OperatorProcess, SEED_GUID, SEED_PREFIX, apply_crd, can, install_k10, kubectl_apply, repo,
+    stand_in_crd, wait_for_reason,
 };
 use groupbinder_testenv::ControlPlane;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 fn chart() -> String {
     repo().join("charts/groupbinder").display().to_string()
@@ -354,20 +354,17 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
     let sa = groupbinder_testenv::client_from_kubeconfig(&kubeconfig).await?;
 
     // The real binary, with that identity and the chart's settings, reconciles the seed scenario.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_groupbinder"))
-        .arg("run")
-        .env("KUBECONFIG", &kubeconfig)
-        .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
-        .env("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX)
-        .env("GROUPBINDER_LEADER_ELECTION", "true")
-        .env("POD_NAMESPACE", "lp-system")
-        .env("GROUPBINDER_LEASE_NAME", "lp-groupbinder")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let operator = OperatorProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_groupbinder")),
+        &kubeconfig,
+        &[
+            ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
+            ("GROUPBINDER_LEADER_ELECTION", "true"),
+            ("POD_NAMESPACE", "lp-system"),
+            ("GROUPBINDER_LEASE_NAME", "lp-groupbinder"),
+        ],
+        Stdio::null(),
+    )?;
     let result = async {
         // The seed's three-line spec: the prefix comes from the chart's k10.groupPrefix.
         let spec = groupbinder_api::AzureGroupBindingSpec {
@@ -528,8 +525,7 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         anyhow::Ok(())
     }
     .await;
-    let _ = operator.kill();
-    let _ = operator.wait();
+    drop(operator);
     ok(
         cp.helm()
             .args(["uninstall", "lp", "-n", "lp-system"])

@@ -2,7 +2,7 @@
 //! server gone for 20 seconds, etcd gone for a while.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -55,19 +55,13 @@ async fn managed(
     Ok((crbs, rbs))
 }
 
-fn spawn_operator(cp: &ControlPlane) -> anyhow::Result<std::process::Child> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(Command::new(env!("CARGO_BIN_EXE_groupbinder"))
-        .arg("run")
-        .env("KUBECONFIG", cp.kubeconfig())
-        .env("GROUPBINDER_METRICS_ADDRESS", format!("127.0.0.1:{port}"))
-        .env("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX)
-        .env("GROUPBINDER_RESYNC_SECONDS", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
+fn spawn_operator(cp: &ControlPlane) -> anyhow::Result<OperatorProcess> {
+    let env = [
+        ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
+        ("GROUPBINDER_RESYNC_SECONDS", "0"),
+    ];
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_groupbinder"));
+    OperatorProcess::spawn(binary, cp.kubeconfig(), &env, Stdio::null())
 }
 
 #[tokio::test]
@@ -93,68 +87,61 @@ async fn operator_killed_mid_convergence_ends_with_every_binding_once() -> anyho
         },
     )
     .await?;
-    first.kill()?; // SIGKILL
-    first.wait()?;
+    first.child().kill()?; // SIGKILL
+    first.child().wait()?;
     println!(
         "killed the operator with {at_kill} of {} bindings made",
         2 * N
     );
 
-    let mut second = spawn_operator(&cp)?;
-    let result = async {
-        let api: Api<AzureGroupBinding> = Api::all(client.clone());
-        eventually(
-            "every AzureGroupBinding to be Ready",
-            Duration::from_secs(120),
-            || async {
-                let all = api.list(&ListParams::default()).await?.items;
-                let ready = all
-                    .iter()
-                    .filter(|a| ready(a).is_some_and(|c| c.status == "True"))
-                    .count();
-                Ok((ready == N as usize).then_some(()))
-            },
-        )
-        .await?;
-        let uids: BTreeMap<String, String> = api
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .map(|a| (a.uid().unwrap_or_default(), a.name_any()))
-            .collect();
-        let (crbs, rbs) = managed(&client).await?;
-        assert_eq!(
-            (crbs.len(), rbs.len()),
-            (N as usize, N as usize),
-            "one ClusterRoleBinding and one RoleBinding each"
-        );
-        let mut seen = BTreeSet::new();
-        for meta in crbs
-            .iter()
-            .map(|b| b.meta())
-            .chain(rbs.iter().map(|b| b.meta()))
-        {
-            let owner = meta
-                .owner_references
+    let _second = spawn_operator(&cp)?; // killed when dropped
+    let api: Api<AzureGroupBinding> = Api::all(client.clone());
+    eventually(
+        "every AzureGroupBinding to be Ready",
+        Duration::from_secs(120),
+        || async {
+            let all = api.list(&ListParams::default()).await?.items;
+            let ready = all
                 .iter()
-                .flatten()
-                .find(|o| o.controller == Some(true));
-            let owner =
-                owner.ok_or_else(|| anyhow::anyhow!("{:?} has no controller", meta.name))?;
-            assert!(uids.contains_key(&owner.uid), "{:?} is orphaned", meta.name);
-            assert!(
-                seen.insert((owner.uid.clone(), meta.namespace.clone())),
-                "duplicate binding for {}",
-                owner.name
-            );
-        }
-        assert_hand_made_untouched(&client).await
+                .filter(|a| ready(a).is_some_and(|c| c.status == "True"))
+                .count();
+            Ok((ready == N as usize).then_some(()))
+        },
+    )
+    .await?;
+    let uids: BTreeMap<String, String> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|a| (a.uid().unwrap_or_default(), a.name_any()))
+        .collect();
+    let (crbs, rbs) = managed(&client).await?;
+    assert_eq!(
+        (crbs.len(), rbs.len()),
+        (N as usize, N as usize),
+        "one ClusterRoleBinding and one RoleBinding each"
+    );
+    let mut seen = BTreeSet::new();
+    for meta in crbs
+        .iter()
+        .map(|b| b.meta())
+        .chain(rbs.iter().map(|b| b.meta()))
+    {
+        let owner = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        let owner = owner.ok_or_else(|| anyhow::anyhow!("{:?} has no controller", meta.name))?;
+        assert!(uids.contains_key(&owner.uid), "{:?} is orphaned", meta.name);
+        assert!(
+            seen.insert((owner.uid.clone(), meta.namespace.clone())),
+            "duplicate binding for {}",
+            owner.name
+        );
     }
-    .await;
-    let _ = second.kill();
-    let _ = second.wait();
-    result
+    assert_hand_made_untouched(&client).await
 }
 
 #[tokio::test]
@@ -267,8 +254,8 @@ async fn a_relist_reports_what_was_deleted_while_the_watch_was_away() -> anyhow:
     Ok(())
 }
 
-fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+fn signal(operator: &OperatorProcess, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(operator.id())?);
     Ok(nix::sys::signal::kill(pid, signal)?)
 }
 
@@ -280,32 +267,25 @@ async fn a_binding_deleted_while_the_watches_were_down_is_restored() -> anyhow::
     use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
     let _serial = exclusive().await;
     let (cp, client) = setup().await?;
-    let mut operator = spawn_operator(&cp)?;
-    let result = async {
-        apply(&client, &AzureGroupBinding::new("gap", spec(4))).await?;
-        wait_for_reason(&client, "gap", "True", "Reconciled").await?;
-        signal(&operator, SIGSTOP)?;
-        cp.stop_apiserver();
-        cp.start_apiserver().await?;
-        let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-        crbs.delete("gap:k10-admin", &DeleteParams::default())
-            .await?;
-        signal(&operator, SIGCONT)?;
-        let woke = Instant::now();
-        eventually(
-            "the binding deleted in the gap to be restored",
-            Duration::from_secs(45),
-            || async { Ok(crbs.get_opt("gap:k10-admin").await?.map(|_| ())) },
-        )
+    let operator = spawn_operator(&cp)?; // killed when dropped, stopped or not
+    apply(&client, &AzureGroupBinding::new("gap", spec(4))).await?;
+    wait_for_reason(&client, "gap", "True", "Reconciled").await?;
+    signal(&operator, SIGSTOP)?;
+    cp.stop_apiserver();
+    cp.start_apiserver().await?;
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    crbs.delete("gap:k10-admin", &DeleteParams::default())
         .await?;
-        println!("restored {:?} after the operator woke up", woke.elapsed());
-        assert_hand_made_untouched(&client).await
-    }
-    .await;
-    let _ = signal(&operator, SIGCONT);
-    let _ = operator.kill();
-    let _ = operator.wait();
-    result
+    signal(&operator, SIGCONT)?;
+    let woke = Instant::now();
+    eventually(
+        "the binding deleted in the gap to be restored",
+        Duration::from_secs(45),
+        || async { Ok(crbs.get_opt("gap:k10-admin").await?.map(|_| ())) },
+    )
+    .await?;
+    println!("restored {:?} after the operator woke up", woke.elapsed());
+    assert_hand_made_untouched(&client).await
 }
 
 #[tokio::test]
