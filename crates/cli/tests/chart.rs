@@ -389,55 +389,23 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
             "system:serviceaccounts:lp-system",
             "system:authenticated",
         ];
-        assert!(
-            !can(
-                &admin,
-                user,
-                &groups,
-                "get",
-                "",
-                "secrets",
-                Some("kasten-io")
-            )
-            .await?
-        );
-        assert!(!can(&admin, user, &groups, "list", "", "secrets", None).await?);
-        assert!(
-            !can(
-                &admin,
-                user,
-                &groups,
-                "update",
-                "groupbinder.dev",
-                "azuregroupbindings",
-                None
-            )
-            .await?
-        );
-        assert!(
-            !can(
-                &admin,
-                user,
-                &groups,
-                "patch",
-                "groupbinder.dev",
-                "azuregroupbindings",
-                None
-            )
-            .await?
-        );
-        assert!(
-            !can(
-                &admin,
-                user,
-                &groups,
+        for (verb, group, resource, namespace) in [
+            ("get", "", "secrets", Some("kasten-io")),
+            ("list", "", "secrets", None),
+            ("update", "groupbinder.dev", "azuregroupbindings", None),
+            ("patch", "groupbinder.dev", "azuregroupbindings", None),
+            (
                 "escalate",
                 "rbac.authorization.k8s.io",
                 "clusterroles",
-                None
-            )
-            .await?
-        );
+                None,
+            ),
+        ] {
+            assert!(
+                !can(&admin, user, &groups, verb, group, resource, namespace).await?,
+                "the operator may {verb} {group}/{resource} in {namespace:?}"
+            );
+        }
 
         // ... and by real requests made with its token.
         let secrets: Api<k8s_openapi::api::core::v1::Secret> =
