@@ -344,12 +344,7 @@ impl Drop for OperatorProcess {
 pub async fn counting_client(
     kubeconfig: &std::path::Path,
 ) -> anyhow::Result<(kube::Client, Arc<std::sync::atomic::AtomicU64>)> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await?;
+    let config = groupbinder_testenv::config_from_kubeconfig(kubeconfig).await?;
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
     let count =

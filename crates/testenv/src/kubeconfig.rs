@@ -79,9 +79,13 @@ pub fn write(
 
 /// A client from a kubeconfig file.
 pub async fn client(file: &Path) -> Result<kube::Client, Error> {
+    kube::Client::try_from(config(file).await?).map_err(|e| Error::Kubeconfig(e.to_string()))
+}
+
+/// The client configuration in the kubeconfig `file`.
+pub async fn config(file: &Path) -> Result<kube::Config, Error> {
     let kubeconfig = Kubeconfig::read_from(file).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))
+        .map_err(|e| Error::Kubeconfig(e.to_string()))
 }

@@ -491,6 +491,11 @@ pub async fn client_from_kubeconfig(file: &Path) -> Result<kube::Client, Error> 
     kubeconfig::client(file).await
 }
 
+/// The client configuration in any kubeconfig file, to build a client of one's own.
+pub async fn config_from_kubeconfig(file: &Path) -> Result<kube::Config, Error> {
+    kubeconfig::config(file).await
+}
+
 /// A GET request for a raw API path.
 pub fn http_get(path: &str) -> http::Request<Vec<u8>> {
     let mut request = http::Request::new(Vec::new());
