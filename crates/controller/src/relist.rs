@@ -112,20 +112,25 @@ mod tests {
         b
     }
 
-    /// What comes out of the adapter, as "kind name" strings, and the cache afterwards.
+    /// An event as "kind name" (or "error").
+    fn describe(event: Result<Event<ClusterRoleBinding>, watcher::Error>) -> String {
+        match event {
+            Ok(Event::Apply(o)) => format!("apply {}", o.name_any()),
+            Ok(Event::Delete(o)) => format!("delete {}", o.name_any()),
+            Ok(Event::Init) => "init".to_owned(),
+            Ok(Event::InitApply(o)) => format!("initapply {}", o.name_any()),
+            Ok(Event::InitDone) => "initdone".to_owned(),
+            Err(_) => "error".to_owned(),
+        }
+    }
+
+    /// What comes out of the adapter, described, and the cache afterwards.
     async fn run(events: Vec<Event<ClusterRoleBinding>>) -> (Vec<String>, Vec<String>) {
         let (reader, writer) = reflector::store();
         let input = futures::stream::iter(events.into_iter().map(Ok));
         let out: Vec<String> = deletes_missed_in_relists(reader.clone(), input)
             .reflect(writer)
-            .map(|e| match e {
-                Ok(Event::Apply(o)) => format!("apply {}", o.name_any()),
-                Ok(Event::Delete(o)) => format!("delete {}", o.name_any()),
-                Ok(Event::Init) => "init".to_owned(),
-                Ok(Event::InitApply(o)) => format!("initapply {}", o.name_any()),
-                Ok(Event::InitDone) => "initdone".to_owned(),
-                Err(e) => format!("error {e}"),
-            })
+            .map(describe)
             .collect()
             .await;
         let mut cached: Vec<String> = reader.state().iter().map(|o| o.name_any()).collect();
@@ -160,13 +165,7 @@ mod tests {
 
     async fn passed(events: Vec<Result<Event<ClusterRoleBinding>, watcher::Error>>) -> Vec<String> {
         relist_at_once_when_expired(futures::stream::iter(events))
-            .map(|e| match e {
-                Ok(Event::Apply(o)) => format!("apply {}", o.name_any()),
-                Ok(Event::Init) => "init".to_owned(),
-                Ok(Event::InitDone) => "initdone".to_owned(),
-                Ok(_) => "other".to_owned(),
-                Err(_) => "error".to_owned(),
-            })
+            .map(describe)
             .collect()
             .await
     }
