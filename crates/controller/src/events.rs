@@ -6,10 +6,11 @@
 //! O(n) per event, for repeats this controller does not produce (it reports transitions). This
 //! publisher just creates each event.
 
+use groupbinder_api::desired::BindingKey;
 use groupbinder_api::names::event_name;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -24,6 +25,74 @@ pub enum Type {
     Normal,
     /// Something needs attention.
     Warning,
+}
+
+/// What one reconcile changed, told in one event at its end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// One line per binding created, put back or deleted.
+    done: Vec<String>,
+    /// Whether something that existed was changed (drift), not only created or deleted.
+    repaired: bool,
+}
+
+/// The event a reconcile publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    /// Normal or Warning.
+    pub type_: Type,
+    /// CamelCase reason: the `Ready` reason, `Repaired` or `Changed`.
+    pub reason: String,
+    /// What happened, for people.
+    pub note: String,
+}
+
+impl Changes {
+    /// `binding` was created.
+    pub fn created(&mut self, binding: &BindingKey) {
+        self.done.push(format!("created {binding}"));
+    }
+
+    /// `binding` had drifted and was put back.
+    pub fn put_back(&mut self, binding: &BindingKey) {
+        self.done.push(format!("put {binding} back as declared"));
+        self.repaired = true;
+    }
+
+    /// `binding` was deleted: it is no longer planned.
+    pub fn deleted(&mut self, binding: &BindingKey) {
+        self.done
+            .push(format!("deleted {binding}: no longer in the spec"));
+    }
+
+    /// The one event for a reconcile: the new `Ready` condition if it changed (`became`), with
+    /// what was changed on the way; otherwise what was changed; nothing if nothing was.
+    pub fn announcement(&self, became: Option<&Condition>) -> Option<Announcement> {
+        let done = self.done.join("; ");
+        let (type_, reason, note) = match became {
+            Some(ready) => {
+                let type_ = if ready.status == "True" {
+                    Type::Normal
+                } else {
+                    Type::Warning
+                };
+                let note = if done.is_empty() {
+                    ready.message.clone()
+                } else {
+                    format!("{done}. {}", ready.message)
+                };
+                (type_, ready.reason.as_str(), note)
+            }
+            None if done.is_empty() => return None,
+            None if self.repaired => (Type::Normal, "Repaired", done),
+            None => (Type::Normal, "Changed", done),
+        };
+        Some(Announcement {
+            type_,
+            reason: reason.to_owned(),
+            note,
+        })
+    }
 }
 
 /// Creates events for one controller instance.
@@ -144,6 +213,84 @@ mod tests {
             name: Some(name.into()),
             ..ObjectReference::default()
         }
+    }
+
+    fn ready(status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::UNIX_EPOCH,
+            ),
+            observed_generation: Some(1),
+        }
+    }
+
+    fn binding(name: &str) -> BindingKey {
+        groupbinder_api::desired::key_of(&ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("kasten-io".into()),
+            ..ObjectMeta::default()
+        })
+    }
+
+    #[test]
+    fn a_reconcile_that_changed_nothing_says_nothing() {
+        assert_eq!(Changes::default().announcement(None), None);
+    }
+
+    #[test]
+    fn becoming_ready_tells_what_was_created_and_the_ready_message() {
+        let mut changes = Changes::default();
+        changes.created(&binding("a:k10-ns-admin"));
+        let became = ready("True", "Reconciled", "group g is bound");
+        let event = changes.announcement(Some(&became));
+        assert_eq!(
+            event,
+            Some(Announcement {
+                type_: Type::Normal,
+                reason: "Reconciled".into(),
+                note: "created RoleBinding kasten-io/a:k10-ns-admin. group g is bound".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn becoming_not_ready_is_a_warning_with_its_reason() {
+        let became = ready(
+            "False",
+            "RoleNotFound",
+            "ClusterRole k10-admin does not exist",
+        );
+        let event = Changes::default().announcement(Some(&became));
+        let event = event.expect("an event");
+        assert_eq!(event.type_, Type::Warning);
+        assert_eq!(event.reason, "RoleNotFound");
+        assert_eq!(event.note, "ClusterRole k10-admin does not exist");
+    }
+
+    #[test]
+    fn without_a_transition_drift_is_repaired_and_deletions_are_changes() {
+        let mut repaired = Changes::default();
+        repaired.put_back(&binding("a:k10-ns-admin"));
+        repaired.deleted(&binding("a:k10-basic"));
+        let event = repaired.announcement(None).expect("an event");
+        assert_eq!(
+            (event.type_, event.reason.as_str()),
+            (Type::Normal, "Repaired")
+        );
+        assert_eq!(
+            event.note,
+            "put RoleBinding kasten-io/a:k10-ns-admin back as declared; \
+             deleted RoleBinding kasten-io/a:k10-basic: no longer in the spec"
+        );
+
+        let mut deleted = Changes::default();
+        deleted.deleted(&binding("a:k10-basic"));
+        let event = deleted.announcement(None).expect("an event");
+        assert_eq!(event.reason, "Changed");
     }
 
     #[test]

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use groupbinder_api::conditions::READY;
 use groupbinder_api::desired::{BindingKey, key_of};
 use groupbinder_api::names::FIELD_MANAGER;
-use groupbinder_api::{
-    AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, RoleKind, Settings,
-};
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingStatus, Plan, RoleKind, Settings};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -24,10 +22,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::apply::{self, Applied, ApplyError, Binding};
-use crate::events::{Publisher, Type as EventType};
+use crate::events::{Changes, Publisher, Type as EventType};
 use crate::metrics::{CategoryLabels, KindLabels, Metrics};
 use crate::owners::OwnerIndex;
-use crate::status::{Outcome, Problem, desired_status};
+use crate::status::{Outcome, Problem, binding_status, desired_status};
 
 /// The watched object: an `AzureGroupBinding`, or what could be read of one that does not decode.
 pub type Guarded = DeserializeGuard<AzureGroupBinding>;
@@ -286,15 +284,6 @@ async fn reconcile_valid(agb: &AzureGroupBinding, ctx: &Context) -> Result<Actio
     })
 }
 
-/// What a reconcile changed, told in one event at its end.
-#[derive(Debug, Default)]
-struct Changes {
-    /// One line per binding created, put back or deleted.
-    done: Vec<String>,
-    /// Whether something that existed was changed (drift), not only created or deleted.
-    repaired: bool,
-}
-
 /// Applies every planned binding (all of one object's at once) and deletes the ones no longer
 /// planned, noting each change in `changes`.
 async fn apply_plan(
@@ -373,12 +362,11 @@ async fn apply_plan(
             }
             Applied::Created => {
                 ctx.metrics.write("create");
-                changes.done.push(format!("created {key}"));
+                changes.created(&key);
             }
             Applied::Updated => {
                 ctx.metrics.write("apply");
-                changes.done.push(format!("put {key} back as declared"));
-                changes.repaired = true;
+                changes.put_back(&key);
             }
             Applied::Unchanged => {}
         }
@@ -430,20 +418,9 @@ async fn delete_stale<B: Binding>(
         let api = B::api(ctx.client.clone(), key.namespace.as_deref());
         apply::delete(&api, &key, stale.meta()).await?;
         ctx.metrics.write("delete");
-        changes
-            .done
-            .push(format!("deleted {key}: no longer in the spec"));
+        changes.deleted(&key);
     }
     Ok(())
-}
-
-fn binding_status(key: &BindingKey, role: &str) -> BindingStatus {
-    BindingStatus {
-        kind: key.kind().to_owned(),
-        name: key.name.clone(),
-        namespace: key.namespace.clone(),
-        role: role.to_owned(),
-    }
 }
 
 /// Writes the status `outcome` calls for, unless the object already has it: no write at all in
@@ -476,34 +453,17 @@ async fn write_status(
     Ok(ready.filter(|r| was.is_none_or(|w| w.reason != r.reason || w.status != r.status)))
 }
 
-/// Publishes one event for a reconcile: the new `Ready` condition if it changed (with what was
-/// changed on the way), otherwise what was changed, if anything.
+/// Publishes the one event for a reconcile, if it has something to tell
+/// ([`Changes::announcement`]).
 async fn announce(
     agb: &AzureGroupBinding,
     changes: &Changes,
     became: Option<&Condition>,
     ctx: &Context,
 ) {
-    let done = changes.done.join("; ");
-    let (type_, reason, note) = match became {
-        Some(ready) => {
-            let type_ = if ready.status == "True" {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            };
-            let note = if done.is_empty() {
-                ready.message.clone()
-            } else {
-                format!("{done}. {}", ready.message)
-            };
-            (type_, ready.reason.as_str(), note)
-        }
-        None if done.is_empty() => return,
-        None if changes.repaired => (EventType::Normal, "Repaired", done),
-        None => (EventType::Normal, "Changed", done),
-    };
-    publish(ctx, agb, type_, reason, note).await;
+    if let Some(event) = changes.announcement(became) {
+        publish(ctx, agb, event.type_, &event.reason, event.note).await;
+    }
 }
 
 async fn patch_status(

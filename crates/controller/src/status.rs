@@ -155,6 +155,16 @@ pub fn desired_status(
     }
 }
 
+/// How a binding in place is listed in the status.
+pub fn binding_status(key: &BindingKey, role: &str) -> BindingStatus {
+    BindingStatus {
+        kind: key.kind().to_owned(),
+        name: key.name.clone(),
+        namespace: key.namespace.clone(),
+        role: role.to_owned(),
+    }
+}
+
 /// The `&'static` form of a condition reason, for metric labels (unknown reasons become `Other`).
 pub fn reason_label(reason: &str) -> &'static str {
     [
