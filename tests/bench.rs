@@ -3,29 +3,53 @@
 //! measured in one run.
 //!
 //! Per round (median of `--rounds`): the time from creating N AzureGroupBindings (admin profile,
-//! so 2N bindings) until every one is Ready, against the floor: a client creating the same 2N
-//! bindings directly with the same concurrency. Then, once: write requests per AzureGroupBinding
-//! during convergence and during a forced full resync (apiserver_request_total), the operator's
-//! peak RSS, drift repair latency over 50 deleted bindings, and spec change to Ready.
+//! so 2N bindings) until every one is Ready, against two floors, each a client writing directly
+//! with the same concurrency:
+//! - the floor: the same 2N bindings;
+//! - the write-set floor: everything the operator's path writes, built by the operator's own code:
+//!   the object itself (under a twin of the CRD in another API group, which the operator does not
+//!   watch), its bindings, its status and one event.
+//!
+//! Each phase's CPU seconds per process are printed beside it. Then, once: write requests per
+//! AzureGroupBinding during convergence and during a forced full resync
+//! (`apiserver_request_total`), the operator's peak RSS, drift repair latency over 50 deleted
+//! bindings, and spec change to Ready. `--pprof DIR` also writes kube-apiserver CPU profiles of
+//! round 1's phases (`go tool pprof -top DIR/operator.pprof`) and the requests by verb.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
-use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, Settings, plan};
+use groupbinder_api::desired::key_of;
+use groupbinder_api::names::FIELD_MANAGER;
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, Plan, Settings, plan};
+use groupbinder_controller::events::{Changes, Publisher};
+use groupbinder_controller::status::{Outcome, binding_status, desired_status};
 use groupbinder_e2e::{
-    OperatorProcess, SEED_PREFIX, apiserver_writes, install_crd, install_k10, ready,
+    OperatorProcess, SEED_PREFIX, apiserver_requests, apiserver_writes, install_crd, install_k10,
+    ready,
 };
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, CustomResourceExt, Resource};
 
 /// Requests in flight, for the operator's objects and for the floor alike (client-go's default
 /// burst is 10; a well-behaved bulk client uses a few dozen).
 const CONCURRENCY: usize = 32;
+/// How long the garbage collector takes to see a new CRD (kube-controller-manager's discovery
+/// period is 30 s).
+const SETTLE_GC: Duration = Duration::from_secs(31);
+/// A pause between phases, so that one phase's watch and garbage-collector work is not counted
+/// in the next.
+const SETTLE: Duration = Duration::from_secs(2);
 const WRITES: [&str; 4] = [
     "clusterrolebindings",
     "rolebindings",
@@ -42,6 +66,29 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// `--pprof DIR`: where to write kube-apiserver CPU profiles of round 1's two phases.
+fn pprof_dir() -> Option<std::path::PathBuf> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--pprof")?;
+    args.get(i + 1).map(Into::into)
+}
+
+/// Starts a kube-apiserver CPU profile of the next `seconds` into `dir/name.pprof`.
+fn profile(
+    cp: &ControlPlane,
+    dir: &std::path::Path,
+    name: &str,
+    seconds: u64,
+) -> anyhow::Result<std::process::Child> {
+    let out = std::fs::File::create(dir.join(format!("{name}.pprof")))?;
+    Ok(cp
+        .kubectl()
+        .args(["get", "--raw"])
+        .arg(format!("/debug/pprof/profile?seconds={seconds}"))
+        .stdout(out)
+        .spawn()?)
+}
+
 fn guid(round: usize, n: usize) -> String {
     format!("00000000-0000-4000-{round:04x}-{n:012x}")
 }
@@ -52,6 +99,121 @@ fn spec(round: usize, n: usize) -> AzureGroupBindingSpec {
         group_prefix: Some(SEED_PREFIX.into()),
         ..Default::default()
     }
+}
+
+/// The AzureGroupBinding CRD under another API group, which the operator does not watch: the
+/// write-set floor writes its objects there, with the same schema and validation rules.
+const TWIN_GROUP: &str = "twin.groupbinder.dev";
+
+fn twin_crd() -> CustomResourceDefinition {
+    let mut crd = AzureGroupBinding::crd();
+    crd.spec.group = TWIN_GROUP.into();
+    crd.metadata.name = Some(format!("{}.{TWIN_GROUP}", crd.spec.names.plural));
+    crd
+}
+
+fn twin() -> ApiResource {
+    let gvk = GroupVersionKind::gvk(TWIN_GROUP, "v1alpha1", "AzureGroupBinding");
+    ApiResource::from_gvk_with_plural(&gvk, "azuregroupbindings")
+}
+
+/// Takes groupbinder's label off the planned bindings, so that the operator neither caches them
+/// nor is woken by them, as with any binding it did not make; ownerReferences point to
+/// `owner_api_version`.
+fn not_the_operators(plan: &mut Plan, owner_api_version: &str) {
+    for meta in plan
+        .cluster_role_bindings
+        .iter_mut()
+        .map(|b| &mut b.metadata)
+        .chain(plan.role_bindings.iter_mut().map(|b| &mut b.metadata))
+    {
+        meta.labels = None;
+        for owner in meta.owner_references.iter_mut().flatten() {
+            owner.api_version = owner_api_version.into();
+        }
+    }
+}
+
+/// Creates the planned bindings, all at once as a reconcile does.
+async fn create_bindings(client: &kube::Client, plan: &Plan) -> anyhow::Result<()> {
+    let crbs = plan.cluster_role_bindings.iter().map(|crb| async move {
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&PostParams::default(), crb)
+            .await
+            .map(|_| ())
+    });
+    let rbs = plan.role_bindings.iter().map(|rb| async move {
+        let namespace = rb.metadata.namespace.as_deref().unwrap_or("default");
+        Api::<RoleBinding>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), rb)
+            .await
+            .map(|_| ())
+    });
+    tokio::try_join!(
+        futures::future::try_join_all(crbs),
+        futures::future::try_join_all(rbs)
+    )?;
+    Ok(())
+}
+
+/// The operator's whole write set for one AzureGroupBinding, written directly: the object
+/// itself (under the twin group), its bindings, its status (server-side apply, the operator's
+/// field manager) and one event, each built by the operator's own code.
+async fn write_directly(
+    client: &kube::Client,
+    settings: &Settings,
+    events: &Publisher,
+    name: &str,
+    spec: AzureGroupBindingSpec,
+) -> anyhow::Result<()> {
+    let twin = twin();
+    let twins: Api<DynamicObject> = Api::all_with(client.clone(), &twin);
+    let mut agb = AzureGroupBinding::new(name, spec);
+    let object = DynamicObject::new(name, &twin).data(serde_json::json!({"spec": agb.spec}));
+    let created = twins.create(&PostParams::default(), &object).await?;
+    agb.metadata.uid = created.metadata.uid.clone();
+    agb.metadata.generation = created.metadata.generation;
+    let mut plan = plan(&agb, settings)?;
+    not_the_operators(&mut plan, &twin.api_version);
+    create_bindings(client, &plan).await?;
+    let bindings = (plan
+        .cluster_role_bindings
+        .iter()
+        .map(|b| (&b.metadata, &b.role_ref)))
+    .chain(
+        plan.role_bindings
+            .iter()
+            .map(|b| (&b.metadata, &b.role_ref)),
+    )
+    .map(|(meta, role)| binding_status(&key_of(meta), &role.name))
+    .collect();
+    let outcome = Outcome::Applied {
+        group: plan.group.clone(),
+        bindings,
+        problems: Vec::new(),
+    };
+    let status = desired_status(&agb, &outcome, &Time(Timestamp::now()));
+    let patch = serde_json::json!({
+        "apiVersion": twin.api_version,
+        "kind": twin.kind,
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    twins
+        .patch_status(name, &params, &Patch::Apply(patch))
+        .await?;
+    let mut changes = Changes::default();
+    for key in plan.keys() {
+        changes.created(&key);
+    }
+    let event = changes
+        .announcement(status.conditions.first())
+        .context("becoming Ready is announced")?;
+    let regarding = created.object_ref(&twin);
+    events
+        .publish(regarding, event.type_, &event.reason, event.note)
+        .await?;
+    Ok(())
 }
 
 /// The operator binary beside this one, with a resync every `resync` seconds (0: none).
@@ -74,31 +236,134 @@ fn peak_rss_kib(child: &OperatorProcess) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until `n` objects named `prefix...` are Ready for their generation, from a watch (a
-/// list every few milliseconds would load the API server the operator is measured on).
-async fn all_ready(api: &Api<AzureGroupBinding>, prefix: &str, n: usize) -> anyhow::Result<()> {
+/// The label that marks a round's AzureGroupBindings, so that the watch waiting for them lists
+/// and receives only those, however many earlier rounds left behind.
+const ROUND_LABEL: &str = "bench.groupbinder.dev/round";
+
+/// Waits until the `n` objects of `round` are Ready for their generation, from a watch (a list
+/// every few milliseconds would load the API server the operator is measured on).
+async fn all_ready(api: &Api<AzureGroupBinding>, round: usize, n: usize) -> anyhow::Result<()> {
     let mut done = std::collections::HashSet::new();
-    let mut events =
-        std::pin::pin!(watcher(api.clone(), watcher::Config::default()).applied_objects());
+    let config = watcher::Config::default().labels(&format!("{ROUND_LABEL}={round}"));
+    let mut events = std::pin::pin!(watcher(api.clone(), config).applied_objects());
     while let Some(agb) = events.try_next().await? {
-        let Some(name) = agb
-            .metadata
-            .name
-            .clone()
-            .filter(|name| name.starts_with(prefix))
-        else {
-            continue;
-        };
         if ready(&agb)
             .is_some_and(|c| c.status == "True" && c.observed_generation == agb.metadata.generation)
         {
-            done.insert(name);
+            done.insert(agb.metadata.name.clone());
         }
         if done.len() >= n {
             return Ok(());
         }
     }
     anyhow::bail!("the watch ended")
+}
+
+/// Requests per AzureGroupBinding between two readings of `apiserver_request_total`.
+fn print_requests(
+    before: &std::collections::BTreeMap<(String, String), f64>,
+    after: &std::collections::BTreeMap<(String, String), f64>,
+    n: usize,
+) {
+    println!("requests per AzureGroupBinding during convergence, by verb and resource:");
+    for ((verb, resource), count) in after {
+        let delta = count
+            - before
+                .get(&(verb.clone(), resource.clone()))
+                .unwrap_or(&0.0);
+        if delta / n as f64 >= 0.01 {
+            println!("  {verb:>6} {resource:<40} {:.2}", delta / n as f64);
+        }
+    }
+}
+
+/// Runs `job(0..n)`, `concurrency` at once; returns the seconds it took.
+async fn run_all<F, Fut>(n: usize, concurrency: usize, job: F) -> anyhow::Result<f64>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(job)
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// One phase's CPU seconds per process and, with `--pprof`, a kube-apiserver CPU profile of its
+/// first `seconds`.
+struct Probe {
+    cpu: Cpu,
+    profiler: Option<std::process::Child>,
+}
+
+impl Probe {
+    fn start(
+        cp: &ControlPlane,
+        operator: &OperatorProcess,
+        pprof: Option<&std::path::Path>,
+        phase: &str,
+        seconds: u64,
+    ) -> anyhow::Result<Self> {
+        let profiler = pprof
+            .map(|dir| profile(cp, dir, phase, seconds))
+            .transpose()?;
+        Ok(Probe {
+            cpu: Cpu::now(cp, operator),
+            profiler,
+        })
+    }
+
+    /// CPU seconds per process since the start (the profile is waited for afterwards).
+    fn finish(self) -> anyhow::Result<String> {
+        let cpu = self.cpu.since();
+        if let Some(mut profiler) = self.profiler {
+            profiler.wait()?;
+        }
+        Ok(cpu)
+    }
+}
+
+/// CPU seconds (user and system) a process has used so far; 0 when it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks / 100.0
+}
+
+/// CPU seconds per process: the control plane's, the operator's and this benchmark's.
+struct Cpu(Vec<(&'static str, u32, f64)>);
+
+impl Cpu {
+    fn now(cp: &ControlPlane, operator: &OperatorProcess) -> Self {
+        let pids = cp.pids().into_iter().chain([
+            ("groupbinder", operator.id()),
+            ("benchmark", std::process::id()),
+        ]);
+        Cpu(pids
+            .map(|(name, pid)| (name, pid, cpu_seconds(pid)))
+            .collect())
+    }
+
+    /// "name seconds" for each process, since `self`.
+    fn since(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, pid, before)| format!("{name} {:.2}", cpu_seconds(*pid) - before))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -110,7 +375,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let n = arg("--n", 1000);
     let rounds = arg("--rounds", 3);
-    let cp = ControlPlane::start(Options::default()).await?;
+    let pprof = pprof_dir();
+    let mut options = Options::default();
+    if let Some(dir) = &pprof {
+        std::fs::create_dir_all(dir)?;
+        options.extra_apiserver_args.push("--profiling=true".into());
+    }
+    let cp = ControlPlane::start(options).await?;
     let client = cp.client().await?;
     install_crd(&client).await?;
     install_k10(&client, "k10", "kasten-io").await?;
@@ -120,86 +391,115 @@ async fn main() -> anyhow::Result<()> {
         2 * n
     );
 
-    let mut operator_times = Vec::new();
-    let mut floor_times = Vec::new();
+    groupbinder_e2e::apply_crd(&client, &twin_crd()).await?;
+    // The garbage collector looks for new resources every 30 s; until it has seen both CRDs it
+    // retries every ownerReference to them, which would load the phases measured below.
+    tokio::time::sleep(SETTLE_GC).await;
+    let settings = Settings::for_k10("k10", "kasten-io", "");
+    let events = Publisher::new(client.clone(), "groupbinder-bench", "bench");
+    let (mut operator_times, mut floor_times, mut set_times) = (Vec::new(), Vec::new(), Vec::new());
     let mut writes_per_agb = 0.0;
     let mut first_round_rss = 0;
     let child = operator(&cp, 0)?;
     for round in 0..rounds {
+        let thousands = (n / 1000).max(1) as u64;
+        let probe = |phase: &str, seconds| {
+            let pprof = pprof.as_deref().filter(|_| round == 0);
+            Probe::start(&cp, &child, pprof, phase, seconds)
+        };
+
         // The floor: the same 2N bindings, created directly.
-        let settings = Arc::new(Settings::for_k10("k10", "kasten-io", ""));
-        let started = Instant::now();
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let (client, settings) = (client.clone(), settings.clone());
-                async move {
-                    let mut plan = plan(
-                        &AzureGroupBinding::new(&format!("floor-{round}-{i}"), spec(round, i)),
-                        &settings,
-                    )?;
-                    // Not labelled as groupbinder's: the operator neither caches them nor is woken
-                    // by them, as with any binding it did not make.
-                    for meta in plan
-                        .cluster_role_bindings
-                        .iter_mut()
-                        .map(|b| &mut b.metadata)
-                        .chain(plan.role_bindings.iter_mut().map(|b| &mut b.metadata))
-                    {
-                        meta.labels = None;
-                    }
-                    for crb in &plan.cluster_role_bindings {
-                        Api::<ClusterRoleBinding>::all(client.clone())
-                            .create(&PostParams::default(), crb)
-                            .await?;
-                    }
-                    for rb in &plan.role_bindings {
-                        Api::<RoleBinding>::namespaced(client.clone(), "kasten-io")
-                            .create(&PostParams::default(), rb)
-                            .await?;
-                    }
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(CONCURRENCY / 2)
-            .try_collect::<Vec<()>>()
-            .await?;
-        floor_times.push(started.elapsed().as_secs_f64());
+        let cpu = probe("floor", thousands)?;
+        let floor = run_all(n, CONCURRENCY / 2, |i| {
+            let (client, settings) = (&client, &settings);
+            async move {
+                let agb = AzureGroupBinding::new(&format!("floor-{round}-{i}"), spec(round, i));
+                let mut plan = plan(&agb, settings)?;
+                not_the_operators(&mut plan, "");
+                create_bindings(client, &plan).await
+            }
+        })
+        .await?;
+        floor_times.push(floor);
+        let floor_cpu = cpu.finish()?;
+        tokio::time::sleep(SETTLE).await;
+
+        // The write-set floor: everything the operator writes, written directly.
+        let cpu = probe("write-set", 3 * thousands)?;
+        let set = run_all(n, CONCURRENCY / 2, |i| {
+            let (client, settings, events) = (&client, &settings, &events);
+            async move {
+                let name = format!("direct-{round}-{i}");
+                write_directly(client, settings, events, &name, spec(round, i)).await
+            }
+        })
+        .await?;
+        set_times.push(set);
+        let set_cpu = cpu.finish()?;
+        tokio::time::sleep(SETTLE).await;
 
         // The operator: N AzureGroupBindings at once, until every one is Ready.
         let before = apiserver_writes(&client, &WRITES).await?;
+        let requests_before = apiserver_requests(&client).await?;
+        let cpu = probe("operator", 4 * thousands)?;
         let started = Instant::now();
-        futures::stream::iter(0..n)
-            .map(|i| {
-                let agbs = agbs.clone();
-                async move {
-                    let agb = AzureGroupBinding::new(&format!("bench-{round}-{i}"), spec(round, i));
-                    agbs.create(&PostParams::default(), &agb).await?;
-                    anyhow::Ok(())
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-        all_ready(&agbs, &format!("bench-{round}-"), n).await?;
-        operator_times.push(started.elapsed().as_secs_f64());
+        let create = run_all(n, CONCURRENCY, |i| {
+            let agbs = &agbs;
+            async move {
+                let mut agb = AzureGroupBinding::new(&format!("bench-{round}-{i}"), spec(round, i));
+                let labels = [(ROUND_LABEL.to_owned(), round.to_string())];
+                agb.metadata.labels = Some(labels.into());
+                agbs.create(&PostParams::default(), &agb).await?;
+                Ok(())
+            }
+        });
+        let (created, ready) = tokio::join!(create, all_ready(&agbs, round, n));
+        created?;
+        ready?;
+        let op = started.elapsed().as_secs_f64();
+        operator_times.push(op);
+        let operator_cpu = cpu.finish()?;
         // Everything written for this round, AzureGroupBinding creates included, per object.
         writes_per_agb = (apiserver_writes(&client, &WRITES).await? - before) / n as f64;
+        if pprof.is_some() && round == 0 {
+            print_requests(&requests_before, &apiserver_requests(&client).await?, n);
+        }
+        let rss = peak_rss_kib(&child);
+        if round == 0 {
+            first_round_rss = rss;
+        }
         println!(
-            "round {}: operator {:.2} s, floor {:.2} s, ratio {:.2}, operator peak RSS so far {:.1} MiB ({} objects)",
+            "round {}: operator {op:.2} s, floor {floor:.2} s (ratio {:.2}), write-set floor {set:.2} s (ratio {:.2}), operator peak RSS so far {:.1} MiB ({} objects)",
             round + 1,
-            operator_times[round],
-            floor_times[round],
-            operator_times[round] / floor_times[round],
-            {
-                let rss = peak_rss_kib(&child);
-                if round == 0 {
-                    first_round_rss = rss;
-                }
-                rss as f64 / 1024.0
-            },
+            op / floor,
+            op / set,
+            rss as f64 / 1024.0,
             n * (round + 1)
         );
+        println!("  CPU seconds, floor:           {floor_cpu}");
+        println!("  CPU seconds, write-set floor: {set_cpu}");
+        println!("  CPU seconds, operator:        {operator_cpu}");
+        tokio::time::sleep(SETTLE).await;
     }
+    // The write-set floor's bindings are all still there (no garbage collection mistook their
+    // owners for gone), so each round really wrote what the operator writes.
+    let direct = Api::<RoleBinding>::namespaced(client.clone(), "kasten-io")
+        .list_metadata(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|b| {
+            b.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("direct-"))
+        })
+        .count();
+    anyhow::ensure!(
+        direct == n * rounds,
+        "{direct} of the write-set floor's {} RoleBindings are left",
+        n * rounds
+    );
     let rss = peak_rss_kib(&child);
     drop(child);
 
@@ -251,11 +551,19 @@ async fn main() -> anyhow::Result<()> {
     let spec_change = started.elapsed().as_secs_f64() * 1000.0;
     drop(child);
 
-    let (op, floor) = (median(operator_times), median(floor_times));
+    let (op, floor, set) = (
+        median(operator_times),
+        median(floor_times),
+        median(set_times),
+    );
     let worst = repairs.iter().copied().fold(0.0, f64::max);
     println!(
         "\nN={n}: operator {op:.2} s, floor {floor:.2} s, ratio {:.2} (medians of {rounds} rounds)",
         op / floor
+    );
+    println!(
+        "write-set floor (the operator's own writes, made directly) {set:.2} s: operator / write-set floor {:.2}",
+        op / set
     );
     println!(
         "writes per AzureGroupBinding during convergence: {writes_per_agb:.2} (its own create included)"

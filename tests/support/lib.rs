@@ -404,13 +404,15 @@ pub async fn wait_for_reason_within(
     .await
 }
 
-/// Sum of `apiserver_request_total` over write verbs for `resources`, from the API server's own
-/// `/metrics`: what every client, the operator included, wrote.
-pub async fn apiserver_writes(client: &kube::Client, resources: &[&str]) -> anyhow::Result<f64> {
+/// `apiserver_request_total` from the API server's own `/metrics`, by verb and resource (with
+/// its subresource after a slash): what every client, the operator included, requested.
+pub async fn apiserver_requests(
+    client: &kube::Client,
+) -> anyhow::Result<std::collections::BTreeMap<(String, String), f64>> {
     let text = client
         .request_text(groupbinder_testenv::http_get("/metrics"))
         .await?;
-    let mut total = 0.0;
+    let mut totals = std::collections::BTreeMap::new();
     for line in text
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
@@ -420,19 +422,36 @@ pub async fn apiserver_writes(client: &kube::Client, resources: &[&str]) -> anyh
             let end = line[start..].find('"')? + start;
             Some(&line[start..end])
         };
-        let write = matches!(
-            label("verb"),
-            Some("POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION")
-        );
-        if write && label("resource").is_some_and(|r| resources.contains(&r)) {
-            total += line
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        }
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
+            continue;
+        };
+        let resource = match label("subresource").filter(|s| !s.is_empty()) {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_owned(),
+        };
+        let count: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *totals.entry((verb.to_owned(), resource)).or_default() += count;
     }
-    Ok(total)
+    Ok(totals)
+}
+
+/// Sum of [`apiserver_requests`] over write verbs for `resources` (subresources included).
+pub async fn apiserver_writes(client: &kube::Client, resources: &[&str]) -> anyhow::Result<f64> {
+    Ok(apiserver_requests(client)
+        .await?
+        .into_iter()
+        .filter(|((verb, resource), _)| {
+            matches!(
+                verb.as_str(),
+                "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
+            ) && resources.contains(&resource.split('/').next().unwrap_or_default())
+        })
+        .map(|(_, count)| count)
+        .sum())
 }
 
 /// Sends logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=groupbinder_controller=debug`).
