@@ -180,7 +180,9 @@ fn unread<K: Resource>(object: &mut K) {
     meta.annotations = None;
 }
 
-/// For caches that only say whether something exists: everything but its identity.
+/// Metadata down to the object's identity (name, uid, versions, timestamps): for caches that only
+/// say whether something exists, and for AzureGroupBindings, whose reconcile reads nothing else of
+/// their metadata (GitOps tools label them; those labels would otherwise be held for nothing).
 fn identity_only<K: Resource>(object: &mut K) {
     unread(object);
     let meta = object.meta_mut();
@@ -256,7 +258,7 @@ fn build_controller(
     let agbs = watch_events(
         Api::<Guarded>::all(client.clone()),
         watcher::Config::default().streaming_lists(),
-        unread,
+        identity_only,
     )
     .reflect(agb_writer)
     .applied_objects();
@@ -412,4 +414,52 @@ fn refers_to_namespace(
 ) -> bool {
     let (_, roles) = requested_roles(agb, settings);
     roles.iter().any(|r| r.namespace == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use groupbinder_api::AzureGroupBindingSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn an_azure_group_binding_is_cached_with_what_a_reconcile_reads() {
+        let mut agb = AzureGroupBinding::new("k10-admins", AzureGroupBindingSpec::default());
+        let meta = &mut agb.metadata;
+        meta.uid = Some("uid-1".into());
+        meta.resource_version = Some("42".into());
+        meta.generation = Some(3);
+        meta.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        meta.labels = Some([("kustomize.toolkit.fluxcd.io/name".into(), "rbac".into())].into());
+        meta.annotations = Some(
+            [(
+                "kubectl.kubernetes.io/last-applied-configuration".into(),
+                "{}".into(),
+            )]
+            .into(),
+        );
+        meta.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        meta.finalizers = Some(vec!["example.com/hold".into()]);
+        let kept = agb.clone();
+
+        identity_only(&mut agb);
+
+        let (meta, was) = (&agb.metadata, &kept.metadata);
+        assert_eq!(meta.name, was.name);
+        assert_eq!(meta.uid, was.uid);
+        assert_eq!(meta.resource_version, was.resource_version);
+        assert_eq!(meta.generation, was.generation);
+        assert_eq!(meta.deletion_timestamp, was.deletion_timestamp);
+        assert_eq!(agb.spec, kept.spec);
+        assert_eq!(
+            (
+                &meta.labels,
+                &meta.annotations,
+                &meta.managed_fields,
+                &meta.finalizers
+            ),
+            (&None, &None, &None, &None)
+        );
+    }
 }
