@@ -10,6 +10,9 @@
 //!   the object itself (under a twin of the CRD in another API group, which the operator does not
 //!   watch), its bindings, its status and one event.
 //!
+//! It also times creating the N objects alone (under the twin group): that much of the
+//! operator's timed window is the objects' own creation, which no operator can save.
+//!
 //! Each phase's CPU seconds per process are printed beside it. Then, once: write requests per
 //! AzureGroupBinding during convergence and during a forced full resync
 //! (`apiserver_request_total`), the operator's peak RSS, drift repair latency over 50 deleted
@@ -156,6 +159,16 @@ async fn create_bindings(client: &kube::Client, plan: &Plan) -> anyhow::Result<(
     Ok(())
 }
 
+/// Creates `agb` under the twin group.
+async fn create_twin(
+    twins: &Api<DynamicObject>,
+    agb: &AzureGroupBinding,
+) -> anyhow::Result<DynamicObject> {
+    let name = agb.metadata.name.as_deref().unwrap_or_default();
+    let object = DynamicObject::new(name, &twin()).data(serde_json::json!({"spec": agb.spec}));
+    Ok(twins.create(&PostParams::default(), &object).await?)
+}
+
 /// The operator's whole write set for one AzureGroupBinding, written directly: the object
 /// itself (under the twin group), its bindings, its status (server-side apply, the operator's
 /// field manager) and one event, each built by the operator's own code.
@@ -169,8 +182,7 @@ async fn write_directly(
     let twin = twin();
     let twins: Api<DynamicObject> = Api::all_with(client.clone(), &twin);
     let mut agb = AzureGroupBinding::new(name, spec);
-    let object = DynamicObject::new(name, &twin).data(serde_json::json!({"spec": agb.spec}));
-    let created = twins.create(&PostParams::default(), &object).await?;
+    let created = create_twin(&twins, &agb).await?;
     agb.metadata.uid = created.metadata.uid.clone();
     agb.metadata.generation = created.metadata.generation;
     let mut plan = plan(&agb, settings)?;
@@ -397,7 +409,8 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(SETTLE_GC).await;
     let settings = Settings::for_k10("k10", "kasten-io", "");
     let events = Publisher::new(client.clone(), "groupbinder-bench", "bench");
-    let (mut operator_times, mut floor_times, mut set_times) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut operator_times, mut floor_times) = (Vec::new(), Vec::new());
+    let (mut objects_times, mut set_times) = (Vec::new(), Vec::new());
     let mut writes_per_agb = 0.0;
     let mut first_round_rss = 0;
     let child = operator(&cp, 0)?;
@@ -422,6 +435,21 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         floor_times.push(floor);
         let floor_cpu = cpu.finish()?;
+        tokio::time::sleep(SETTLE).await;
+
+        // The objects alone: the part of the operator's timed window no operator can save.
+        let cpu = probe("objects", thousands)?;
+        let twins: Api<DynamicObject> = Api::all_with(client.clone(), &twin());
+        let objects = run_all(n, CONCURRENCY / 2, |i| {
+            let twins = &twins;
+            async move {
+                let agb = AzureGroupBinding::new(&format!("object-{round}-{i}"), spec(round, i));
+                create_twin(twins, &agb).await.map(|_| ())
+            }
+        })
+        .await?;
+        objects_times.push(objects);
+        let objects_cpu = cpu.finish()?;
         tokio::time::sleep(SETTLE).await;
 
         // The write-set floor: everything the operator writes, written directly.
@@ -477,6 +505,10 @@ async fn main() -> anyhow::Result<()> {
             n * (round + 1)
         );
         println!("  CPU seconds, floor:           {floor_cpu}");
+        println!(
+            "  objects alone {objects:.2} s ({:.2} of the floor), CPU seconds: {objects_cpu}",
+            objects / floor
+        );
         println!("  CPU seconds, write-set floor: {set_cpu}");
         println!("  CPU seconds, operator:        {operator_cpu}");
         tokio::time::sleep(SETTLE).await;
@@ -556,10 +588,15 @@ async fn main() -> anyhow::Result<()> {
         median(floor_times),
         median(set_times),
     );
+    let objects = median(objects_times);
     let worst = repairs.iter().copied().fold(0.0, f64::max);
     println!(
         "\nN={n}: operator {op:.2} s, floor {floor:.2} s, ratio {:.2} (medians of {rounds} rounds)",
         op / floor
+    );
+    println!(
+        "creating the N objects alone {objects:.2} s: {:.2} of the floor, inside every operator's timed window",
+        objects / floor
     );
     println!(
         "write-set floor (the operator's own writes, made directly) {set:.2} s: operator / write-set floor {:.2}",
