@@ -60,20 +60,15 @@ const WRITES: [&str; 4] = [
     "events",
 ];
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The value after `name` on the command line.
+fn flag(name: &str) -> Option<String> {
+    let mut args = std::env::args().skip_while(|a| a != name);
+    args.next()?;
+    args.next()
 }
 
-/// `--pprof DIR`: where to write kube-apiserver CPU profiles of round 1's two phases.
-fn pprof_dir() -> Option<std::path::PathBuf> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == "--pprof")?;
-    args.get(i + 1).map(Into::into)
+fn arg(name: &str, default: usize) -> usize {
+    flag(name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Starts a kube-apiserver CPU profile of the next `seconds` into `dir/name.pprof`.
@@ -115,9 +110,27 @@ fn twin_crd() -> CustomResourceDefinition {
     crd
 }
 
-fn twin() -> ApiResource {
-    let gvk = GroupVersionKind::gvk(TWIN_GROUP, "v1alpha1", "AzureGroupBinding");
-    ApiResource::from_gvk_with_plural(&gvk, "azuregroupbindings")
+/// AzureGroupBindings under the twin group.
+struct Twins {
+    resource: ApiResource,
+    api: Api<DynamicObject>,
+}
+
+impl Twins {
+    fn new(client: &kube::Client) -> Self {
+        let gvk = GroupVersionKind::gvk(TWIN_GROUP, "v1alpha1", "AzureGroupBinding");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "azuregroupbindings");
+        let api = Api::all_with(client.clone(), &resource);
+        Twins { resource, api }
+    }
+
+    /// Creates `agb` under the twin group.
+    async fn create(&self, agb: &AzureGroupBinding) -> anyhow::Result<DynamicObject> {
+        let name = agb.metadata.name.as_deref().unwrap_or_default();
+        let object =
+            DynamicObject::new(name, &self.resource).data(serde_json::json!({"spec": agb.spec}));
+        Ok(self.api.create(&PostParams::default(), &object).await?)
+    }
 }
 
 /// Takes groupbinder's label off the planned bindings, so that the operator neither caches them
@@ -159,16 +172,6 @@ async fn create_bindings(client: &kube::Client, plan: &Plan) -> anyhow::Result<(
     Ok(())
 }
 
-/// Creates `agb` under the twin group.
-async fn create_twin(
-    twins: &Api<DynamicObject>,
-    agb: &AzureGroupBinding,
-) -> anyhow::Result<DynamicObject> {
-    let name = agb.metadata.name.as_deref().unwrap_or_default();
-    let object = DynamicObject::new(name, &twin()).data(serde_json::json!({"spec": agb.spec}));
-    Ok(twins.create(&PostParams::default(), &object).await?)
-}
-
 /// The operator's whole write set for one AzureGroupBinding, written directly: the object
 /// itself (under the twin group), its bindings, its status (server-side apply, the operator's
 /// field manager) and one event, each built by the operator's own code.
@@ -176,13 +179,13 @@ async fn write_directly(
     client: &kube::Client,
     settings: &Settings,
     events: &Publisher,
+    twins: &Twins,
     name: &str,
     spec: AzureGroupBindingSpec,
 ) -> anyhow::Result<()> {
-    let twin = twin();
-    let twins: Api<DynamicObject> = Api::all_with(client.clone(), &twin);
+    let twin = &twins.resource;
     let mut agb = AzureGroupBinding::new(name, spec);
-    let created = create_twin(&twins, &agb).await?;
+    let created = twins.create(&agb).await?;
     agb.metadata.uid = created.metadata.uid.clone();
     agb.metadata.generation = created.metadata.generation;
     let mut plan = plan(&agb, settings)?;
@@ -212,6 +215,7 @@ async fn write_directly(
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
     twins
+        .api
         .patch_status(name, &params, &Patch::Apply(patch))
         .await?;
     let mut changes = Changes::default();
@@ -221,7 +225,7 @@ async fn write_directly(
     let event = changes
         .announcement(status.conditions.first())
         .context("becoming Ready is announced")?;
-    let regarding = created.object_ref(&twin);
+    let regarding = created.object_ref(twin);
     events
         .publish(regarding, event.type_, &event.reason, event.note)
         .await?;
@@ -387,7 +391,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let n = arg("--n", 1000);
     let rounds = arg("--rounds", 3);
-    let pprof = pprof_dir();
+    // `--pprof DIR`: where to write kube-apiserver CPU profiles of round 1's phases.
+    let pprof = flag("--pprof").map(std::path::PathBuf::from);
     let mut options = Options::default();
     if let Some(dir) = &pprof {
         std::fs::create_dir_all(dir)?;
@@ -409,6 +414,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(SETTLE_GC).await;
     let settings = Settings::for_k10("k10", "kasten-io", "");
     let events = Publisher::new(client.clone(), "groupbinder-bench", "bench");
+    let twins = Twins::new(&client);
     let (mut operator_times, mut floor_times) = (Vec::new(), Vec::new());
     let (mut objects_times, mut set_times) = (Vec::new(), Vec::new());
     let mut writes_per_agb = 0.0;
@@ -439,12 +445,11 @@ async fn main() -> anyhow::Result<()> {
 
         // The objects alone: the part of the operator's timed window no operator can save.
         let cpu = probe("objects", thousands)?;
-        let twins: Api<DynamicObject> = Api::all_with(client.clone(), &twin());
         let objects = run_all(n, CONCURRENCY / 2, |i| {
             let twins = &twins;
             async move {
                 let agb = AzureGroupBinding::new(&format!("object-{round}-{i}"), spec(round, i));
-                create_twin(twins, &agb).await.map(|_| ())
+                twins.create(&agb).await.map(|_| ())
             }
         })
         .await?;
@@ -455,10 +460,10 @@ async fn main() -> anyhow::Result<()> {
         // The write-set floor: everything the operator writes, written directly.
         let cpu = probe("write-set", 3 * thousands)?;
         let set = run_all(n, CONCURRENCY / 2, |i| {
-            let (client, settings, events) = (&client, &settings, &events);
+            let (client, settings, events, twins) = (&client, &settings, &events, &twins);
             async move {
                 let name = format!("direct-{round}-{i}");
-                write_directly(client, settings, events, &name, spec(round, i)).await
+                write_directly(client, settings, events, twins, &name, spec(round, i)).await
             }
         })
         .await?;
