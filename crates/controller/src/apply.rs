@@ -15,16 +15,13 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subje
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::owners::controller_of;
 
 /// ClusterRoleBinding or RoleBinding.
-pub trait Binding:
-    Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static
-{
+pub trait Binding: crate::Watched + Serialize {
     /// The binding's role.
     fn role_ref(&self) -> &RoleRef;
     /// The binding's subjects.

@@ -191,6 +191,29 @@ fn identity_only<K: Resource>(object: &mut K) {
     meta.finalizers = None;
 }
 
+/// What a watch can cache: a cluster-known kind that decodes from the API server's answers.
+pub trait Watched:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The events of a watch of every `K` (or those matching `config`): a 410 relists at once (see
 /// [`relist`]), other errors back off, and what is never read is taken off by `trim`.
 fn watch_events<K>(
@@ -199,13 +222,7 @@ fn watch_events<K>(
     trim: fn(&mut K),
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     relist::relist_at_once_when_expired(watcher(api, config))
         .backoff(watch_backoff())
@@ -225,13 +242,7 @@ pub fn cached<K>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     let (reader, writer) = reflector::store();
     let events = watch_events(api, config, trim);
