@@ -441,7 +441,7 @@ async fn roles_outside_the_allowlist_grant_nothing() -> anyhow::Result<()> {
         .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(
-        message.contains("cluster-admin not in the operator's allowlist"),
+        message.contains("ClusterRole cluster-admin is not in the operator's allowlist"),
         "{message}"
     );
     let group = format!("{SEED_PREFIX}{}", guid(6));
@@ -451,10 +451,16 @@ async fn roles_outside_the_allowlist_grant_nothing() -> anyhow::Result<()> {
             .await?
             .is_none()
     );
-    assert!(
-        crbs(&client).get_opt("greedy:k10-admin").await?.is_none(),
-        "a refused spec changes nothing"
-    );
+    // The allowed entry of the same spec is bound, and shown.
+    crbs(&client).get("greedy:k10-admin").await?;
+    let bound: Vec<String> = status
+        .status
+        .unwrap_or_default()
+        .bindings
+        .into_iter()
+        .map(|b| b.role)
+        .collect();
+    assert_eq!(bound, ["k10-admin"]);
     assert!(
         !can(
             &client,
@@ -620,7 +626,14 @@ async fn steady_state_and_forced_resyncs_write_nothing() -> anyhow::Result<()> {
     let (_, client) = setup().await?;
     let _serial = exclusive().await;
     let mut settings = seed_settings();
-    settings.allowed_roles.insert("view".into());
+    settings.allowed = groupbinder_api::Allowlist::parse(
+        settings
+            .allowed
+            .entries()
+            .iter()
+            .map(String::as_str)
+            .chain(["view"]),
+    )?;
     let operator = Operator::start(&client, config(settings.clone()));
     let mut names = Vec::new();
     for i in 0..20 {

@@ -10,9 +10,11 @@ pub const READY: &str = "Ready";
 pub mod reason {
     /// Every binding is in place and every role and namespace exists.
     pub const RECONCILED: &str = "Reconciled";
-    /// A requested role is outside the operator's allowlist; nothing was changed.
+    /// A requested role is outside the operator's allowlist: nothing is bound for it (the
+    /// allowed roles of the same spec are bound).
     pub const ROLE_NOT_ALLOWED: &str = "RoleNotAllowed";
-    /// The spec is invalid in a way the API server's admission did not catch; nothing was changed.
+    /// The spec is invalid in a way the API server's admission did not catch: no group can be
+    /// computed, and the object grants nothing until it is fixed.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A binding with the target name exists and belongs to someone else; it was left alone.
     pub const CONFLICT: &str = "Conflict";
@@ -22,6 +24,8 @@ pub mod reason {
     pub const NAMESPACE_NOT_FOUND: &str = "NamespaceNotFound";
     /// The API server refused a write; the controller retries with backoff.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// The object is being deleted (a finalizer holds it): its bindings were deleted at once.
+    pub const DELETING: &str = "Deleting";
 }
 
 /// Builds a condition, keeping `lastTransitionTime` from `previous` when the status is unchanged.

@@ -9,7 +9,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subje
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-use crate::names::{self, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL};
+use crate::allowlist::Allowlist;
+use crate::names::{self, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, OWNER_UID_LABEL};
 use crate::v1alpha1::{AzureGroupBinding, NamespacedRole, RoleKind, RoleName};
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -23,18 +24,18 @@ pub struct Settings {
     pub k10_namespace: String,
     /// Group prefix used when a spec leaves `groupPrefix` out (K10's `auth.oidcAuth.groupPrefix`).
     pub default_group_prefix: String,
-    /// Names of the roles and cluster roles a binding may refer to. Nothing else is ever bound.
-    pub allowed_roles: BTreeSet<String>,
+    /// The roles a binding may refer to. Nothing else is ever bound.
+    pub allowed: Allowlist,
 }
 
 impl Settings {
-    /// Settings for a K10 release, allowing exactly K10's own roles (see [`k10_roles`]).
+    /// Settings for a K10 release, allowing exactly K10's own roles (see [`Allowlist::k10`]).
     pub fn for_k10(release: &str, namespace: &str, default_group_prefix: &str) -> Self {
         Settings {
             k10_release: release.to_owned(),
             k10_namespace: namespace.to_owned(),
             default_group_prefix: default_group_prefix.to_owned(),
-            allowed_roles: k10_roles(release).into_iter().collect(),
+            allowed: Allowlist::k10(release, namespace),
         }
     }
 
@@ -49,37 +50,19 @@ impl Settings {
     }
 }
 
-/// The roles K10's Helm chart installs for `release`: the default allowlist.
-pub fn k10_roles(release: &str) -> Vec<String> {
-    ["admin", "ns-admin", "basic", "config-view"]
-        .iter()
-        .map(|suffix| format!("{release}-{suffix}"))
-        .collect()
-}
-
-/// Why a spec cannot be planned. Nothing is changed in the cluster for such a spec.
+/// Why no group can be computed for a spec. Such a spec grants nothing: every binding of its
+/// object is deleted until it is fixed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// Roles outside the allowlist were asked for.
-    #[error(
-        "{} not in the operator's allowlist ({}): remove {} from the spec, or ask the operator's administrator to add {} to --allowed-roles; nothing was changed",
-        list(.requested), list(.allowed), them(.requested), them(.requested)
-    )]
-    RoleNotAllowed {
-        /// The refused role names.
-        requested: Vec<String>,
-        /// The allowlist in force.
-        allowed: Vec<String>,
-    },
     /// The group object ID is not a lower-case GUID (the CRD's admission rules were bypassed or
     /// are outdated).
     #[error(
-        "spec.groupObjectId {0:?} is not a lower-case GUID like a318b1eb-8b78-4715-98ad-ffc8670ac79d; nothing was changed"
+        "spec.groupObjectId {0:?} is not a lower-case GUID like a318b1eb-8b78-4715-98ad-ffc8670ac79d; this object grants nothing until it is fixed"
     )]
     InvalidGroupObjectId(String),
     /// The group prefix is reserved or malformed.
     #[error(
-        "group prefix {0:?} must not start with 'system:' or contain white space; nothing was changed"
+        "group prefix {0:?} must not start with 'system:' or contain white space or invisible characters; this object grants nothing until it is fixed"
     )]
     InvalidGroupPrefix(String),
     /// The object has no name.
@@ -90,19 +73,43 @@ pub enum PlanError {
 impl PlanError {
     /// The `Ready` condition reason this error is reported with.
     pub fn reason(&self) -> &'static str {
-        match self {
-            PlanError::RoleNotAllowed { .. } => crate::conditions::reason::ROLE_NOT_ALLOWED,
-            _ => crate::conditions::reason::INVALID_SPEC,
+        crate::conditions::reason::INVALID_SPEC
+    }
+}
+
+/// A role the spec asks for that the allowlist does not permit: nothing is bound for it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RefusedRole {
+    /// `Role` or `ClusterRole`.
+    pub kind: RoleKind,
+    /// The namespace of the RoleBinding it would need; `None` for a ClusterRoleBinding.
+    pub namespace: Option<String>,
+    /// The role's name.
+    pub name: String,
+}
+
+impl std::fmt::Display for RefusedRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.kind, &self.namespace) {
+            (RoleKind::Role, Some(ns)) => write!(f, "Role {ns}/{}", self.name),
+            (RoleKind::ClusterRole, Some(ns)) => write!(f, "ClusterRole {} in {ns}", self.name),
+            (kind, None) => write!(f, "{} {}", kind.as_str(), self.name),
         }
     }
 }
 
-fn list(items: &[String]) -> String {
-    items.join(", ")
-}
-
-fn them(items: &[String]) -> &'static str {
-    if items.len() == 1 { "it" } else { "them" }
+/// The message for refused roles: which, what the allowlist holds, how to fix it.
+pub fn refusal_message(refused: &[RefusedRole], allowed: &Allowlist) -> String {
+    let names: Vec<String> = refused.iter().map(ToString::to_string).collect();
+    let (them, are) = if refused.len() == 1 {
+        ("it", "is")
+    } else {
+        ("them", "are")
+    };
+    format!(
+        "{} {are} not in the operator's allowlist ({allowed}): nothing is bound for {them}; remove {them} from the spec, or ask the operator's administrator to allow {them} (--allowed-roles: a ClusterRole by name, a Role as namespace/name)",
+        names.join(", ")
+    )
 }
 
 /// Identifies one binding: its kind, namespace (for a RoleBinding) and name.
@@ -143,6 +150,8 @@ pub struct Plan {
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
     /// One RoleBinding per namespaced role, sorted by namespace and name.
     pub role_bindings: Vec<RoleBinding>,
+    /// The roles asked for that the allowlist refuses: nothing is bound for them.
+    pub refused: Vec<RefusedRole>,
 }
 
 impl Plan {
@@ -177,10 +186,12 @@ pub fn requested_roles(
     }
 }
 
-/// Computes the bindings `agb` asks for under `settings`.
+/// Computes the bindings `agb` asks for under `settings`: one for each role the spec names and
+/// the allowlist permits. Roles it does not permit are listed in [`Plan::refused`] and get
+/// nothing. A spec whose group cannot be computed is an error, and plans nothing.
 ///
-/// The result carries a controller ownerReference to `agb` when it has a `uid` (it came from the
-/// API server); a spec read from a file plans the same bindings without one.
+/// The result carries a controller ownerReference to `agb`, and a label with its uid, when it has
+/// a `uid` (it came from the API server); a spec read from a file plans the same bindings without.
 pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanError> {
     let owner = agb.metadata.name.as_deref().ok_or(PlanError::MissingName)?;
     let spec = &agb.spec;
@@ -193,33 +204,55 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
         .group_prefix
         .as_deref()
         .unwrap_or(&settings.default_group_prefix);
-    if prefix.starts_with("system:") || prefix.chars().any(char::is_whitespace) {
+    if !is_valid_prefix(prefix) {
         return Err(PlanError::InvalidGroupPrefix(prefix.to_owned()));
     }
     let group = format!("{prefix}{}", spec.group_object_id);
 
     let (cluster_roles, roles) = requested_roles(agb, settings);
-    let refused: BTreeSet<String> = cluster_roles
+    let allowed = &settings.allowed;
+    let mut refused = BTreeSet::new();
+    let cluster_roles: Vec<&RoleName> = cluster_roles
         .iter()
-        .chain(roles.iter().map(|r| &r.name))
-        .filter(|name| !settings.allowed_roles.contains(name.as_str()))
-        .map(|name| name.0.clone())
+        .filter(|role| {
+            let ok = allowed.permits(RoleKind::ClusterRole, None, role.as_str());
+            if !ok {
+                refused.insert(RefusedRole {
+                    kind: RoleKind::ClusterRole,
+                    namespace: None,
+                    name: role.0.clone(),
+                });
+            }
+            ok
+        })
         .collect();
-    if !refused.is_empty() {
-        return Err(PlanError::RoleNotAllowed {
-            requested: refused.into_iter().collect(),
-            allowed: settings.allowed_roles.iter().cloned().collect(),
-        });
-    }
+    let roles: Vec<&NamespacedRole> = roles
+        .iter()
+        .filter(|r| {
+            let ok = allowed.permits(r.kind, Some(&r.namespace), r.name.as_str());
+            if !ok {
+                refused.insert(RefusedRole {
+                    kind: r.kind,
+                    namespace: Some(r.namespace.clone()),
+                    name: r.name.0.clone(),
+                });
+            }
+            ok
+        })
+        .collect();
 
     let owner_ref = agb.controller_owner_ref(&());
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        (OWNER_LABEL.to_owned(), names::owner_label_value(owner)),
+    ]);
+    if let Some(uid) = agb.metadata.uid.as_ref() {
+        labels.insert(OWNER_UID_LABEL.to_owned(), uid.clone());
+    }
     let meta = |namespace: Option<&str>, role: &RoleName| ObjectMeta {
         name: Some(names::binding_name(owner, role.as_str())),
         namespace: namespace.map(str::to_owned),
-        labels: Some(BTreeMap::from([
-            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
-            (OWNER_LABEL.to_owned(), names::owner_label_value(owner)),
-        ])),
+        labels: Some(labels.clone()),
         owner_references: owner_ref.clone().map(|o| vec![o]),
         ..ObjectMeta::default()
     };
@@ -235,7 +268,7 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
         name: name.0.clone(),
     };
 
-    let unique_cluster_roles: BTreeSet<&RoleName> = cluster_roles.iter().collect();
+    let unique_cluster_roles: BTreeSet<&RoleName> = cluster_roles.into_iter().collect();
     let cluster_role_bindings = unique_cluster_roles
         .into_iter()
         .map(|role| ClusterRoleBinding {
@@ -260,7 +293,23 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
         group,
         cluster_role_bindings,
         role_bindings,
+        refused: refused.into_iter().collect(),
     })
+}
+
+/// Whether `prefix` may stand before a group object ID: not `system:` (Kubernetes' own names),
+/// no white space, control or invisible formatting characters (U+00A0 or U+200B look like
+/// nothing, yet make a group name that no token carries).
+pub fn is_valid_prefix(prefix: &str) -> bool {
+    !prefix.starts_with("system:")
+        && !prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+}
+
+/// Unicode format characters (category Cf) that turn up in copied text.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
 }
 
 /// Whether `s` is an Entra ID object ID as tokens carry it: a lower-case GUID.

@@ -1,12 +1,14 @@
 //! groupbinder's API: the `AzureGroupBinding` custom resource, its status conditions, and the pure
 //! function from a spec to the RBAC bindings it asks for. Nothing here talks to a cluster.
 
+pub mod allowlist;
 pub mod conditions;
 pub mod desired;
 pub mod names;
 pub mod v1alpha1;
 
-pub use desired::{BindingKey, Plan, PlanError, Settings, plan};
+pub use allowlist::{Allowlist, AllowlistError};
+pub use desired::{BindingKey, Plan, PlanError, RefusedRole, Settings, plan};
 pub use v1alpha1::{
     AzureGroupBinding, AzureGroupBindingSpec, AzureGroupBindingStatus, BindingStatus,
     NamespacedRole, RoleKind, RoleName,

@@ -8,8 +8,12 @@ pub const FIELD_MANAGER: &str = "groupbinder";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] on groupbinder's bindings.
 pub const MANAGED_BY: &str = "groupbinder";
-/// Label naming the `AzureGroupBinding` a binding belongs to (see [`owner_label_value`]).
+/// Label naming the `AzureGroupBinding` a binding belongs to, for people (see
+/// [`owner_label_value`]).
 pub const OWNER_LABEL: &str = "groupbinder.dev/azuregroupbinding";
+/// Label holding the uid of the `AzureGroupBinding` a binding belongs to: what the controller
+/// selects by. Unlike a name, a uid is never reused, nor shared by two objects.
+pub const OWNER_UID_LABEL: &str = "groupbinder.dev/azuregroupbinding-uid";
 /// Label selector matching every binding groupbinder manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=groupbinder";
 
@@ -31,9 +35,10 @@ pub fn binding_name(owner: &str, role: &str) -> String {
 }
 
 /// Value of [`OWNER_LABEL`] for the `AzureGroupBinding` named `owner`: the name itself when it
-/// fits in a label value (63 characters), otherwise a cut of it that ends in a hash of the name.
+/// fits in a label value (63 characters), otherwise a cut of it, `_`, and a hash of the name.
+/// Object names never hold `_`, so a cut value is never the name of another object.
 pub fn owner_label_value(owner: &str) -> String {
-    shorten(owner, MAX_LABEL_VALUE, '-')
+    shorten(owner, MAX_LABEL_VALUE, '_')
 }
 
 /// Name of an event about the object named `object`, unique by `suffix` (a time, say):
@@ -114,6 +119,20 @@ mod tests {
             "no separator before the hash: {value}"
         );
         assert_ne!(value, owner_label_value(&format!("{owner}z")));
+    }
+
+    #[test]
+    fn a_cut_label_value_is_never_another_objects_name() {
+        // An object may be named exactly like another's cut label value: `-` would make them
+        // share a label value, and `-l groupbinder.dev/azuregroupbinding=...` list both.
+        let long = "x".repeat(70);
+        let cut = owner_label_value(&long);
+        assert!(cut.contains('_'), "{cut}");
+        assert!(
+            !cut.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'),
+            "{cut} would be a valid object name"
+        );
     }
 
     #[test]

@@ -86,8 +86,10 @@ pub struct AzureGroupBindingSpec {
     #[x_kube(validation = Rule::new("!self.startsWith('system:')").message(
         "must not start with 'system:': that prefix is reserved for Kubernetes' own users and groups"
     ))]
-    #[x_kube(validation = Rule::new("!self.matches('\\\\s')").message(
-        "must not contain white space: K10 compares group names exactly"
+    // RE2's `\s` is ASCII only: `\p{Z}` adds the no-break and other Unicode spaces, `\p{Cc}` and
+    // `\p{Cf}` control and invisible formatting characters (U+200B), all pasted by accident.
+    #[x_kube(validation = Rule::new("!self.matches('[\\\\s\\\\p{Z}\\\\p{Cc}\\\\p{Cf}]')").message(
+        "must not contain white space or invisible characters (such as U+00A0 or U+200B): K10 compares group names exactly"
     ))]
     #[schemars(length(max = 128))]
     pub group_prefix: Option<String>,

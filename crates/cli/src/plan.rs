@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use groupbinder_api::{AzureGroupBinding, PlanError};
+use groupbinder_api::AzureGroupBinding;
+use groupbinder_api::desired::refusal_message;
 use kube::Resource;
 
 use crate::settings::SettingsArgs;
@@ -30,11 +31,11 @@ enum PlanFailure {
     Parse(String, String),
     #[error("{0}: InvalidSpec: the AzureGroupBinding cannot be read: {1}")]
     Decode(String, serde_json::Error),
-    #[error("AzureGroupBinding {name}: {reason}: {error}")]
+    #[error("AzureGroupBinding {name}: {reason}: {message}")]
     Refused {
         name: String,
         reason: &'static str,
-        error: PlanError,
+        message: String,
     },
 }
 
@@ -45,6 +46,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let (agbs, mut failures) = load(&args.files);
     let mut out = Vec::new();
     for agb in agbs {
+        let name = agb.meta().name.clone().unwrap_or_default();
         match groupbinder_api::plan(&agb, &settings) {
             Ok(plan) => {
                 for crb in &plan.cluster_role_bindings {
@@ -53,15 +55,20 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
                 for rb in &plan.role_bindings {
                     out.push(serde_saphyr::to_string(rb)?);
                 }
+                // The controller binds the rest and refuses these, as here.
+                if !plan.refused.is_empty() {
+                    failures.push(PlanFailure::Refused {
+                        name,
+                        reason: groupbinder_api::conditions::reason::ROLE_NOT_ALLOWED,
+                        message: refusal_message(&plan.refused, &settings.allowed),
+                    });
+                }
             }
-            Err(error) => {
-                let name = agb.meta().name.clone().unwrap_or_default();
-                failures.push(PlanFailure::Refused {
-                    name,
-                    reason: error.reason(),
-                    error,
-                });
-            }
+            Err(error) => failures.push(PlanFailure::Refused {
+                name,
+                reason: error.reason(),
+                message: error.to_string(),
+            }),
         }
     }
     for doc in &out {

@@ -126,7 +126,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(
             k10_release = %config.settings.k10_release,
             k10_namespace = %config.settings.k10_namespace,
-            allowed_roles = ?config.settings.allowed_roles,
+            allowed_roles = %config.settings.allowed,
             leader_election = config.leader_election.is_some(),
             "starting groupbinder"
         );

@@ -1,8 +1,7 @@
 //! The operator settings flags, shared by `run` and `plan` so both compute the same bindings.
 
 use clap::Args;
-use groupbinder_api::Settings;
-use groupbinder_api::desired::k10_roles;
+use groupbinder_api::{Allowlist, Settings};
 
 /// Where K10 is, and what an AzureGroupBinding may bind.
 #[derive(Debug, Clone, Args)]
@@ -16,9 +15,11 @@ pub struct SettingsArgs {
     /// Group prefix for specs that set none: K10's auth.oidcAuth.groupPrefix.
     #[arg(long, env = "GROUPBINDER_DEFAULT_GROUP_PREFIX", default_value = "")]
     pub default_group_prefix: String,
-    /// Comma-separated names of the roles and cluster roles an AzureGroupBinding may bind
-    /// [default: the K10 release's admin, ns-admin, basic and config-view roles].
-    #[arg(long, env = "GROUPBINDER_ALLOWED_ROLES", value_delimiter = ',')]
+    /// Comma-separated roles an AzureGroupBinding may bind: a ClusterRole by its name (bound
+    /// cluster-wide or in any namespace), a Role as namespace/name (bound in that namespace only)
+    /// [default: the K10 release's ClusterRoles <release>-admin, -basic and -config-view, and the
+    /// Role <k10-namespace>/<release>-ns-admin].
+    #[arg(long, env = "GROUPBINDER_ALLOWED_ROLES", value_delimiter = ',', value_parser = allowlist_entry)]
     pub allowed_roles: Option<Vec<String>>,
 }
 
@@ -30,15 +31,17 @@ impl SettingsArgs {
             &self.k10_namespace,
             &self.default_group_prefix,
         );
-        let allowed = self
-            .allowed_roles
-            .clone()
-            .unwrap_or_else(|| k10_roles(&self.k10_release));
-        settings.allowed_roles = allowed
-            .into_iter()
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty())
-            .collect();
+        if let Some(entries) = &self.allowed_roles {
+            // Every entry was checked by `allowlist_entry`; were one not, nothing would be allowed.
+            settings.allowed = Allowlist::parse(entries.iter().map(String::as_str)).unwrap_or_default();
+        }
         settings
     }
+}
+
+/// One `--allowed-roles` entry: `name` or `namespace/name`.
+fn allowlist_entry(entry: &str) -> Result<String, String> {
+    Allowlist::parse([entry])
+        .map(|_| entry.trim().to_owned())
+        .map_err(|e| e.to_string())
 }

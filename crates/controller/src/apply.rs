@@ -18,7 +18,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use serde::Serialize;
 
-use crate::owners::controller_of;
+use crate::owners::{Claim, claim, claimed_by, controller_of};
 
 /// ClusterRoleBinding or RoleBinding.
 pub trait Binding: crate::Watched + Serialize {
@@ -76,6 +76,9 @@ pub enum Applied {
     Created,
     /// It had drifted and was put back.
     Updated,
+    /// It was labelled as this object's but had lost its controller ownerReference: the
+    /// ownerReference was put back (with anything else that had drifted).
+    Adopted,
     /// The name is taken by a binding this object does not control; it was left untouched.
     Conflict {
         /// Who controls it.
@@ -90,9 +93,10 @@ fn holder(meta: &ObjectMeta) -> String {
     }
 }
 
-/// Whether `meta` is controlled by the object with `uid`.
-pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
-    controller_of(meta).is_some_and(|o| o.uid == uid)
+/// Whether the binding with `meta` belongs to the AzureGroupBinding with `uid` (see
+/// [`crate::owners::claim`]).
+pub fn claimed(meta: &ObjectMeta, uid: &str) -> bool {
+    claimed_by(meta) == Some(uid)
 }
 
 /// Makes `desired` exist as planned (see the module documentation).
@@ -144,11 +148,16 @@ pub async fn ensure<B: Binding>(
             Err(source) => Err(fail("create")(source)),
         };
     };
-    if !controlled_by(actual.meta(), owner_uid) {
+    if !claimed(actual.meta(), owner_uid) {
         return Ok(Applied::Conflict {
             holder: holder(actual.meta()),
         });
     }
+    let done = if matches!(claim(actual.meta()), Claim::Orphaned(_)) {
+        Applied::Adopted
+    } else {
+        Applied::Updated
+    };
     if is_satisfied(
         desired.meta(),
         desired.role_ref(),
@@ -166,22 +175,33 @@ pub async fn ensure<B: Binding>(
         api.create(&post_params(), desired)
             .await
             .map_err(fail("create"))?;
-        return Ok(Applied::Updated);
+        return Ok(done);
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&key.name, &params, &Patch::Apply(desired))
         .await
         .map_err(fail("apply"))?;
-    Ok(Applied::Updated)
+    Ok(done)
 }
 
 /// Deletes the binding described by `meta`, only if it is still that very object (uid
 /// precondition). A binding that is already gone counts as deleted.
+///
+/// A binding held back by finalizers would keep granting while it waits: RBAC does not look at
+/// `deletionTimestamp`. Anyone who may patch bindings can add a finalizer (that change skips
+/// RBAC's escalation check), so the finalizers of a binding being revoked are removed.
 pub async fn delete<B: Binding>(
     api: &Api<B>,
     key: &BindingKey,
     meta: &ObjectMeta,
 ) -> Result<(), ApplyError> {
+    let fail = |action: &'static str| {
+        move |source| ApplyError {
+            action,
+            binding: key.clone(),
+            source,
+        }
+    };
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: meta.uid.clone(),
@@ -189,18 +209,32 @@ pub async fn delete<B: Binding>(
         }),
         ..DeleteParams::default()
     };
-    match api.delete(&key.name, &params).await {
+    let lingering = match api.delete(&key.name, &params).await {
+        Ok(either) => either.left(),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => None,
+        Err(source) => return Err(fail("delete")(source)),
+    };
+    let Some(lingering) = lingering.filter(|b| {
+        b.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty())
+            && b.meta().uid == meta.uid
+    }) else {
+        return Ok(());
+    };
+    tracing::warn!(binding = %key, finalizers = ?lingering.meta().finalizers, "removing the finalizers that hold back a revoked binding");
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": null, "uid": lingering.meta().uid}
+    });
+    match api
+        .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(ApplyError {
-            action: "delete",
-            binding: key.clone(),
-            source,
-        }),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(source) => Err(fail("remove the finalizers of")(source)),
     }
 }
 
-/// The cached bindings controlled by `owner_uid` whose keys are not in `keep`.
+/// The cached bindings claimed by `owner_uid` whose keys are not in `keep`.
 pub fn stale<B: Binding>(
     cache: &Store<B>,
     owners: &crate::OwnerIndex<B>,
@@ -211,7 +245,7 @@ pub fn stale<B: Binding>(
         .owned_by(owner_uid)
         .iter()
         .filter_map(|reference| cache.get(reference))
-        .filter(|b| controlled_by(b.meta(), owner_uid) && !keep.contains(&key_of(b.meta())))
+        .filter(|b| claimed(b.meta(), owner_uid) && !keep.contains(&key_of(b.meta())))
         .collect()
 }
 
@@ -220,9 +254,4 @@ fn post_params() -> PostParams {
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.to_owned()),
     }
-}
-
-/// The name of a binding, for logs and events.
-pub fn describe<B: Binding>(binding: &B) -> String {
-    key_of(binding.meta()).to_string()
 }

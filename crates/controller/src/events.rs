@@ -59,10 +59,22 @@ impl Changes {
         self.repaired = true;
     }
 
-    /// `binding` was deleted: it is no longer planned.
+    /// `binding` was deleted: the spec and the allowlist no longer give it.
     pub fn deleted(&mut self, binding: &BindingKey) {
         self.done
-            .push(format!("deleted {binding}: no longer in the spec"));
+            .push(format!("deleted {binding}: no longer given by the spec and allowlist"));
+    }
+
+    /// `binding` had lost its ownerReference (it would have outlived this object) and got it back.
+    pub fn adopted(&mut self, binding: &BindingKey) {
+        self.done
+            .push(format!("put the ownerReference of {binding} back"));
+        self.repaired = true;
+    }
+
+    /// Whether nothing was changed.
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty()
     }
 
     /// The one event for a reconcile: the new `Ready` condition if it changed (`became`), with
@@ -284,7 +296,7 @@ mod tests {
         assert_eq!(
             event.note,
             "put RoleBinding kasten-io/a:k10-ns-admin back as declared; \
-             deleted RoleBinding kasten-io/a:k10-basic: no longer in the spec"
+             deleted RoleBinding kasten-io/a:k10-basic: no longer given by the spec and allowlist"
         );
 
         let mut deleted = Changes::default();

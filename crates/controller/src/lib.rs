@@ -6,6 +6,7 @@ pub mod apply;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod orphans;
 pub mod owners;
 pub mod reconcile;
 pub mod relist;
@@ -103,9 +104,29 @@ pub async fn run(
         });
     }
 
-    let (controller, caches) = build_controller(&client, &config, stop.clone());
+    let (crb_orphans_tx, crb_orphans) = tokio::sync::mpsc::unbounded_channel();
+    let (rb_orphans_tx, rb_orphans) = tokio::sync::mpsc::unbounded_channel();
+    let (controller, caches) = build_controller(
+        &client,
+        &config,
+        stop.clone(),
+        (crb_orphans_tx, rb_orphans_tx),
+    );
     let events = events::Publisher::new(client.clone(), "groupbinder", &config.instance);
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let sweeper = orphans::Sweeper {
+        client: client.clone(),
+        events: events.clone(),
+        metrics: metrics.clone(),
+        synced: synced.clone(),
+        stop: stop.clone(),
+    };
+    tokio::spawn(
+        sweeper
+            .clone()
+            .run(caches.cluster_role_bindings.clone(), crb_orphans),
+    );
+    tokio::spawn(sweeper.run(caches.role_bindings.clone(), rb_orphans));
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.settings.clone(),
@@ -113,6 +134,7 @@ pub async fn run(
         metrics,
         events,
         synced,
+        lost.clone(),
     ));
     let ready_health = health.clone();
     tokio::spawn(async move {
@@ -261,6 +283,10 @@ fn build_controller(
     client: &Client,
     config: &Config,
     stop: CancellationToken,
+    (crb_orphans, rb_orphans): (
+        orphans::Sender<ClusterRoleBinding>,
+        orphans::Sender<RoleBinding>,
+    ),
 ) -> (Controller<Guarded>, Caches) {
     let managed = watcher::Config::default()
         .streaming_lists()
@@ -287,6 +313,18 @@ fn build_controller(
         unread,
         Some(rb_owners.clone()),
     );
+    // Orphans (labelled as ours, no controller) go to the sweeper too: it deletes those whose
+    // AzureGroupBinding is gone; the mapper below sends the others to their object's reconcile.
+    let crb_events = crb_events.inspect(move |b| {
+        if let Ok(b) = b {
+            orphans::report(&crb_orphans, b);
+        }
+    });
+    let rb_events = rb_events.inspect(move |b| {
+        if let Ok(b) = b {
+            orphans::report(&rb_orphans, b);
+        }
+    });
     // Only whether roles and namespaces exist matters: watch their metadata.
     let everything = || watcher::Config::default().streaming_lists();
     let (cluster_roles, cluster_role_events) = cached(
@@ -339,7 +377,7 @@ fn build_controller(
     let by_role = referring(agb_reader.clone(), settings.clone(), refers_to_role);
     let by_namespace = referring(agb_reader.clone(), settings, refers_to_namespace);
 
-    let mut controller = Controller::for_stream(agbs, agb_reader)
+    let mut controller = Controller::for_stream(agbs, agb_reader.clone())
         .with_config(controller::Config::default().concurrency(config.concurrency))
         // The controller also backs off its merged trigger streams (up to 30 s by default), on an
         // error from any of them: after an outage each watch's one 410 "too old resource version"
@@ -351,8 +389,14 @@ fn build_controller(
         // Not `owns_stream`: kube maps an ownerReference to the owner's name *in the child's
         // namespace*, and for a cluster-scoped owner of a RoleBinding that is another key than the
         // owner's own, so two reconciles of one object could run at once (and write twice).
-        .watches_stream(crb_events, |b| agb_owning(b.meta()))
-        .watches_stream(rb_events, |b| agb_owning(b.meta()))
+        .watches_stream(crb_events, {
+            let agbs = agb_reader.clone();
+            move |b| agb_claiming(b.meta(), &agbs)
+        })
+        .watches_stream(rb_events, {
+            let agbs = agb_reader.clone();
+            move |b| agb_claiming(b.meta(), &agbs)
+        })
         .watches_stream(cluster_role_events, move |r| {
             by_cluster_role(r.name_any(), None)
         })
@@ -376,15 +420,20 @@ fn tokio_stream_interval(every: Duration) -> impl Stream<Item = ()> + Send + 'st
     )
 }
 
-/// The AzureGroupBinding that controls the object with `meta`, if any (cluster-scoped: no
-/// namespace in the reference).
-fn agb_owning(meta: &kube::core::ObjectMeta) -> Option<ObjectRef<Guarded>> {
-    owners::controller_of(meta)
-        .filter(|o| {
-            o.kind == AzureGroupBinding::kind(&())
-                && o.api_version == AzureGroupBinding::api_version(&())
-        })
-        .map(|o| ObjectRef::new(&o.name))
+/// The AzureGroupBinding that claims the binding with `meta` (see [`owners::claim`]), if any
+/// (cluster-scoped: no namespace in the reference). An orphan is found by its uid label among
+/// the cached objects.
+fn agb_claiming(
+    meta: &kube::core::ObjectMeta,
+    agbs: &Store<Guarded>,
+) -> Option<ObjectRef<Guarded>> {
+    match owners::claim(meta) {
+        owners::Claim::Controlled(_) => owners::controller_of(meta).map(|o| ObjectRef::new(&o.name)),
+        owners::Claim::Orphaned(Some(uid)) => agbs
+            .find(|g| g.uid().as_deref() == Some(uid))
+            .map(|g| ObjectRef::from_obj(&*g)),
+        owners::Claim::Orphaned(None) | owners::Claim::Foreign => None,
+    }
 }
 
 /// Whether `agb` binds the ClusterRole `name` (cluster-wide or in a namespace).

@@ -27,7 +27,7 @@ pub struct KindLabels {
 /// Labels of a write the controller made.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
-    /// `create`, `apply`, `delete` or `status`.
+    /// `create`, `apply`, `delete` or `status`; for orphans `adopted` or `deleted`.
     pub action: &'static str,
 }
 
@@ -47,6 +47,8 @@ pub struct Metrics {
     pub bindings: Family<KindLabels, Gauge>,
     /// Writes sent to the API server, by action.
     pub writes: Family<WriteLabels, Counter>,
+    /// Bindings found without their AzureGroupBinding's ownerReference, by what was done.
+    pub orphans: Family<WriteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,7 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let bindings = Family::<KindLabels, Gauge>::default();
         let writes = Family::<WriteLabels, Counter>::default();
+        let orphans = Family::<WriteLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles of AzureGroupBindings",
@@ -95,6 +98,11 @@ impl Metrics {
             "Writes sent to the API server, by action",
             writes.clone(),
         );
+        registry.register(
+            "orphaned_bindings",
+            "Bindings labelled as groupbinder's found without their AzureGroupBinding's ownerReference, by action: adopted (ownerReference put back) or deleted",
+            orphans.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -103,7 +111,13 @@ impl Metrics {
             duration,
             bindings,
             writes,
+            orphans,
         }
+    }
+
+    /// Counts one orphaned binding `adopted` or `deleted`.
+    pub fn orphan(&self, action: &'static str) {
+        self.orphans.get_or_create(&WriteLabels { action }).inc();
     }
 
     /// Counts one write.

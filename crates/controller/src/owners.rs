@@ -1,4 +1,5 @@
-//! Which cached bindings each AzureGroupBinding controls, kept up to date from the watch events.
+//! Which binding belongs to which AzureGroupBinding ([`claimed_by`]), and an index of the cached
+//! bindings by that owner, kept up to date from the watch events.
 //!
 //! A reconcile looks for bindings its object no longer plans. Scanning the whole cache for them
 //! costs O(all bindings) per reconcile, O(n²) when every object is reconciled after a start; with
@@ -7,12 +8,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use groupbinder_api::AzureGroupBinding;
+use groupbinder_api::names::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_UID_LABEL};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
-/// Objects by the uid of their controller (the ownerReference with `controller: true`).
+/// Objects by the uid of the AzureGroupBinding that [claims](claimed_by) them.
 pub struct OwnerIndex<K: Resource<DynamicType = ()>> {
     inner: Arc<RwLock<Inner<K>>>,
 }
@@ -82,12 +85,65 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|o| o.controller == Some(true))
 }
 
+/// Whether `owner` refers to an AzureGroupBinding: API group `groupbinder.dev` (any version) and
+/// kind `AzureGroupBinding`. A uid alone proves nothing: it is readable by anyone who may read the
+/// object, and can be written into an ownerReference of another kind.
+pub fn is_azure_group_binding(owner: &OwnerReference) -> bool {
+    let group = owner.api_version.split_once('/').map(|(group, _)| group);
+    owner.kind == AzureGroupBinding::kind(&()) && group == Some(AzureGroupBinding::group(&()).as_ref())
+}
+
+/// Whether `meta` carries groupbinder's managed-by label.
+pub fn labelled_as_ours(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY)
+}
+
+/// Who a binding belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim<'a> {
+    /// Its controller ownerReference is an AzureGroupBinding with this uid.
+    Controlled(&'a str),
+    /// It is labelled as groupbinder's but has no controller ownerReference (it was removed, by
+    /// hand or by the garbage collector orphaning it): the uid label, if any, names the object it
+    /// was made for.
+    Orphaned(Option<&'a str>),
+    /// Not groupbinder's: another controller, or neither label nor controller.
+    Foreign,
+}
+
+/// Who the binding with `meta` belongs to (see [`Claim`]).
+pub fn claim(meta: &ObjectMeta) -> Claim<'_> {
+    match controller_of(meta) {
+        Some(owner) if is_azure_group_binding(owner) => Claim::Controlled(&owner.uid),
+        Some(_) => Claim::Foreign,
+        None if labelled_as_ours(meta) => Claim::Orphaned(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(OWNER_UID_LABEL))
+                .map(String::as_str),
+        ),
+        None => Claim::Foreign,
+    }
+}
+
+/// The uid of the AzureGroupBinding a binding belongs to: its controller, or for an orphan the
+/// object named by its uid label.
+pub fn claimed_by(meta: &ObjectMeta) -> Option<&str> {
+    match claim(meta) {
+        Claim::Controlled(uid) | Claim::Orphaned(Some(uid)) => Some(uid),
+        Claim::Orphaned(None) | Claim::Foreign => None,
+    }
+}
+
 fn controller_uid<K: Resource>(object: &K) -> Option<String> {
-    controller_of(object.meta()).map(|o| o.uid.clone())
+    claimed_by(object.meta()).map(str::to_owned)
 }
 
 impl<K: Resource<DynamicType = ()>> OwnerIndex<K> {
-    /// The objects controlled by the object with `uid`.
+    /// The objects claimed by the AzureGroupBinding with `uid`.
     pub fn owned_by(&self, uid: &str) -> Vec<ObjectRef<K>> {
         let inner = self
             .inner
@@ -142,14 +198,64 @@ mod tests {
         let mut b = RoleBinding::default();
         b.metadata.name = Some(name.to_owned());
         b.metadata.namespace = Some("kasten-io".to_owned());
-        b.metadata.owner_references = owner.map(|uid| {
-            vec![OwnerReference {
-                controller: Some(true),
-                uid: uid.to_owned(),
-                ..OwnerReference::default()
-            }]
-        });
+        b.metadata.owner_references = owner.map(|uid| vec![agb_owner(uid)]);
         b
+    }
+
+    fn agb_owner(uid: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: "groupbinder.dev/v1alpha1".into(),
+            kind: "AzureGroupBinding".into(),
+            name: "a".into(),
+            controller: Some(true),
+            uid: uid.to_owned(),
+            ..OwnerReference::default()
+        }
+    }
+
+    fn labelled(mut b: RoleBinding, uid: Option<&str>) -> RoleBinding {
+        let mut labels = std::collections::BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "groupbinder".to_owned(),
+        )]);
+        if let Some(uid) = uid {
+            labels.insert(OWNER_UID_LABEL.to_owned(), uid.to_owned());
+        }
+        b.metadata.labels = Some(labels);
+        b
+    }
+
+    #[test]
+    fn a_forged_owner_reference_of_another_kind_claims_nothing() {
+        for (api_version, kind) in [
+            ("example.com/v1", "Widget"),
+            ("v1", "ConfigMap"),
+            ("example.com/v1", "AzureGroupBinding"),
+            ("groupbinder.dev/v1alpha1", "Widget"),
+        ] {
+            let mut b = labelled(rb("team:admin", Some("a")), Some("a"));
+            let owners = b.metadata.owner_references.as_mut().unwrap();
+            owners[0].api_version = api_version.into();
+            owners[0].kind = kind.into();
+            assert_eq!(claim(&b.metadata), Claim::Foreign, "{api_version} {kind}");
+            assert_eq!(claimed_by(&b.metadata), None);
+        }
+        let ours = rb("a:k10-admin", Some("a"));
+        assert_eq!(claim(&ours.metadata), Claim::Controlled("a"));
+    }
+
+    #[test]
+    fn a_labelled_binding_without_a_controller_is_an_orphan_of_its_uid_label() {
+        let orphan = labelled(rb("a:k10-admin", None), Some("a"));
+        assert_eq!(claim(&orphan.metadata), Claim::Orphaned(Some("a")));
+        assert_eq!(claimed_by(&orphan.metadata), Some("a"));
+        let anonymous = labelled(rb("old", None), None);
+        assert_eq!(claim(&anonymous.metadata), Claim::Orphaned(None));
+        let unlabelled = rb("hand-made", None);
+        assert_eq!(claim(&unlabelled.metadata), Claim::Foreign);
+        let index = OwnerIndex::default();
+        index.apply(&Event::Apply(orphan));
+        assert_eq!(names(&index, "a"), ["a:k10-admin"]);
     }
 
     fn names(index: &OwnerIndex<RoleBinding>, uid: &str) -> Vec<String> {

@@ -1,8 +1,14 @@
 //! One reconcile of an `AzureGroupBinding`, as a pipeline:
-//! read the caches → plan (pure, [`groupbinder_api::plan`]) → apply → write status if it changed.
+//! read the caches → plan (pure, [`groupbinder_api::plan`]) → revoke what the plan does not hold →
+//! apply → write status if it changed.
+//!
+//! Fail closed: a binding exists only while the object's *current* spec names it and the
+//! *current* allowlist permits it. Revoking comes first and happens whatever else goes wrong: a
+//! spec whose group cannot be computed, an object that cannot be decoded, and an object being
+//! deleted keep no binding at all.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,6 +116,9 @@ pub struct Context {
     synced: tokio::sync::watch::Receiver<bool>,
     /// How long to wait before looking at a conflict again (the foreign binding is not watched).
     pub conflict_retry: Duration,
+    /// Cancelled when this replica stops leading: running reconciles are abandoned at once, so no
+    /// write is started after another replica may have taken over.
+    lost: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Context {
@@ -129,6 +138,7 @@ impl Context {
         metrics: Arc<Metrics>,
         events: Publisher,
         synced: tokio::sync::watch::Receiver<bool>,
+        lost: tokio_util::sync::CancellationToken,
     ) -> Self {
         Context {
             client,
@@ -140,6 +150,7 @@ impl Context {
             written: Mutex::default(),
             synced,
             conflict_retry: Duration::from_secs(60),
+            lost,
         }
     }
 
@@ -184,6 +195,9 @@ pub enum ReconcileError {
     /// The object came without a uid (cannot happen for objects read from the API server).
     #[error("AzureGroupBinding {0} has no uid")]
     NoUid(String),
+    /// Leadership was lost while the reconcile ran; it was abandoned.
+    #[error("abandoned: this replica is no longer the leader")]
+    Abandoned,
 }
 
 impl ReconcileError {
@@ -196,6 +210,7 @@ impl ReconcileError {
             ReconcileError::Apply(_) => "apply",
             ReconcileError::Status(_) => "status",
             ReconcileError::NoUid(_) => "invalid_object",
+            ReconcileError::Abandoned => "abandoned",
         }
     }
 }
@@ -206,9 +221,16 @@ pub async fn reconcile(object: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action
     // An error means the controller is shutting down; the reconcile then runs on what is cached.
     let _ = ctx.synced.clone().wait_for(|synced| *synced).await;
     ctx.metrics.reconciles.inc();
-    let result = match &object.0 {
-        Ok(agb) => reconcile_valid(agb, &ctx).await,
-        Err(invalid) => report_undecodable(invalid, &ctx).await,
+    let work = async {
+        match &object.0 {
+            Ok(agb) => reconcile_valid(agb, &ctx).await,
+            Err(invalid) => report_undecodable(invalid, &ctx).await,
+        }
+    };
+    let result = tokio::select! {
+        biased;
+        () = ctx.lost.cancelled() => Err(ReconcileError::Abandoned),
+        result = work => result,
     };
     ctx.metrics
         .duration
@@ -255,23 +277,26 @@ async fn reconcile_valid(agb: &AzureGroupBinding, ctx: &Context) -> Result<Actio
         .uid()
         .ok_or_else(|| ReconcileError::NoUid(name.clone()))?;
     if agb.metadata.deletion_timestamp.is_some() {
-        // Being deleted: the garbage collector removes the bindings through their ownerReferences.
-        return Ok(Action::await_change());
+        return reconcile_deleting(agb, &uid, ctx).await;
     }
     let agb = &*ctx.with_written_status(agb);
     let mut changes = Changes::default();
-    let outcome = match groupbinder_api::plan(agb, &ctx.settings) {
-        Err(refused) => Outcome::Refused(refused),
-        Ok(plan) => match apply_plan(agb, &uid, &plan, &mut changes, ctx).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                // Say so in the status (a 403 here usually means the operator may not bind the
-                // role), then retry with backoff.
-                announce(agb, &changes, None, ctx).await;
-                write_apply_failure(agb, &error, ctx).await;
-                return Err(error.into());
-            }
-        },
+    let result = match groupbinder_api::plan(agb, &ctx.settings) {
+        // No group: nothing may stay bound.
+        Err(refused) => revoke(&uid, &BTreeSet::new(), &mut changes, ctx)
+            .await
+            .map(|()| Outcome::Refused(refused)),
+        Ok(plan) => apply_plan(agb, &uid, &plan, &mut changes, ctx).await,
+    };
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // Say so in the status (a 403 here usually means the operator may not bind the
+            // role), then retry with backoff.
+            announce(agb, &changes, None, ctx).await;
+            write_apply_failure(agb, &error, ctx).await;
+            return Err(error.into());
+        }
     };
     let became = write_status(agb, &outcome, ctx).await?;
     announce(agb, &changes, became.as_ref(), ctx).await;
@@ -284,8 +309,72 @@ async fn reconcile_valid(agb: &AzureGroupBinding, ctx: &Context) -> Result<Actio
     })
 }
 
-/// Applies every planned binding (all of one object's at once) and deletes the ones no longer
-/// planned, noting each change in `changes`.
+/// An object being deleted grants nothing from that moment: its bindings are deleted at once,
+/// without waiting for the garbage collector (which a `--cascade=orphan` deletion or a foreign
+/// finalizer would hold back, or stop altogether), whatever its spec says meanwhile.
+async fn reconcile_deleting(
+    agb: &AzureGroupBinding,
+    uid: &str,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let mut changes = Changes::default();
+    let revoked = revoke(uid, &BTreeSet::new(), &mut changes, ctx).await;
+    if !changes.is_empty() {
+        let condition = groupbinder_api::conditions::condition(
+            &[],
+            READY,
+            false,
+            groupbinder_api::conditions::reason::DELETING,
+            "being deleted: its bindings were deleted and it grants nothing".to_owned(),
+            agb.metadata.generation,
+            &Time(Timestamp::now()),
+        );
+        announce(agb, &changes, Some(&condition), ctx).await;
+        // Best effort: the object may be gone by now.
+        let status = serde_json::json!({
+            "observedGeneration": agb.metadata.generation,
+            "conditions": [condition],
+        });
+        if let Err(error) = patch_status(&agb.name_any(), status, ctx).await {
+            tracing::debug!(%error, "could not record the deletion in the status");
+        }
+    }
+    revoked?;
+    Ok(Action::await_change())
+}
+
+/// Deletes every binding `uid` claims whose key is not in `keep`: its controller's bindings, and
+/// those that lost their ownerReference but still carry its uid label.
+async fn revoke(
+    uid: &str,
+    keep: &BTreeSet<BindingKey>,
+    changes: &mut Changes,
+    ctx: &Context,
+) -> Result<(), ApplyError> {
+    let caches = &ctx.caches;
+    let crbs = (
+        &caches.cluster_role_bindings,
+        &caches.cluster_role_binding_owners,
+    );
+    let rbs = (&caches.role_bindings, &caches.role_binding_owners);
+    let (crbs, rbs) = tokio::join!(
+        delete_stale(uid, keep, crbs, ctx),
+        delete_stale(uid, keep, rbs, ctx)
+    );
+    for result in [&crbs, &rbs] {
+        let (Ok(keys) | Err((keys, _))) = result;
+        for key in keys {
+            changes.deleted(key);
+        }
+    }
+    match (crbs, rbs) {
+        (Err((_, error)), _) | (_, Err((_, error))) => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Revokes what the plan does not hold, then makes every planned binding exist (all of one
+/// object's at once), noting each change in `changes`.
 async fn apply_plan(
     agb: &AzureGroupBinding,
     uid: &str,
@@ -293,8 +382,20 @@ async fn apply_plan(
     changes: &mut Changes,
     ctx: &Context,
 ) -> Result<Outcome, ApplyError> {
+    // Bindings this object claims but no longer plans (its spec or the operator's settings
+    // changed): found through the owner index, so this costs O(bindings of this object).
+    revoke(uid, &plan.keys(), changes, ctx).await?;
+
     let caches = &ctx.caches;
     let mut problems = Vec::new();
+    if !plan.refused.is_empty() {
+        problems.push(Problem::RoleNotAllowed {
+            message: groupbinder_api::desired::refusal_message(
+                &plan.refused,
+                &ctx.settings.allowed,
+            ),
+        });
+    }
     for crb in &plan.cluster_role_bindings {
         let role = &crb.role_ref.name;
         if !caches.cluster_role_exists(role) {
@@ -368,21 +469,15 @@ async fn apply_plan(
                 ctx.metrics.write("apply");
                 changes.put_back(&key);
             }
+            Applied::Adopted => {
+                ctx.metrics.write("apply");
+                ctx.metrics.orphan("adopted");
+                changes.adopted(&key);
+            }
             Applied::Unchanged => {}
         }
         bindings.push(binding_status(&key, &role));
     }
-
-    // Bindings this object controls but no longer plans (its spec or the operator's settings
-    // changed): found through the owner index, so this costs O(bindings of this object).
-    let keep = plan.keys();
-    let crbs = (
-        &caches.cluster_role_bindings,
-        &caches.cluster_role_binding_owners,
-    );
-    delete_stale(uid, &keep, crbs, changes, ctx).await?;
-    let rbs = (&caches.role_bindings, &caches.role_binding_owners);
-    delete_stale(uid, &keep, rbs, changes, ctx).await?;
     Ok(Outcome::Applied {
         group: plan.group.clone(),
         bindings,
@@ -406,21 +501,25 @@ async fn ensure_one<B: Binding>(
     ))
 }
 
+/// Deletes the cached bindings of kind `B` that `uid` claims and `keep` does not hold; returns
+/// the keys deleted, and the error that stopped it, if any.
 async fn delete_stale<B: Binding>(
     uid: &str,
-    keep: &std::collections::BTreeSet<BindingKey>,
+    keep: &BTreeSet<BindingKey>,
     (cache, owners): (&Store<B>, &OwnerIndex<B>),
-    changes: &mut Changes,
     ctx: &Context,
-) -> Result<(), ApplyError> {
+) -> Result<Vec<BindingKey>, (Vec<BindingKey>, ApplyError)> {
+    let mut deleted = Vec::new();
     for stale in apply::stale(cache, owners, uid, keep) {
         let key = key_of(stale.meta());
         let api = B::api(ctx.client.clone(), key.namespace.as_deref());
-        apply::delete(&api, &key, stale.meta()).await?;
+        if let Err(error) = apply::delete(&api, &key, stale.meta()).await {
+            return Err((deleted, error));
+        }
         ctx.metrics.write("delete");
-        changes.deleted(&key);
+        deleted.push(key);
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// Writes the status `outcome` calls for, unless the object already has it: no write at all in
@@ -547,6 +646,11 @@ async fn report_undecodable(
 ) -> Result<Action, ReconcileError> {
     let name = invalid.metadata.name.clone().unwrap_or_default();
     tracing::warn!(object = %name, error = %invalid.error, "AzureGroupBinding cannot be decoded");
+    // Whatever it granted before, it grants nothing now.
+    if let Some(uid) = invalid.metadata.uid.as_deref() {
+        let mut changes = Changes::default();
+        revoke(uid, &BTreeSet::new(), &mut changes, ctx).await?;
+    }
     let generation = invalid.metadata.generation;
     let condition = groupbinder_api::conditions::condition(
         &[],
@@ -554,7 +658,7 @@ async fn report_undecodable(
         false,
         groupbinder_api::conditions::reason::INVALID_SPEC,
         format!(
-            "the spec cannot be read: {}; fix it (see `kubectl explain azuregroupbinding.spec`); nothing was changed",
+            "the spec cannot be read: {}; fix it (see `kubectl explain azuregroupbinding.spec`); this object grants nothing until it is fixed",
             invalid.error
         ),
         generation,

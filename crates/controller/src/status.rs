@@ -14,6 +14,11 @@ use kube::ResourceExt;
 /// Something that keeps an `AzureGroupBinding` from being `Ready`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Problem {
+    /// Roles the spec names are outside the allowlist: nothing is bound for them.
+    RoleNotAllowed {
+        /// Which, and how to fix it.
+        message: String,
+    },
     /// A binding with the target name exists and is not ours; it was left untouched.
     Conflict {
         /// The binding.
@@ -40,6 +45,7 @@ pub enum Problem {
 impl Problem {
     fn reason(&self) -> &'static str {
         match self {
+            Problem::RoleNotAllowed { .. } => reason::ROLE_NOT_ALLOWED,
             Problem::Conflict { .. } => reason::CONFLICT,
             Problem::NamespaceNotFound { .. } => reason::NAMESPACE_NOT_FOUND,
             Problem::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
@@ -48,6 +54,7 @@ impl Problem {
 
     fn message(&self) -> String {
         match self {
+            Problem::RoleNotAllowed { message } => message.clone(),
             Problem::Conflict { binding, holder } => format!(
                 "{binding} already exists and is not managed by this AzureGroupBinding ({holder}); it was left untouched: delete or rename it, or rename this AzureGroupBinding"
             ),
@@ -74,7 +81,7 @@ impl Problem {
 /// What a reconcile found and did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    /// The spec was refused before anything was changed.
+    /// No group can be computed for the spec: every binding of the object was deleted.
     Refused(PlanError),
     /// The plan was carried out as far as possible.
     Applied {
@@ -88,7 +95,7 @@ pub enum Outcome {
 }
 
 /// The status `agb` should have after `outcome`. `lastTransitionTime` is kept when `Ready` keeps
-/// its status; a refused spec keeps the previous group and bindings, since nothing was changed.
+/// its status. A refused spec has no group and no binding: they were deleted.
 pub fn desired_status(
     agb: &AzureGroupBinding,
     outcome: &Outcome,
@@ -97,13 +104,7 @@ pub fn desired_status(
     let previous = agb.status.clone().unwrap_or_default();
     let generation = agb.metadata.generation;
     let (ready, reason, message, group, bindings) = match outcome {
-        Outcome::Refused(error) => (
-            false,
-            error.reason(),
-            error.to_string(),
-            previous.group.clone(),
-            previous.bindings.clone(),
-        ),
+        Outcome::Refused(error) => (false, error.reason(), error.to_string(), None, Vec::new()),
         Outcome::Applied {
             group,
             bindings,
@@ -175,6 +176,7 @@ pub fn reason_label(reason: &str) -> &'static str {
         reason::ROLE_NOT_FOUND,
         reason::NAMESPACE_NOT_FOUND,
         reason::APPLY_FAILED,
+        reason::DELETING,
     ]
     .into_iter()
     .find(|r| *r == reason)
@@ -359,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_spec_keeps_what_is_in_place() {
+    fn a_spec_without_a_group_shows_no_group_and_no_binding() {
         let mut agb = agb();
         let before = Outcome::Applied {
             group: "g".into(),
@@ -367,19 +369,40 @@ mod tests {
             problems: vec![],
         };
         agb.status = Some(desired_status(&agb, &before, &at(1)));
-        let refused = Outcome::Refused(PlanError::RoleNotAllowed {
-            requested: vec!["cluster-admin".into()],
-            allowed: vec![],
-        });
+        let refused = Outcome::Refused(PlanError::InvalidGroupPrefix("a\u{a0}".into()));
         let status = desired_status(&agb, &refused, &at(2));
-        assert_eq!(status.bindings, vec![crb("k10-admin")]);
-        assert_eq!(status.group.as_deref(), Some("g"));
+        assert_eq!(status.bindings, vec![]);
+        assert_eq!(status.group, None);
         let ready = &status.conditions[0];
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "RoleNotAllowed")
+            ("False", "InvalidSpec")
         );
+        assert!(ready.message.contains("grants nothing"), "{}", ready.message);
         assert_eq!(ready.last_transition_time, at(2));
+    }
+
+    #[test]
+    fn refused_roles_come_first_and_the_rest_is_listed() {
+        let outcome = Outcome::Applied {
+            group: "g".into(),
+            bindings: vec![crb("k10-config-view")],
+            problems: vec![
+                Problem::RoleNotFound {
+                    kind: RoleKind::ClusterRole,
+                    namespace: None,
+                    name: "k10-config-view".into(),
+                },
+                Problem::RoleNotAllowed {
+                    message: "ClusterRole cluster-admin is not in the operator's allowlist".into(),
+                },
+            ],
+        };
+        let status = desired_status(&agb(), &outcome, &at(1));
+        assert_eq!(status.bindings, vec![crb("k10-config-view")]);
+        let ready = &status.conditions[0];
+        assert_eq!(ready.reason, "RoleNotAllowed");
+        assert!(ready.message.starts_with("ClusterRole cluster-admin"), "{}", ready.message);
     }
 
     #[test]

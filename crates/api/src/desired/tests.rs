@@ -151,7 +151,7 @@ fn only_cluster_roles_means_no_role_bindings() {
 }
 
 #[test]
-fn roles_outside_the_allowlist_refuse_the_whole_spec() {
+fn roles_outside_the_allowlist_get_nothing_and_the_others_are_planned() {
     let spec = AzureGroupBindingSpec {
         cluster_roles: Some(vec!["k10-admin".into(), "cluster-admin".into()]),
         roles: Some(vec![NamespacedRole {
@@ -161,37 +161,102 @@ fn roles_outside_the_allowlist_refuse_the_whole_spec() {
         }]),
         ..seed()
     };
-    let err = plan(&agb("x", spec), &settings()).unwrap_err();
-    let PlanError::RoleNotAllowed { requested, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(requested, &["admin", "cluster-admin"]);
-    let message = err.to_string();
+    let plan = plan(&agb("x", spec), &settings()).unwrap();
+    let refused: Vec<String> = plan.refused.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        refused,
+        ["ClusterRole cluster-admin", "ClusterRole admin in default"]
+    );
+    let names: Vec<&str> = plan
+        .cluster_role_bindings
+        .iter()
+        .map(|b| b.role_ref.name.as_str())
+        .collect();
+    assert_eq!(names, ["k10-admin"]);
+    assert!(plan.role_bindings.is_empty());
+    let message = refusal_message(&plan.refused, &settings().allowed);
     assert!(
-        message.contains("admin, cluster-admin not in the operator's allowlist"),
+        message.contains("ClusterRole cluster-admin, ClusterRole admin in default are not in the operator's allowlist"),
         "{message}"
     );
     assert!(
-        message.contains("k10-admin, k10-basic, k10-config-view, k10-ns-admin"),
+        message.contains("k10-admin, k10-basic, k10-config-view, kasten-io/k10-ns-admin"),
         "{message}"
     );
     assert!(message.contains("--allowed-roles"), "{message}");
 }
 
 #[test]
+fn a_role_is_allowed_in_its_own_namespace_only() {
+    // Anyone who may create Roles in team-a can make one called k10-ns-admin there.
+    for (name, kind) in [
+        ("k10-ns-admin", RoleKind::Role),
+        ("k10-admin", RoleKind::Role),
+    ] {
+        let spec = AzureGroupBindingSpec {
+            roles: Some(vec![
+                NamespacedRole {
+                    name: name.into(),
+                    namespace: "team-a".into(),
+                    kind,
+                },
+                NamespacedRole {
+                    name: "k10-ns-admin".into(),
+                    namespace: "kube-system".into(),
+                    kind: RoleKind::Role,
+                },
+            ]),
+            ..seed()
+        };
+        let plan = plan(&agb("x", spec), &settings()).unwrap();
+        assert!(plan.role_bindings.is_empty(), "{plan:?}");
+        assert_eq!(plan.refused.len(), 2);
+    }
+}
+
+#[test]
 fn custom_allowlist_is_honoured() {
     let mut settings = settings();
-    settings.allowed_roles = ["view".to_owned()].into();
+    settings.allowed = Allowlist::parse(["view"]).unwrap();
     let spec = AzureGroupBindingSpec {
         cluster_roles: Some(vec!["view".into()]),
         ..seed()
     };
-    assert!(plan(&agb("x", spec), &settings).is_ok());
+    let planned = plan(&agb("x", spec), &settings).unwrap();
+    assert!(planned.refused.is_empty());
+    assert_eq!(planned.keys().len(), 1);
     // The default profile itself is refused when the allowlist does not hold it.
-    assert!(matches!(
-        plan(&agb("x", seed()), &settings),
-        Err(PlanError::RoleNotAllowed { .. })
-    ));
+    let profile = plan(&agb("x", seed()), &settings).unwrap();
+    assert!(profile.keys().is_empty());
+    assert_eq!(profile.refused.len(), 2);
+}
+
+#[test]
+fn invisible_characters_in_a_prefix_make_no_group() {
+    for prefix in ["michael\u{a0}azure_", "oidc:\u{200b}", "tab\t", "nl\n"] {
+        let spec = AzureGroupBindingSpec {
+            group_prefix: Some(prefix.into()),
+            ..seed()
+        };
+        assert!(
+            matches!(
+                plan(&agb("x", spec), &settings()),
+                Err(PlanError::InvalidGroupPrefix(_))
+            ),
+            "{prefix:?}"
+        );
+    }
+}
+
+#[test]
+fn bindings_carry_the_owner_uid_label() {
+    let agb = agb("k10-admins", seed());
+    let plan = plan(&agb, &settings()).unwrap();
+    let labels = plan.cluster_role_bindings[0].metadata.labels.as_ref().unwrap();
+    assert_eq!(
+        labels.get("groupbinder.dev/azuregroupbinding-uid"),
+        agb.metadata.uid.as_ref()
+    );
 }
 
 #[test]
