@@ -9,97 +9,11 @@ use groupbinder_api::{
 use groupbinder_e2e::*;
 use groupbinder_testenv::ControlPlane;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleRef};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 
 const RBAC: &str = "rbac.authorization.k8s.io";
-
-async fn setup() -> anyhow::Result<(&'static ControlPlane, kube::Client)> {
-    logs();
-    let cp = ControlPlane::shared().await?;
-    let client = cp.client().await?;
-    install_crd(&client).await?;
-    install_k10(&client, "k10", "kasten-io").await?;
-    // Every operator run checks, when it stops, that this one was left alone.
-    plant_hand_made(&client).await?;
-    Ok((cp, client))
-}
-
-fn agb(name: &str, spec: AzureGroupBindingSpec) -> AzureGroupBinding {
-    AzureGroupBinding::new(name, spec)
-}
-
-fn seed_spec() -> AzureGroupBindingSpec {
-    AzureGroupBindingSpec {
-        group_object_id: SEED_GUID.into(),
-        group_prefix: Some(SEED_PREFIX.into()),
-        ..Default::default()
-    }
-}
-
-/// Applies a seed-shaped AzureGroupBinding (group `guid(n)`, the seed's prefix, the admin
-/// profile) and waits until it is Ready.
-async fn seeded(client: &kube::Client, name: &str, n: u32) -> anyhow::Result<AzureGroupBinding> {
-    let spec = AzureGroupBindingSpec {
-        group_object_id: guid(n),
-        ..seed_spec()
-    };
-    apply(client, &agb(name, spec)).await?;
-    wait_for_reason(client, name, "True", "Reconciled").await
-}
-
-/// Waits until the admin-profile bindings of `name` (`<name>:k10-admin` and
-/// `kasten-io/<name>:k10-ns-admin`) are gone.
-async fn admin_bindings_gone(
-    client: &kube::Client,
-    name: &str,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    eventually(
-        &format!("the bindings of {name} to be gone"),
-        timeout,
-        || async {
-            let gone = crbs(client)
-                .get_opt(&format!("{name}:k10-admin"))
-                .await?
-                .is_none()
-                && rbs(client, "kasten-io")
-                    .get_opt(&format!("{name}:k10-ns-admin"))
-                    .await?
-                    .is_none();
-            Ok(gone.then_some(()))
-        },
-    )
-    .await
-}
-
-fn guid(n: u32) -> String {
-    format!("00000000-0000-4000-8000-{n:012x}")
-}
-
-fn crbs(client: &kube::Client) -> Api<ClusterRoleBinding> {
-    Api::all(client.clone())
-}
-
-fn rbs(client: &kube::Client, namespace: &str) -> Api<RoleBinding> {
-    Api::namespaced(client.clone(), namespace)
-}
-
-fn agbs(client: &kube::Client) -> Api<AzureGroupBinding> {
-    Api::all(client.clone())
-}
-
-fn group_subject(name: &str) -> Option<Vec<Subject>> {
-    Some(vec![Subject {
-        kind: "Group".into(),
-        api_group: Some(RBAC.into()),
-        name: name.into(),
-        namespace: None,
-    }])
-}
 
 #[tokio::test]
 async fn seed_scenario_grants_k10_admin_to_the_group_and_nothing_more() -> anyhow::Result<()> {
@@ -738,23 +652,9 @@ async fn two_replicas_elect_one_leader_and_fail_over() -> anyhow::Result<()> {
 /// decode, and one that only its own checks refuse, must not stop the others.
 #[tokio::test]
 async fn undecodable_and_unadmitted_objects_do_not_stop_the_others() -> anyhow::Result<()> {
-    use kube::CustomResourceExt;
     let (_, client) = setup().await?;
     let _serial = exclusive().await;
-    let mut loose = AzureGroupBinding::crd();
-    for version in &mut loose.spec.versions {
-        let schema =
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps {
-                type_: Some("object".into()),
-                x_kubernetes_preserve_unknown_fields: Some(true),
-                ..Default::default()
-            };
-        version.schema = Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceValidation {
-            open_api_v3_schema: Some(schema),
-        });
-        version.additional_printer_columns = None;
-    }
-    apply_crd(&client, &loose).await?;
+    apply_crd(&client, &loose_crd()).await?;
     let result = async {
         let raw: Api<kube::core::DynamicObject> = Api::all_with(
             client.clone(),

@@ -52,6 +52,26 @@ pub async fn granted(
     .await
 }
 
+/// Waits (up to 10 s) until the RBAC authorizer refuses what [`granted`] waits for: a deleted
+/// binding leaves the authorizer's cache a moment after it is deleted.
+pub async fn denied(
+    client: &kube::Client,
+    user: &str,
+    groups: &[&str],
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> anyhow::Result<()> {
+    let what =
+        format!("{user} {groups:?} to be refused {verb} {group}/{resource} in {namespace:?}");
+    eventually(&what, Duration::from_secs(10), || async {
+        let allowed = can(client, user, groups, verb, group, resource, namespace).await?;
+        Ok((!allowed).then_some(()))
+    })
+    .await
+}
+
 /// What the API server's RBAC authorizer answers for `user` in `groups` doing `verb` on
 /// `group/resource` in `namespace` (a real SubjectAccessReview).
 pub async fn can(
@@ -83,9 +103,11 @@ pub async fn can(
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
+pub mod fixtures;
 pub mod handmade;
 pub mod k10;
 
+pub use fixtures::*;
 pub use handmade::{assert_hand_made_untouched, foreign_binding, plant_hand_made};
 pub mod oidc;
 

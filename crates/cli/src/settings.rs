@@ -33,7 +33,8 @@ impl SettingsArgs {
         );
         if let Some(entries) = &self.allowed_roles {
             // Every entry was checked by `allowlist_entry`; were one not, nothing would be allowed.
-            settings.allowed = Allowlist::parse(entries.iter().map(String::as_str)).unwrap_or_default();
+            settings.allowed =
+                Allowlist::parse(entries.iter().map(String::as_str)).unwrap_or_default();
         }
         settings
     }

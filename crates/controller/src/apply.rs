@@ -215,8 +215,7 @@ pub async fn delete<B: Binding>(
         Err(source) => return Err(fail("delete")(source)),
     };
     let Some(lingering) = lingering.filter(|b| {
-        b.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty())
-            && b.meta().uid == meta.uid
+        b.meta().finalizers.as_ref().is_some_and(|f| !f.is_empty()) && b.meta().uid == meta.uid
     }) else {
         return Ok(());
     };

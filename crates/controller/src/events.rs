@@ -61,8 +61,9 @@ impl Changes {
 
     /// `binding` was deleted: the spec and the allowlist no longer give it.
     pub fn deleted(&mut self, binding: &BindingKey) {
-        self.done
-            .push(format!("deleted {binding}: no longer given by the spec and allowlist"));
+        self.done.push(format!(
+            "deleted {binding}: no longer given by the spec and allowlist"
+        ));
     }
 
     /// `binding` had lost its ownerReference (it would have outlived this object) and got it back.

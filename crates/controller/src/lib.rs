@@ -428,7 +428,9 @@ fn agb_claiming(
     agbs: &Store<Guarded>,
 ) -> Option<ObjectRef<Guarded>> {
     match owners::claim(meta) {
-        owners::Claim::Controlled(_) => owners::controller_of(meta).map(|o| ObjectRef::new(&o.name)),
+        owners::Claim::Controlled(_) => {
+            owners::controller_of(meta).map(|o| ObjectRef::new(&o.name))
+        }
         owners::Claim::Orphaned(Some(uid)) => agbs
             .find(|g| g.uid().as_deref() == Some(uid))
             .map(|g| ObjectRef::from_obj(&*g)),

@@ -134,12 +134,7 @@ impl Sweeper {
 
     /// One event, about the AzureGroupBinding the binding was made for (gone, but named by the
     /// binding's labels), so that `kubectl get events` shows what was revoked.
-    async fn announce(
-        &self,
-        key: &BindingKey,
-        meta: &kube::core::ObjectMeta,
-        uid: Option<&str>,
-    ) {
+    async fn announce(&self, key: &BindingKey, meta: &kube::core::ObjectMeta, uid: Option<&str>) {
         let name = meta
             .labels
             .as_ref()

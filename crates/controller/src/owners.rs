@@ -90,7 +90,8 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
 /// object, and can be written into an ownerReference of another kind.
 pub fn is_azure_group_binding(owner: &OwnerReference) -> bool {
     let group = owner.api_version.split_once('/').map(|(group, _)| group);
-    owner.kind == AzureGroupBinding::kind(&()) && group == Some(AzureGroupBinding::group(&()).as_ref())
+    owner.kind == AzureGroupBinding::kind(&())
+        && group == Some(AzureGroupBinding::group(&()).as_ref())
 }
 
 /// Whether `meta` carries groupbinder's managed-by label.

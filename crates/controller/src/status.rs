@@ -378,7 +378,11 @@ mod tests {
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", "InvalidSpec")
         );
-        assert!(ready.message.contains("grants nothing"), "{}", ready.message);
+        assert!(
+            ready.message.contains("grants nothing"),
+            "{}",
+            ready.message
+        );
         assert_eq!(ready.last_transition_time, at(2));
     }
 
@@ -402,7 +406,11 @@ mod tests {
         assert_eq!(status.bindings, vec![crb("k10-config-view")]);
         let ready = &status.conditions[0];
         assert_eq!(ready.reason, "RoleNotAllowed");
-        assert!(ready.message.starts_with("ClusterRole cluster-admin"), "{}", ready.message);
+        assert!(
+            ready.message.starts_with("ClusterRole cluster-admin"),
+            "{}",
+            ready.message
+        );
     }
 
     #[test]

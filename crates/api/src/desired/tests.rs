@@ -252,7 +252,11 @@ fn invisible_characters_in_a_prefix_make_no_group() {
 fn bindings_carry_the_owner_uid_label() {
     let agb = agb("k10-admins", seed());
     let plan = plan(&agb, &settings()).unwrap();
-    let labels = plan.cluster_role_bindings[0].metadata.labels.as_ref().unwrap();
+    let labels = plan.cluster_role_bindings[0]
+        .metadata
+        .labels
+        .as_ref()
+        .unwrap();
     assert_eq!(
         labels.get("groupbinder.dev/azuregroupbinding-uid"),
         agb.metadata.uid.as_ref()

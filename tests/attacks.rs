@@ -1,0 +1,472 @@
+//! The README's "never"s, each tried as an attacker would, on the real control plane: the
+//! operator must grant nothing beyond its allowlist, keep no grant that the current spec and
+//! allowlist do not give, and delete nothing it does not own. Access is decided by the API
+//! server's RBAC authorizer (SubjectAccessReview), never assumed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use groupbinder_api::{AzureGroupBindingSpec, NamespacedRole, RoleKind};
+use groupbinder_e2e::*;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+const K10_ACTIONS: &str = "actions.kio.kasten.io";
+
+/// Whether `group`'s members may create K10 backup actions in `kasten-io` (what `k10-ns-admin`
+/// and `k10-admin` give).
+async fn k10_admin_denied(client: &kube::Client, group: &str) -> anyhow::Result<()> {
+    denied(
+        client,
+        "mallory",
+        &[group],
+        "create",
+        K10_ACTIONS,
+        "backupactions",
+        Some("kasten-io"),
+    )
+    .await
+}
+
+async fn k10_admin_granted(client: &kube::Client, group: &str) -> anyhow::Result<()> {
+    granted(
+        client,
+        "mallory",
+        &[group],
+        "create",
+        K10_ACTIONS,
+        "backupactions",
+        Some("kasten-io"),
+    )
+    .await
+}
+
+fn group_of(n: u32) -> String {
+    format!("{SEED_PREFIX}{}", guid(n))
+}
+
+fn metric(operator: &Operator, line_start: &str) -> f64 {
+    operator
+        .metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Item 1: a namespace admin makes a Role called like K10's in a namespace they control (or one
+/// that does not exist yet); a spec naming it there grants nothing, and nothing is created.
+#[tokio::test]
+async fn a_role_named_like_k10s_in_another_namespace_grants_nothing() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    ensure_namespace(&client, "team-a").await?;
+    let rule = |groups: &[&str], resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(groups.iter().map(|g| (*g).into()).collect()),
+        resources: Some(resources.iter().map(|r| (*r).into()).collect()),
+        verbs: verbs.iter().map(|v| (*v).into()).collect(),
+        ..PolicyRule::default()
+    };
+    for name in ["k10-ns-admin", "k10-admin"] {
+        let role = Role {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team-a".into()),
+                ..ObjectMeta::default()
+            },
+            rules: Some(vec![
+                rule(&[""], &["pods/exec", "secrets"], &["get", "create"]),
+                rule(
+                    &["rbac.authorization.k8s.io"],
+                    &["rolebindings"],
+                    &["create"],
+                ),
+            ]),
+        };
+        apply(&client, &role).await?;
+    }
+    let operator = Operator::start(&client, config(seed_settings()));
+    let role = |name: &str, namespace: &str, kind| NamespacedRole {
+        name: name.into(),
+        namespace: namespace.into(),
+        kind,
+    };
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(1100),
+        roles: Some(vec![
+            role("k10-ns-admin", "team-a", RoleKind::Role),
+            role("k10-admin", "team-a", RoleKind::Role),
+            // Not there yet: whoever creates it later would activate the binding.
+            role("k10-ns-admin", "kube-system", RoleKind::Role),
+        ]),
+        ..seed_spec()
+    };
+    apply(&client, &agb("atk-role-name", spec)).await?;
+    let status = wait_for_reason(&client, "atk-role-name", "False", "RoleNotAllowed").await?;
+    let message = ready(&status)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("Role team-a/k10-ns-admin"), "{message}");
+    assert!(
+        message.contains("Role kube-system/k10-ns-admin"),
+        "{message}"
+    );
+
+    for namespace in ["team-a", "kube-system"] {
+        let made = rbs(&client, namespace)
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|b| b.name_any().starts_with("atk-role-name:"))
+            .count();
+        assert_eq!(made, 0, "a RoleBinding was created in {namespace}");
+    }
+    let group = group_of(1100);
+    assert!(
+        !can(
+            &client,
+            "mallory",
+            &[&group],
+            "get",
+            "",
+            "secrets",
+            Some("team-a")
+        )
+        .await?
+    );
+    assert!(
+        !can(
+            &client,
+            "mallory",
+            &[&group],
+            "create",
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            Some("team-a")
+        )
+        .await?
+    );
+    operator.stop().await
+}
+
+/// Item 2: the operator restarted with a narrower allowlist revokes what it no longer allows.
+#[tokio::test]
+async fn narrowing_the_allowlist_revokes_on_restart() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    seeded(&client, "atk-narrowed", 1200).await?;
+    k10_admin_granted(&client, &group_of(1200)).await?;
+    operator.stop().await?;
+
+    let mut narrow = seed_settings();
+    narrow.allowed = groupbinder_api::Allowlist::parse(["k10-basic", "k10-config-view"])?;
+    let operator = Operator::start(&client, config(narrow));
+    wait_for_reason(&client, "atk-narrowed", "False", "RoleNotAllowed").await?;
+    admin_bindings_gone(&client, "atk-narrowed", Duration::from_secs(30)).await?;
+    k10_admin_denied(&client, &group_of(1200)).await?;
+    operator.stop().await
+}
+
+/// Item 3: a spec that asks for something refused keeps none of its old bindings; one whose group
+/// cannot be computed (a no-break space in the prefix, which got past an older CRD) keeps none.
+#[tokio::test]
+async fn a_refused_spec_keeps_no_old_grant() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    seeded(&client, "atk-refused", 1300).await?;
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(1300),
+        cluster_roles: Some(vec!["k10-config-view".into(), "cluster-admin".into()]),
+        ..seed_spec()
+    };
+    apply(&client, &agb("atk-refused", spec)).await?;
+    wait_for_reason(&client, "atk-refused", "False", "RoleNotAllowed").await?;
+    admin_bindings_gone(&client, "atk-refused", Duration::from_secs(30)).await?;
+    k10_admin_denied(&client, &group_of(1300)).await?;
+    crbs(&client).get("atk-refused:k10-config-view").await?;
+
+    // Today's CRD refuses the no-break space at admission.
+    let mut nbsp = agb("atk-nbsp", seed_spec());
+    nbsp.spec.group_prefix = Some("michael\u{a0}azure_".into());
+    let refused = apply(&client, &nbsp).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("invisible characters")),
+        "{refused:?}"
+    );
+
+    // An older CRD let it in: the controller must still revoke everything.
+    seeded(&client, "atk-nbsp", 1301).await?;
+    apply_crd(&client, &loose_crd()).await?;
+    let result = async {
+        let patch = serde_json::json!({"spec": {"groupPrefix": "michael\u{a0}azure_"}});
+        agbs(&client)
+            .patch("atk-nbsp", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let status = wait_for_reason(&client, "atk-nbsp", "False", "InvalidSpec").await?;
+        assert_eq!(status.status.and_then(|s| s.group), None);
+        admin_bindings_gone(&client, "atk-nbsp", Duration::from_secs(30)).await?;
+        k10_admin_denied(&client, &group_of(1301)).await?;
+        agbs(&client)
+            .delete("atk-nbsp", &DeleteParams::default())
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    install_crd(&client).await?;
+    result?;
+    operator.stop().await
+}
+
+/// Item 4: deleting with `--cascade=orphan` revokes at once, as does deleting an object that a
+/// foreign finalizer holds, whose spec is then edited to something harmless.
+#[tokio::test]
+async fn deletion_revokes_at_once_whatever_holds_the_object() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+
+    seeded(&client, "atk-orphan-cascade", 1400).await?;
+    agbs(&client)
+        .delete("atk-orphan-cascade", &DeleteParams::orphan())
+        .await?;
+    admin_bindings_gone(&client, "atk-orphan-cascade", Duration::from_secs(30)).await?;
+    k10_admin_denied(&client, &group_of(1400)).await?;
+
+    seeded(&client, "atk-held", 1401).await?;
+    let hold = serde_json::json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    agbs(&client)
+        .patch("atk-held", &PatchParams::default(), &Patch::Merge(&hold))
+        .await?;
+    agbs(&client)
+        .delete("atk-held", &DeleteParams::default())
+        .await?;
+    admin_bindings_gone(&client, "atk-held", Duration::from_secs(30)).await?;
+    k10_admin_denied(&client, &group_of(1401)).await?;
+    // A harmless-looking spec while it waits: still nothing, and the status says why.
+    let harmless = serde_json::json!({"spec": {"clusterRoles": ["k10-config-view"]}});
+    agbs(&client)
+        .patch(
+            "atk-held",
+            &PatchParams::default(),
+            &Patch::Merge(&harmless),
+        )
+        .await?;
+    let held = eventually(
+        "atk-held to report Deleting",
+        Duration::from_secs(30),
+        || async {
+            let agb = agbs(&client).get("atk-held").await?;
+            Ok(ready(&agb)
+                .is_some_and(|c| c.reason == "Deleting")
+                .then_some(agb))
+        },
+    )
+    .await?;
+    assert!(held.metadata.deletion_timestamp.is_some());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        crbs(&client)
+            .get_opt("atk-held:k10-config-view")
+            .await?
+            .is_none()
+    );
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    agbs(&client)
+        .patch("atk-held", &PatchParams::default(), &Patch::Merge(&release))
+        .await?;
+    operator.stop().await
+}
+
+/// Items 4 and 5: someone with patch rights removes a binding's ownerReference (no escalation
+/// check applies to that). The operator puts it back; and a binding orphaned while the operator
+/// was down, whose object is then deleted, is deleted when it comes back.
+#[tokio::test]
+async fn detached_bindings_are_adopted_or_deleted() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let detach = serde_json::json!({"metadata": {"ownerReferences": null}});
+    let operator = Operator::start(&client, config(seed_settings()));
+    seeded(&client, "atk-detached", 1500).await?;
+    crbs(&client)
+        .patch(
+            "atk-detached:k10-admin",
+            &PatchParams::default(),
+            &Patch::Merge(&detach),
+        )
+        .await?;
+    eventually(
+        "the ownerReference to be put back",
+        Duration::from_secs(10),
+        || async {
+            let b = crbs(&client).get("atk-detached:k10-admin").await?;
+            Ok(b.metadata
+                .owner_references
+                .is_some_and(|o| o.iter().any(|o| o.kind == "AzureGroupBinding"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(
+        metric(
+            &operator,
+            "groupbinder_orphaned_bindings_total{action=\"adopted\"}"
+        ),
+        1.0
+    );
+    seeded(&client, "atk-gone", 1501).await?;
+    operator.stop().await?;
+
+    // The operator is down: detach, then delete the object. The garbage collector has no
+    // ownerReference to follow, so the binding would grant for ever.
+    rbs(&client, "kasten-io")
+        .patch(
+            "atk-gone:k10-ns-admin",
+            &PatchParams::default(),
+            &Patch::Merge(&detach),
+        )
+        .await?;
+    agbs(&client)
+        .delete("atk-gone", &DeleteParams::default())
+        .await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    admin_bindings_gone(&client, "atk-gone", Duration::from_secs(60)).await?;
+    k10_admin_denied(&client, &group_of(1501)).await?;
+    assert_eq!(
+        metric(
+            &operator,
+            "groupbinder_orphaned_bindings_total{action=\"deleted\"}"
+        ),
+        1.0
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    eventually(
+        "the OrphanDeleted event",
+        Duration::from_secs(10),
+        || async {
+            Ok(events
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("OrphanDeleted")
+                        && e.note.is_some_and(|n| n.contains("atk-gone:k10-ns-admin"))
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+    operator.stop().await
+}
+
+/// Item 6: a team's RoleBinding dressed up as groupbinder's, with a controller ownerReference of
+/// another kind carrying the AzureGroupBinding's uid (readable by anyone with `view`), is not
+/// deleted or changed.
+#[tokio::test]
+async fn a_forged_owner_reference_deletes_nothing() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    ensure_namespace(&client, "team-b").await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    let target = seeded(&client, "atk-forged", 1600).await?;
+    let uid = target.uid().unwrap_or_default();
+    let mut team = Vec::new();
+    // Kinds the garbage collector cannot resolve: with a resolvable kind (`v1 ConfigMap`) the
+    // garbage collector itself deletes the binding, since no ConfigMap has that uid.
+    for (api_version, kind) in [
+        ("example.com/v1", "Widget"),
+        ("example.com/v1", "AzureGroupBinding"),
+    ] {
+        let binding = RoleBinding {
+            metadata: ObjectMeta {
+                name: Some(format!("team-admin-{}", kind.to_lowercase())),
+                namespace: Some("team-b".into()),
+                labels: Some(BTreeMap::from([
+                    ("app.kubernetes.io/managed-by".into(), "groupbinder".into()),
+                    (
+                        "groupbinder.dev/azuregroupbinding".into(),
+                        "atk-forged".into(),
+                    ),
+                    ("groupbinder.dev/azuregroupbinding-uid".into(), uid.clone()),
+                ])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: api_version.into(),
+                    kind: kind.into(),
+                    name: "atk-forged".into(),
+                    uid: uid.clone(),
+                    controller: Some(true),
+                    block_owner_deletion: None,
+                }]),
+                ..ObjectMeta::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: "admin".into(),
+            },
+            subjects: group_subject("team-b-admins"),
+        };
+        team.push(apply(&client, &binding).await?);
+    }
+    // Make the operator look at its object again: a new generation.
+    let changed = AzureGroupBindingSpec {
+        description: Some("touched".into()),
+        ..target.spec.clone()
+    };
+    apply(&client, &agb("atk-forged", changed)).await?;
+    wait_for_reason(&client, "atk-forged", "True", "Reconciled").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for before in team {
+        let after = rbs(&client, "team-b").get_opt(&before.name_any()).await?;
+        assert_eq!(
+            after.and_then(|a| a.metadata.resource_version),
+            before.metadata.resource_version,
+            "{} was deleted or changed",
+            before.name_any()
+        );
+    }
+    operator.stop().await
+}
+
+/// Item 7: an object named exactly like another's cut label value (the old `-` + hash form) must
+/// not make a label selector list the other's bindings.
+#[tokio::test]
+async fn label_selectors_pick_one_objects_bindings() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    let long = "x".repeat(70);
+    // What the label value of `long` used to be: 52 characters, '-', a hash.
+    let lookalike = format!("{}-c71bd10922", "x".repeat(52));
+    let long_agb = seeded(&client, &long, 1700).await?;
+    seeded(&client, &lookalike, 1701).await?;
+    let value = groupbinder_api::names::owner_label_value(&long);
+    let by_name = crbs(&client)
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("groupbinder.dev/azuregroupbinding={value}")),
+        )
+        .await?;
+    let names: Vec<String> = by_name.items.iter().map(|b| b.name_any()).collect();
+    assert_eq!(names, [format!("{long}:k10-admin")]);
+    let uid = long_agb.uid().unwrap_or_default();
+    let by_uid = crbs(&client)
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("groupbinder.dev/azuregroupbinding-uid={uid}")),
+        )
+        .await?;
+    let names: Vec<String> = by_uid.items.iter().map(|b| b.name_any()).collect();
+    assert_eq!(names, [format!("{long}:k10-admin")]);
+    operator.stop().await
+}
