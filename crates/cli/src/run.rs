@@ -112,7 +112,12 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
+/// How long `groupbinder run` may take to stop after SIGTERM or Ctrl-C: then it exits whatever
+/// it is waiting for (an API server that accepts connections and never answers, say). Well under
+/// Kubernetes' default 30 s grace period.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the controller until SIGTERM or Ctrl-C, and exits at most [`SHUTDOWN_DEADLINE`] later.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format, &args.log_level)?;
     // One thread: the controller waits on the API server most of the time (a quarter of a core
@@ -164,6 +169,12 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!(deadline = ?SHUTDOWN_DEADLINE, "shutting down");
     shutdown.cancel();
+    // A thread of its own: it fires even if every task is stuck, or the runtime is.
+    std::thread::spawn(|| {
+        std::thread::sleep(SHUTDOWN_DEADLINE);
+        tracing::error!(deadline = ?SHUTDOWN_DEADLINE, "did not stop in time after the signal; exiting");
+        std::process::exit(1);
+    });
 }

@@ -223,3 +223,61 @@ async fn plan_output_equals_what_the_controller_creates() -> anyhow::Result<()> 
     }
     operator.stop().await
 }
+
+/// Issue 11, item 9: whatever the API server does — here it accepts connections and never answers,
+/// as one going away may — the process exits within its 10 s deadline after SIGTERM.
+#[test]
+fn sigterm_stops_the_process_within_its_deadline_whatever_the_api_server_does() -> anyhow::Result<()>
+{
+    // Accepts, then holds every connection open without a byte: TLS never completes.
+    let silent = TcpListener::bind("127.0.0.1:0")?;
+    let address = silent.local_addr()?;
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            if let Ok(mut streams) = keep.lock() {
+                streams.push(stream);
+            }
+        }
+    });
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: silent\n  cluster:\n    server: https://{address}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context: {{cluster: silent, user: u}}\ncurrent-context: c\n"
+        ),
+    )?;
+    let mut child = run(&kubeconfig, free_port()?, &[])?;
+    let mut stderr = BufReader::new(
+        child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stderr"))?,
+    );
+    let mut line = String::new();
+    stderr.read_line(&mut line)?; // "starting groupbinder": the process is up
+    // Let it get stuck in its first request.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait()?.is_none(), "it should still be waiting");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let signalled = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            anyhow::bail!("still running 15 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = signalled.elapsed();
+    eprintln!("exited {took:?} after SIGTERM with {status}");
+    assert!(took <= Duration::from_secs(11), "{took:?}");
+    Ok(())
+}
