@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use groupbinder_api::{AzureGroupBindingSpec, NamespacedRole, RoleKind};
 use groupbinder_e2e::*;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
@@ -469,4 +470,128 @@ async fn label_selectors_pick_one_objects_bindings() -> anyhow::Result<()> {
     let names: Vec<String> = by_uid.items.iter().map(|b| b.name_any()).collect();
     assert_eq!(names, [format!("{long}:k10-admin")]);
     operator.stop().await
+}
+
+/// A replica of the controller for leader election on Lease `lease` (3 s leases).
+fn replica(identity: &str, lease: &str) -> groupbinder_controller::Config {
+    let mut c = config(seed_settings());
+    c.instance = identity.into();
+    c.leader_election = Some(groupbinder_controller::LeaderElection {
+        namespace: "default".into(),
+        name: lease.into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(3),
+        retry_period: Duration::from_secs(1),
+    });
+    c
+}
+
+/// A Lease held by `holder`, renewed at `renewed` by the holder's clock.
+fn lease(name: &str, holder: &str, renewed: k8s_openapi::jiff::Timestamp) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(3),
+            acquire_time: Some(MicroTime(renewed)),
+            renew_time: Some(MicroTime(renewed)),
+            lease_transitions: Some(0),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+/// Item 8, one way: a live holder whose clock is a minute behind keeps renewing. Its renewTime is
+/// always a minute old by our clock, yet it is alive: no other replica may lead meanwhile.
+#[tokio::test]
+async fn a_holder_with_a_slow_clock_keeps_its_lease_while_it_renews() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let minute = k8s_openapi::jiff::SignedDuration::from_secs(60);
+    apply(
+        &client,
+        &lease(
+            "atk-slow-clock",
+            "slow",
+            k8s_openapi::jiff::Timestamp::now() - minute,
+        ),
+    )
+    .await?;
+    let renewing = tokio_util::sync::CancellationToken::new();
+    let renewer = {
+        let (client, renewing) = (client.clone(), renewing.clone());
+        tokio::spawn(async move {
+            while !renewing.is_cancelled() {
+                let skewed = k8s_openapi::jiff::Timestamp::now() - minute;
+                let _ = apply(&client, &lease("atk-slow-clock", "slow", skewed)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let standby = Operator::start(&client, replica("atk-standby", "atk-slow-clock"));
+    tokio::time::sleep(Duration::from_secs(8)).await; // over two lease durations
+    let holder = leases
+        .get("atk-slow-clock")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity);
+    let reconciles = standby.metrics.reconciles.get();
+    renewing.cancel();
+    renewer.await?;
+    assert_eq!(
+        holder.as_deref(),
+        Some("slow"),
+        "the lease was taken from a live holder"
+    );
+    assert_eq!(reconciles, 0, "a second leader reconciled");
+    // The holder stops renewing: the standby takes over a lease duration later.
+    eventually("the standby to lead", Duration::from_secs(15), || async {
+        let holder = leases
+            .get("atk-slow-clock")
+            .await?
+            .spec
+            .and_then(|s| s.holder_identity);
+        Ok((holder.as_deref() == Some("atk-standby")).then_some(()))
+    })
+    .await?;
+    standby.stop().await
+}
+
+/// Item 8, the other way: a dead holder whose clock was an hour ahead. Its renewTime lies in our
+/// future; the lease is still free a lease duration after it stopped changing.
+#[tokio::test]
+async fn a_dead_holder_with_a_fast_clock_loses_its_lease_in_a_lease_duration() -> anyhow::Result<()>
+{
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let hour = k8s_openapi::jiff::SignedDuration::from_secs(3600);
+    apply(
+        &client,
+        &lease(
+            "atk-fast-clock",
+            "fast",
+            k8s_openapi::jiff::Timestamp::now() + hour,
+        ),
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let standby = Operator::start(&client, replica("atk-successor", "atk-fast-clock"));
+    eventually("the successor to lead", Duration::from_secs(15), || async {
+        let holder = leases
+            .get("atk-fast-clock")
+            .await?
+            .spec
+            .and_then(|s| s.holder_identity);
+        Ok((holder.as_deref() == Some("atk-successor")).then_some(()))
+    })
+    .await?;
+    println!("took over after {:?}", started.elapsed());
+    seeded(&client, "atk-fast-clock", 1800).await?;
+    standby.stop().await
 }

@@ -1,12 +1,18 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, as client-go's leaderelection does it:
 //! acquire the lease when it is free or expired, renew it while leading, give it up on shutdown so
 //! a standby takes over at once, and stop leading when it cannot be renewed in time.
+//!
+//! Expiry is judged by this replica's own clock only: a lease held by another replica expires a
+//! lease duration after this replica last *saw its record change*, never by comparing the remote
+//! `renewTime` with the local clock. Replicas' clocks differ; with a holder whose clock is a
+//! minute behind, that comparison made two leaders, and with one an hour ahead, a dead holder
+//! kept the lease for an hour.
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +49,9 @@ pub struct LeaseError {
 pub struct Elector {
     api: Api<Lease>,
     config: LeaderElection,
+    /// The lease record last read or written, and when (this replica's monotonic clock) it was
+    /// first seen as it is.
+    observed: std::sync::Mutex<Option<(LeaseSpec, tokio::time::Instant)>>,
 }
 
 impl Elector {
@@ -51,6 +60,7 @@ impl Elector {
         Elector {
             api: Api::namespaced(client, &config.namespace),
             config,
+            observed: std::sync::Mutex::new(None),
         }
     }
 
@@ -136,13 +146,11 @@ impl Elector {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(me.as_str());
-        let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
-            let valid = SignedDuration::from_secs(i64::from(
-                spec.lease_duration_seconds.unwrap_or(duration),
-            ));
-            renewed.0 + valid < now
-        });
-        if !ours && holder.is_some() && !expired {
+        let valid = Duration::from_secs(
+            u64::try_from(spec.lease_duration_seconds.unwrap_or(duration)).unwrap_or(0),
+        );
+        let seen_since = self.observe(spec);
+        if !ours && holder.is_some() && seen_since.elapsed() < valid {
             return Ok(false);
         }
         if !ours {
@@ -159,9 +167,30 @@ impl Elector {
             .replace(&self.config.name, &self.post_params(), &lease)
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(written) => {
+                if let Some(spec) = &written.spec {
+                    self.observe(spec);
+                }
+                Ok(true)
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Notes `record` as read now; returns when this replica first saw it as it is.
+    fn observe(&self, record: &LeaseSpec) -> tokio::time::Instant {
+        let mut observed = self
+            .observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match observed.as_ref() {
+            Some((seen, since)) if seen == record => *since,
+            _ => {
+                let now = tokio::time::Instant::now();
+                *observed = Some((record.clone(), now));
+                now
+            }
         }
     }
 
