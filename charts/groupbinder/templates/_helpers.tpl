@@ -40,14 +40,42 @@ app.kubernetes.io/part-of: groupbinder
 {{- end }}
 {{- end }}
 
-{{/* The allowlist: one source for the operator's --allowed-roles and its RBAC `bind` rule. */}}
+{{/* The allowlist: one source for the operator's --allowed-roles, its RBAC `bind` rules and
+its admission policy. A ClusterRole by name, a Role as namespace/name. */}}
 {{- define "groupbinder.allowedRoles" -}}
 {{- if .Values.allowedRoles }}
 {{- toJson .Values.allowedRoles }}
 {{- else }}
 {{- $r := .Values.k10.release }}
-{{- toJson (list (printf "%s-admin" $r) (printf "%s-ns-admin" $r) (printf "%s-basic" $r) (printf "%s-config-view" $r)) }}
+{{- toJson (list (printf "%s-admin" $r) (printf "%s-basic" $r) (printf "%s-config-view" $r) (printf "%s/%s-ns-admin" .Values.k10.namespace $r)) }}
 {{- end }}
+{{- end }}
+
+{{/* The allowed ClusterRoles (entries without '/'), as a JSON list. */}}
+{{- define "groupbinder.allowedClusterRoles" -}}
+{{- $names := list }}
+{{- range (include "groupbinder.allowedRoles" . | fromJsonArray) }}
+{{- if not (contains "/" .) }}{{ $names = append $names . }}{{ end }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/* The allowed Roles by namespace, as a JSON object: {"kasten-io": ["k10-ns-admin"]}. */}}
+{{- define "groupbinder.allowedRolesByNamespace" -}}
+{{- $byNamespace := dict }}
+{{- range (include "groupbinder.allowedRoles" . | fromJsonArray) }}
+{{- if contains "/" . }}
+{{- $parts := splitList "/" . }}
+{{- $namespace := index $parts 0 }}
+{{- $_ := set $byNamespace $namespace (append (default (list) (get $byNamespace $namespace)) (index $parts 1)) }}
+{{- end }}
+{{- end }}
+{{- toJson $byNamespace }}
+{{- end }}
+
+{{/* The operator's user name, as the API server sees its ServiceAccount token. */}}
+{{- define "groupbinder.userName" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "groupbinder.serviceAccountName" . }}
 {{- end }}
 
 {{- define "groupbinder.leaderElection" -}}

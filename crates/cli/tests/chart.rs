@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -86,16 +86,19 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
             "ClusterRoleBinding",
             "Deployment",
             "Role",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
             "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
     );
-    assert!(defaults.contains("value: \"k10-admin,k10-ns-admin,k10-basic,k10-config-view\""));
     assert!(
-        defaults.contains(
-            "resourceNames: [\"k10-admin\",\"k10-ns-admin\",\"k10-basic\",\"k10-config-view\"]"
-        ),
+        defaults.contains("value: \"k10-admin,k10-basic,k10-config-view,kasten-io/k10-ns-admin\""),
         "{defaults}"
     );
     // Least privilege, rule by rule: no wildcard, no secrets, no escalate, `bind` only by name.
@@ -130,12 +133,27 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
             "{rule}"
         );
         if verbs.iter().any(|v| v == "bind") {
-            assert_eq!(
-                strings(rule, "resourceNames"),
-                ["k10-admin", "k10-ns-admin", "k10-basic", "k10-config-view"]
-            );
+            // ClusterRoles by name; Roles by name in a Role of their own namespace only.
+            let expected: &[&str] = match resources.as_slice() {
+                [r] if r == "clusterroles" => &["k10-admin", "k10-basic", "k10-config-view"],
+                [r] if r == "roles" => &["k10-ns-admin"],
+                _ => panic!("bind on {resources:?}"),
+            };
+            assert_eq!(strings(rule, "resourceNames"), expected, "{rule}");
         }
     }
+    let bind_roles: Vec<&serde_json::Value> = documents
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "gb-groupbinder-bind")
+        .collect();
+    assert_eq!(bind_roles.len(), 1);
+    assert_eq!(bind_roles[0]["metadata"]["namespace"], "kasten-io");
+    // Events in default only, the Lease by name.
+    let events = documents
+        .iter()
+        .find(|d| d["metadata"]["name"] == "gb-groupbinder-events" && d["kind"] == "Role")
+        .ok_or_else(|| anyhow::anyhow!("no events Role"))?;
+    assert_eq!(events["metadata"]["namespace"], "default");
     assert!(
         defaults.contains("readOnlyRootFilesystem: true")
             && defaults.contains("type: RuntimeDefault")
@@ -152,6 +170,10 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         custom.contains("kind: PodDisruptionBudget") && custom.contains("kind: ServiceMonitor")
     );
     assert!(custom.contains("resourceNames: [\"backup-admin\",\"view\"]"));
+    assert!(
+        !custom.contains("name: gb-groupbinder-bind\n"),
+        "no Role allowed: no bind Role"
+    );
     assert!(
         custom.contains("name: GROUPBINDER_LEADER_ELECTION\n              value: \"true\""),
         "2 replicas elect a leader"
@@ -197,6 +219,8 @@ fn chart_crd_is_the_top_level_crd() -> anyhow::Result<()> {
 async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::Result<()> {
     let cp = ControlPlane::shared().await?;
     let client = cp.client().await?;
+    // The chart's Role that may bind K10's ns-admin Role goes in K10's namespace: it must exist.
+    groupbinder_e2e::ensure_namespace(&client, "kasten-io").await?;
     ok(
         cp.helm()
             .args([
@@ -224,6 +248,10 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
         "service/gb-groupbinder-metrics",
         "role.rbac.authorization.k8s.io/gb-groupbinder-leader-election",
         "rolebinding.rbac.authorization.k8s.io/gb-groupbinder-leader-election",
+        "role.rbac.authorization.k8s.io/gb-groupbinder-bind",
+        "rolebinding.rbac.authorization.k8s.io/gb-groupbinder-bind",
+        "role.rbac.authorization.k8s.io/gb-groupbinder-events",
+        "rolebinding.rbac.authorization.k8s.io/gb-groupbinder-events",
         "clusterrole.rbac.authorization.k8s.io/gb-groupbinder",
         "clusterrole.rbac.authorization.k8s.io/gb-groupbinder-editor",
         "clusterrole.rbac.authorization.k8s.io/gb-groupbinder-viewer",
@@ -488,8 +516,115 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         };
         let rbs: Api<RoleBinding> = Api::namespaced(sa.clone(), "kasten-io");
         assert_forbidden(rbs.create(&dry, &rb).await, "a RoleBinding to admin")?;
-        // The allowlisted roles, by contrast, can be bound.
-        crbs.create(&dry, &crb("k10-config-view")).await?;
+        // The allowlisted roles, by contrast, can be bound (as groupbinder binds them).
+        let ours = |mut meta: ObjectMeta| {
+            meta.labels = Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "groupbinder".to_owned(),
+                )]
+                .into(),
+            );
+            meta
+        };
+        let mut allowed = crb("k10-config-view");
+        allowed.metadata = ours(allowed.metadata);
+        crbs.create(&dry, &allowed).await?;
+
+        // Issue 11, item 1: a Role is bindable in its own namespace only. The API server's own
+        // escalation check refuses the Role of the same name in another namespace.
+        groupbinder_e2e::ensure_namespace(&admin, "lp-team-a").await?;
+        // A namespace admin of lp-team-a made a Role of that name there.
+        let lookalike = groupbinder_e2e::k10::ns_admin("k10", "lp-team-a");
+        groupbinder_e2e::apply(&admin, &lookalike).await?;
+        let ns_admin_in = |namespace: &str| RoleBinding {
+            metadata: ours(ObjectMeta {
+                name: Some("lp-test-ns-admin".into()),
+                namespace: Some(namespace.into()),
+                ..ObjectMeta::default()
+            }),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: "k10-ns-admin".into(),
+            },
+            subjects: subject.clone(),
+        };
+        let team_rbs: Api<RoleBinding> = Api::namespaced(sa.clone(), "lp-team-a");
+        match team_rbs.create(&dry, &ns_admin_in("lp-team-a")).await {
+            Err(kube::Error::Api(status))
+                if status.code == 403
+                    && status.message.contains("attempting to grant RBAC permissions") => {}
+            other => anyhow::bail!("binding k10-ns-admin in lp-team-a: {other:?}"),
+        }
+        rbs.create(&dry, &ns_admin_in("kasten-io")).await?;
+
+        // Issue 11, item 10: what RBAC lets a leaked token do to any binding, the admission
+        // policy refuses for every binding that is not groupbinder's own.
+        let delete_dry = DeleteParams {
+            dry_run: true,
+            ..DeleteParams::default()
+        };
+        let admin_crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
+        admin_crbs.delete("system:kube-controller-manager", &delete_dry).await?; // RBAC allows the admin
+        // The API server compiles a new policy a moment after it is created.
+        groupbinder_e2e::eventually(
+            "the admission policy to refuse deleting system:kube-controller-manager",
+            std::time::Duration::from_secs(15),
+            || async {
+                Ok(assert_forbidden(
+                    crbs.delete("system:kube-controller-manager", &delete_dry).await,
+                    "deleting system:kube-controller-manager",
+                )
+                .ok())
+            },
+        )
+        .await?;
+        let patch_dry = PatchParams {
+            dry_run: true,
+            ..PatchParams::default()
+        };
+        let pin = serde_json::json!({"metadata": {"finalizers": ["example.com/pin"]}});
+        assert_forbidden(
+            crbs.patch("system:kube-controller-manager", &patch_dry, &Patch::Merge(&pin))
+                .await,
+            "pinning a foreign binding with a finalizer",
+        )?;
+        let grab = serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "groupbinder"}}});
+        assert_forbidden(
+            crbs.patch("system:kube-controller-manager", &patch_dry, &Patch::Merge(&grab))
+                .await,
+            "labelling a foreign binding as groupbinder's",
+        )?;
+        let mut masters = allowed.clone();
+        masters.subjects = Some(vec![Subject {
+            kind: "Group".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            name: "system:masters".into(),
+            namespace: None,
+        }]);
+        assert_forbidden(crbs.create(&dry, &masters).await, "a binding for system:masters")?;
+        let mut two = allowed.clone();
+        two.subjects = subject.clone().map(|mut s| {
+            s.push(Subject {
+                name: "y".into(),
+                ..s[0].clone()
+            });
+            s
+        });
+        assert_forbidden(crbs.create(&dry, &two).await, "a binding for two groups")?;
+
+        // The operator still works under the policy: a deleted binding is put back.
+        let admin_rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), "kasten-io");
+        admin_rbs
+            .delete("lp-admins:k10-ns-admin", &DeleteParams::default())
+            .await?;
+        groupbinder_e2e::eventually(
+            "the deleted binding to be put back",
+            std::time::Duration::from_secs(15),
+            || async { Ok(admin_rbs.get_opt("lp-admins:k10-ns-admin").await?.map(|_| ())) },
+        )
+        .await?;
         anyhow::Ok(())
     }
     .await;
