@@ -106,19 +106,39 @@ struct Report {
     checks: Vec<Check>,
 }
 
+/// Reads at most [`token::MAX_TOKEN_BYTES`] (and one byte more, to know it was more): a 300 MiB
+/// file is refused after that, not held in memory first.
+fn read_limited(reader: impl Read) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    reader
+        .take(token::MAX_TOKEN_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > token::MAX_TOKEN_BYTES {
+        return Err(format!(
+            "larger than {} bytes: not an ID token",
+            token::MAX_TOKEN_BYTES
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text: not an ID token".to_owned())
+}
+
 /// Exit code 2: the token could not be read.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let input = match (&args.token, &args.token_file) {
         (_, Some(file)) => {
-            std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+            let opened = std::fs::File::open(file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            read_limited(opened)
         }
-        (Some(token), None) if token != "-" => token.clone(),
-        _ => {
-            let mut buffer = String::new();
-            std::io::stdin()
-                .take(token::MAX_TOKEN_BYTES as u64 + 1)
-                .read_to_string(&mut buffer)?;
-            buffer
+        (Some(token), None) if token != "-" => Ok(token.clone()),
+        _ => read_limited(std::io::stdin()),
+    };
+    let input = match input {
+        Ok(input) => input,
+        Err(error) => {
+            eprintln!("error: cannot read the token: {error}");
+            return Ok(ExitCode::from(2));
         }
     };
     let token = match token::decode(&input) {
@@ -343,23 +363,31 @@ async fn check(
     Ok(checks)
 }
 
+/// `text` safe to print on a terminal: control characters (escape sequences, carriage returns,
+/// new lines) and bidirectional overrides, which a token's claims may carry to forge or hide a
+/// line of this report, are written as escapes (`\u{1b}`).
+pub fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn table(report: &Report) -> String {
     use std::fmt::Write;
     let id = &report.identity;
     let mut out = String::new();
-    let none = || "-".to_owned();
-    let _ = writeln!(out, "Signature       {}", report.signature);
-    let _ = writeln!(
-        out,
-        "Token version   {}",
-        id.version.clone().unwrap_or_else(none)
-    );
-    let _ = writeln!(
-        out,
-        "Issuer          {}",
-        id.issuer.clone().unwrap_or_else(none)
-    );
-    let _ = writeln!(out, "Audience        {}", id.audience.join(", "));
+    let or_none = |v: &Option<String>| v.as_deref().map_or_else(|| "-".to_owned(), shown);
+    let _ = writeln!(out, "Signature       {}", shown(&report.signature));
+    let _ = writeln!(out, "Token version   {}", or_none(&id.version));
+    let _ = writeln!(out, "Issuer          {}", or_none(&id.issuer));
+    let _ = writeln!(out, "Audience        {}", shown(&id.audience.join(", ")));
     let time = |exp: i64| {
         k8s_openapi::jiff::Timestamp::from_second(exp)
             .map_or_else(|_| exp.to_string(), |t| t.to_string())
@@ -367,30 +395,38 @@ fn table(report: &Report) -> String {
     let expiry = match id.expires {
         Some(exp) if id.expired => format!("{} (EXPIRED)", time(exp)),
         Some(exp) => time(exp),
-        None => none(),
+        None => "-".to_owned(),
     };
     let _ = writeln!(out, "Expires         {expiry}");
     let _ = writeln!(out, "\nK10 and kube-apiserver will see:");
     let _ = writeln!(
         out,
         "  user          {}",
-        id.username.clone().unwrap_or_else(|| "(none)".into())
+        id.username
+            .as_deref()
+            .map_or_else(|| "(none)".to_owned(), shown)
     );
     if id.groups.is_empty() {
         let _ = writeln!(out, "  groups        (none)");
     }
     for group in &id.groups {
-        let _ = writeln!(out, "  group         {group}");
+        let _ = writeln!(out, "  group         {}", shown(group));
     }
     if !id.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings:");
         for w in &id.warnings {
-            let _ = writeln!(out, "  {}: {}\n    fix: {}", w.code, w.message, w.fix);
+            let _ = writeln!(
+                out,
+                "  {}: {}\n    fix: {}",
+                w.code,
+                shown(&w.message),
+                shown(&w.fix)
+            );
         }
     }
     let _ = writeln!(out, "\nAzureGroupBindings that match:");
     if let Some(error) = &report.bindings_error {
-        let _ = writeln!(out, "  (could not read them: {error})");
+        let _ = writeln!(out, "  (could not read them: {})", shown(error));
     } else if report.bindings.is_empty() {
         let _ = writeln!(out, "  none: this token gets no access through groupbinder");
     }
@@ -398,9 +434,9 @@ fn table(report: &Report) -> String {
         let _ = writeln!(
             out,
             "  {} (group {}): {}",
-            m.name,
-            m.group,
-            m.roles.join(", ")
+            shown(&m.name),
+            shown(&m.group),
+            shown(&m.roles.join(", "))
         );
     }
     if !report.checks.is_empty() {
@@ -410,7 +446,7 @@ fn table(report: &Report) -> String {
             let ns = c
                 .namespace
                 .as_deref()
-                .map(|n| format!(" in {n}"))
+                .map(|n| format!(" in {}", shown(n)))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,

@@ -27,6 +27,8 @@ pub struct PlanArgs {
 enum PlanFailure {
     #[error("{0}: {1}")]
     Read(String, std::io::Error),
+    #[error("{0}: a directory link that loops back to {1}: not followed")]
+    Loop(String, String),
     #[error("{0}: not YAML: {1}")]
     Parse(String, String),
     #[error("{0}: InvalidSpec: the AzureGroupBinding cannot be read: {1}")]
@@ -88,7 +90,13 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
 fn load(paths: &[PathBuf]) -> (Vec<AzureGroupBinding>, Vec<PlanFailure>) {
     let mut agbs = Vec::new();
     let mut failures = Vec::new();
-    for path in paths.iter().flat_map(|p| files(p)) {
+    let mut found = Vec::new();
+    for path in paths {
+        let (files, loops) = files(path);
+        found.extend(files);
+        failures.extend(loops);
+    }
+    for path in found {
         match read(&path) {
             Ok(documents) => {
                 for (origin, document) in documents {
@@ -113,14 +121,28 @@ pub fn read_all(paths: &[PathBuf]) -> anyhow::Result<Vec<AzureGroupBinding>> {
     }
 }
 
-/// `path` itself, or the manifest files below it, sorted.
-fn files(path: &Path) -> Vec<PathBuf> {
+/// `path` itself, or the manifest files below it, sorted; and the directory links that loop
+/// (a directory is entered once: a link back to one already entered is reported, not followed).
+fn files(path: &Path) -> (Vec<PathBuf>, Vec<PlanFailure>) {
     if !path.is_dir() {
-        return vec![path.to_owned()];
+        return (vec![path.to_owned()], Vec::new());
     }
     let mut found = Vec::new();
+    let mut loops = Vec::new();
+    let mut entered: std::collections::HashMap<PathBuf, PathBuf> = std::collections::HashMap::new();
     let mut stack = vec![path.to_owned()];
     while let Some(dir) = stack.pop() {
+        let Ok(real) = std::fs::canonicalize(&dir) else {
+            continue;
+        };
+        if let Some(first) = entered.get(&real) {
+            loops.push(PlanFailure::Loop(
+                dir.display().to_string(),
+                first.display().to_string(),
+            ));
+            continue;
+        }
+        entered.insert(real, dir.clone());
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
@@ -137,7 +159,7 @@ fn files(path: &Path) -> Vec<PathBuf> {
         }
     }
     found.sort();
-    found
+    (found, loops)
 }
 
 /// The AzureGroupBinding documents of one file, with where each came from.

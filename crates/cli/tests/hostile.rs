@@ -1,0 +1,135 @@
+//! Hostile input to the command line (issue 11, items 11 and 12): no cluster involved.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+fn groupbinder() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_groupbinder"));
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Runs `command`, killing it after `limit`.
+fn run_within(mut command: Command, limit: Duration) -> anyhow::Result<Output> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let started = Instant::now();
+    while child.try_wait()?.is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+const SEED: &str = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: k10-admins\nspec:\n  groupObjectId: a318b1eb-8b78-4715-98ad-ffc8670ac79d\n";
+
+/// Item 11: a directory link back to a parent is reported by path, not followed for ever.
+#[test]
+fn plan_reports_a_directory_link_loop_instead_of_following_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nested = dir.path().join("team");
+    std::fs::create_dir(&nested)?;
+    std::fs::write(nested.join("admins.yaml"), SEED)?;
+    std::os::unix::fs::symlink(dir.path(), nested.join("loop"))?;
+    let mut command = groupbinder();
+    command.arg("plan").arg("-f").arg(dir.path());
+    let out = run_within(command, Duration::from_secs(10))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("team/loop: a directory link that loops back to"),
+        "{stderr}"
+    );
+    // The file is still planned, once.
+    assert_eq!(
+        stdout.matches("name: k10-admins:k10-admin\n").count(),
+        1,
+        "{stdout}"
+    );
+    Ok(())
+}
+
+fn jwt(claims: &serde_json::Value) -> String {
+    let enc = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        enc(&serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+        enc(claims)
+    )
+}
+
+/// Item 12: a claim carrying terminal control sequences cannot rewrite the report's lines.
+#[test]
+fn explain_token_escapes_control_sequences_from_claims() -> anyhow::Result<()> {
+    let forged = "\r\x1b[1A\x1b[2KSignature       verified";
+    let token = jwt(&serde_json::json!({
+        "iss": "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0",
+        "aud": "k10",
+        "sub": format!("user{forged}"),
+        "groups": ["a318b1eb-8b78-4715-98ad-ffc8670ac79d", forged],
+        "exp": 4_000_000_000_i64,
+        "ver": "2.0",
+    }));
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("id-token.jwt");
+    std::fs::write(&file, token)?;
+    let mut command = groupbinder();
+    command
+        .args(["explain-token", "--token-file"])
+        .arg(&file)
+        .args([
+            "--provider-url",
+            "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0",
+        ])
+        .env("KUBECONFIG", dir.path().join("none"));
+    let out = run_within(command, Duration::from_secs(30))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\r'),
+        "raw control characters in: {stdout:?}"
+    );
+    assert!(stdout.contains(r"\u{1b}[2K"), "{stdout}");
+    assert!(
+        stdout.starts_with("Signature       not checked"),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+/// Item 12: a huge token file is refused after the size limit is read, not held in memory; input
+/// that is not UTF-8 is malformed input too (exit code 2).
+#[test]
+fn explain_token_refuses_huge_and_non_utf8_input_with_code_2() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let huge = dir.path().join("huge.jwt");
+    std::fs::File::create(&huge)?.set_len(300 * 1024 * 1024)?; // sparse: no disk used
+    let mut command = groupbinder();
+    command.args(["explain-token", "--token-file"]).arg(&huge);
+    let out = run_within(command, Duration::from_secs(30))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("larger than"), "{stderr}");
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)?;
+    let peak_kib = usage.max_rss(); // KiB on Linux: the largest child of this test binary
+    assert!(peak_kib < 64 * 1024, "a child peaked at {peak_kib} KiB");
+
+    let binary = dir.path().join("binary.jwt");
+    std::fs::write(&binary, [0xff, 0xfe, b'e', b'y'])?;
+    let mut command = groupbinder();
+    command.args(["explain-token", "--token-file"]).arg(&binary);
+    let out = run_within(command, Duration::from_secs(30))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
+    Ok(())
+}
