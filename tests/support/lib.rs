@@ -43,12 +43,13 @@ pub async fn granted(
     resource: &str,
     namespace: Option<&str>,
 ) -> anyhow::Result<()> {
-    let what =
-        format!("{user} {groups:?} to be allowed to {verb} {group}/{resource} in {namespace:?}");
-    eventually(&what, Duration::from_secs(10), || async {
-        let allowed = can(client, user, groups, verb, group, resource, namespace).await?;
-        Ok(allowed.then_some(()))
-    })
+    answered(
+        true,
+        client,
+        user,
+        groups,
+        (verb, group, resource, namespace),
+    )
     .await
 }
 
@@ -63,11 +64,29 @@ pub async fn denied(
     resource: &str,
     namespace: Option<&str>,
 ) -> anyhow::Result<()> {
+    answered(
+        false,
+        client,
+        user,
+        groups,
+        (verb, group, resource, namespace),
+    )
+    .await
+}
+
+async fn answered(
+    expected: bool,
+    client: &kube::Client,
+    user: &str,
+    groups: &[&str],
+    (verb, group, resource, namespace): (&str, &str, &str, Option<&str>),
+) -> anyhow::Result<()> {
+    let answer = if expected { "allowed" } else { "refused" };
     let what =
-        format!("{user} {groups:?} to be refused {verb} {group}/{resource} in {namespace:?}");
+        format!("{user} {groups:?} to be {answer} {verb} {group}/{resource} in {namespace:?}");
     eventually(&what, Duration::from_secs(10), || async {
         let allowed = can(client, user, groups, verb, group, resource, namespace).await?;
-        Ok((!allowed).then_some(()))
+        Ok((allowed == expected).then_some(()))
     })
     .await
 }

@@ -214,11 +214,15 @@ async fn plan_output_equals_what_the_controller_creates() -> anyhow::Result<()> 
                     .await?,
             )?,
         };
-        // The server adds what a plan cannot know: uid, resourceVersion, ownerReferences, ...
+        // The server adds what a plan cannot know: uid, resourceVersion, ownerReferences, ... and
+        // the owner's uid label.
         let meta = actual["metadata"]
             .as_object_mut()
             .ok_or_else(|| anyhow::anyhow!("no metadata"))?;
         meta.retain(|k, _| ["name", "namespace", "labels"].contains(&k.as_str()));
+        if let Some(labels) = meta.get_mut("labels").and_then(|l| l.as_object_mut()) {
+            labels.remove(groupbinder_api::names::OWNER_UID_LABEL);
+        }
         assert_eq!(&actual, plan, "{name}");
     }
     operator.stop().await
