@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
-use groupbinder_api::desired::key_of;
 use groupbinder_api::names::FIELD_MANAGER;
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, Plan, Settings, plan};
 use groupbinder_controller::events::{Changes, Publisher};
@@ -140,8 +139,12 @@ fn not_the_operators(plan: &mut Plan, owner_api_version: &str) {
     for meta in plan
         .cluster_role_bindings
         .iter_mut()
-        .map(|b| &mut b.metadata)
-        .chain(plan.role_bindings.iter_mut().map(|b| &mut b.metadata))
+        .map(|b| &mut b.object.metadata)
+        .chain(
+            plan.role_bindings
+                .iter_mut()
+                .map(|b| &mut b.object.metadata),
+        )
     {
         meta.labels = None;
         for owner in meta.owner_references.iter_mut().flatten() {
@@ -154,14 +157,14 @@ fn not_the_operators(plan: &mut Plan, owner_api_version: &str) {
 async fn create_bindings(client: &kube::Client, plan: &Plan) -> anyhow::Result<()> {
     let crbs = plan.cluster_role_bindings.iter().map(|crb| async move {
         Api::<ClusterRoleBinding>::all(client.clone())
-            .create(&PostParams::default(), crb)
+            .create(&PostParams::default(), &crb.object)
             .await
             .map(|_| ())
     });
     let rbs = plan.role_bindings.iter().map(|rb| async move {
-        let namespace = rb.metadata.namespace.as_deref().unwrap_or("default");
+        let namespace = rb.key.namespace().unwrap_or_default();
         Api::<RoleBinding>::namespaced(client.clone(), namespace)
-            .create(&PostParams::default(), rb)
+            .create(&PostParams::default(), &rb.object)
             .await
             .map(|_| ())
     });
@@ -191,18 +194,11 @@ async fn write_directly(
     let mut plan = plan(&agb, settings)?;
     not_the_operators(&mut plan, &twin.api_version);
     create_bindings(client, &plan).await?;
-    let bindings = (plan
-        .cluster_role_bindings
-        .iter()
-        .map(|b| (&b.metadata, &b.role_ref)))
-    .chain(
-        plan.role_bindings
-            .iter()
-            .map(|b| (&b.metadata, &b.role_ref)),
-    )
-    .map(|(meta, role)| binding_status(&key_of(meta), &role.name))
-    .collect();
-    let outcome = Outcome::Applied {
+    let bindings = (plan.cluster_role_bindings.iter().map(|b| (&b.key, &b.role)))
+        .chain(plan.role_bindings.iter().map(|b| (&b.key, &b.role)))
+        .map(|(key, role)| binding_status(key, &role.name))
+        .collect();
+    let outcome = Outcome::Bound {
         group: plan.group.clone(),
         bindings,
         problems: Vec::new(),

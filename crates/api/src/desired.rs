@@ -112,44 +112,117 @@ pub fn refusal_message(refused: &[RefusedRole], allowed: &Allowlist) -> String {
     )
 }
 
-/// Identifies one binding: its kind, namespace (for a RoleBinding) and name.
+/// Identifies one binding: its kind, its namespace (for a RoleBinding, always) and its name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BindingKey {
-    /// `None` for a ClusterRoleBinding, the namespace for a RoleBinding.
-    pub namespace: Option<String>,
-    /// Name of the binding.
-    pub name: String,
+pub enum BindingKey {
+    /// A ClusterRoleBinding.
+    Cluster {
+        /// Name of the binding.
+        name: String,
+    },
+    /// A RoleBinding.
+    Namespaced {
+        /// Its namespace.
+        namespace: String,
+        /// Name of the binding.
+        name: String,
+    },
 }
 
 impl BindingKey {
     /// `ClusterRoleBinding` or `RoleBinding`.
     pub fn kind(&self) -> &'static str {
-        if self.namespace.is_some() {
-            "RoleBinding"
-        } else {
-            "ClusterRoleBinding"
+        match self {
+            BindingKey::Cluster { .. } => "ClusterRoleBinding",
+            BindingKey::Namespaced { .. } => "RoleBinding",
         }
+    }
+
+    /// Name of the binding.
+    pub fn name(&self) -> &str {
+        match self {
+            BindingKey::Cluster { name } | BindingKey::Namespaced { name, .. } => name,
+        }
+    }
+
+    /// Namespace of a RoleBinding; `None` for a ClusterRoleBinding.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            BindingKey::Cluster { .. } => None,
+            BindingKey::Namespaced { namespace, .. } => Some(namespace),
+        }
+    }
+
+    /// The key of the ClusterRoleBinding with `meta`; `None` without a name.
+    pub fn of_cluster_role_binding(meta: &ObjectMeta) -> Option<Self> {
+        Some(BindingKey::Cluster {
+            name: meta.name.clone()?,
+        })
+    }
+
+    /// The key of the RoleBinding with `meta`; `None` without a name or a namespace (never
+    /// guessed: such an object did not come from the API server).
+    pub fn of_role_binding(meta: &ObjectMeta) -> Option<Self> {
+        Some(BindingKey::Namespaced {
+            namespace: meta.namespace.clone()?,
+            name: meta.name.clone()?,
+        })
     }
 }
 
 impl std::fmt::Display for BindingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "RoleBinding {ns}/{}", self.name),
-            None => write!(f, "ClusterRoleBinding {}", self.name),
+        match self {
+            BindingKey::Namespaced { namespace, name } => {
+                write!(f, "RoleBinding {namespace}/{name}")
+            }
+            BindingKey::Cluster { name } => write!(f, "ClusterRoleBinding {name}"),
         }
     }
 }
 
-/// The binding objects of a [`Plan`].
+/// The role a planned binding refers to, typed as the spec named it (never re-parsed from the
+/// strings of a `roleRef`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BoundRole {
+    /// `Role` or `ClusterRole`.
+    pub kind: RoleKind,
+    /// The role's name.
+    pub name: String,
+}
+
+/// One binding of a [`Plan`]: the object to write, with its key and role typed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned<B> {
+    /// Which binding.
+    pub key: BindingKey,
+    /// The role it binds.
+    pub role: BoundRole,
+    /// The binding as it should be.
+    pub object: B,
+}
+
+impl<B> Planned<B> {
+    /// What the binding grants, for people: `ClusterRole k10-admin`, `Role k10-ns-admin in
+    /// kasten-io`.
+    pub fn grant(&self) -> String {
+        let role = format!("{} {}", self.role.kind.as_str(), self.role.name);
+        match self.key.namespace() {
+            Some(namespace) => format!("{role} in {namespace}"),
+            None => role,
+        }
+    }
+}
+
+/// The bindings an `AzureGroupBinding` asks for under the operator's settings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     /// The RBAC group subject: `<groupPrefix><groupObjectId>`.
     pub group: String,
     /// One ClusterRoleBinding per cluster role, sorted by name.
-    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub cluster_role_bindings: Vec<Planned<ClusterRoleBinding>>,
     /// One RoleBinding per namespaced role, sorted by namespace and name.
-    pub role_bindings: Vec<RoleBinding>,
+    pub role_bindings: Vec<Planned<RoleBinding>>,
     /// The roles asked for that the allowlist refuses: nothing is bound for them.
     pub refused: Vec<RefusedRole>,
 }
@@ -157,20 +230,9 @@ pub struct Plan {
 impl Plan {
     /// The keys of every binding in the plan.
     pub fn keys(&self) -> BTreeSet<BindingKey> {
-        let crbs = self
-            .cluster_role_bindings
-            .iter()
-            .map(|b| key_of(&b.metadata));
-        let rbs = self.role_bindings.iter().map(|b| key_of(&b.metadata));
+        let crbs = self.cluster_role_bindings.iter().map(|b| b.key.clone());
+        let rbs = self.role_bindings.iter().map(|b| b.key.clone());
         crbs.chain(rbs).collect()
-    }
-}
-
-/// The key of a binding from its metadata.
-pub fn key_of(meta: &ObjectMeta) -> BindingKey {
-    BindingKey {
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone().unwrap_or_default(),
     }
 }
 
@@ -249,8 +311,8 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
     if let Some(uid) = agb.metadata.uid.as_ref() {
         labels.insert(OWNER_UID_LABEL.to_owned(), uid.clone());
     }
-    let meta = |namespace: Option<&str>, role: &RoleName| ObjectMeta {
-        name: Some(names::binding_name(owner, role.as_str())),
+    let meta = |namespace: Option<&str>, name: &str| ObjectMeta {
+        name: Some(name.to_owned()),
         namespace: namespace.map(str::to_owned),
         labels: Some(labels.clone()),
         owner_references: owner_ref.clone().map(|o| vec![o]),
@@ -271,10 +333,20 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
     let unique_cluster_roles: BTreeSet<&RoleName> = cluster_roles.into_iter().collect();
     let cluster_role_bindings = unique_cluster_roles
         .into_iter()
-        .map(|role| ClusterRoleBinding {
-            metadata: meta(None, role),
-            role_ref: role_ref(RoleKind::ClusterRole, role),
-            subjects: subjects.clone(),
+        .map(|role| {
+            let name = names::binding_name(owner, role.as_str());
+            Planned {
+                object: ClusterRoleBinding {
+                    metadata: meta(None, &name),
+                    role_ref: role_ref(RoleKind::ClusterRole, role),
+                    subjects: subjects.clone(),
+                },
+                key: BindingKey::Cluster { name },
+                role: BoundRole {
+                    kind: RoleKind::ClusterRole,
+                    name: role.0.clone(),
+                },
+            }
         })
         .collect();
     let unique_roles: BTreeMap<(&str, &RoleName), RoleKind> = roles
@@ -283,10 +355,23 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
         .collect();
     let role_bindings = unique_roles
         .into_iter()
-        .map(|((namespace, role), kind)| RoleBinding {
-            metadata: meta(Some(namespace), role),
-            role_ref: role_ref(kind, role),
-            subjects: subjects.clone(),
+        .map(|((namespace, role), kind)| {
+            let name = names::binding_name(owner, role.as_str());
+            Planned {
+                object: RoleBinding {
+                    metadata: meta(Some(namespace), &name),
+                    role_ref: role_ref(kind, role),
+                    subjects: subjects.clone(),
+                },
+                key: BindingKey::Namespaced {
+                    namespace: namespace.to_owned(),
+                    name,
+                },
+                role: BoundRole {
+                    kind,
+                    name: role.0.clone(),
+                },
+            }
         })
         .collect();
     Ok(Plan {

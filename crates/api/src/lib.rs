@@ -8,7 +8,7 @@ pub mod names;
 pub mod v1alpha1;
 
 pub use allowlist::{Allowlist, AllowlistError};
-pub use desired::{BindingKey, Plan, PlanError, RefusedRole, Settings, plan};
+pub use desired::{BindingKey, BoundRole, Plan, PlanError, Planned, RefusedRole, Settings, plan};
 pub use v1alpha1::{
     AzureGroupBinding, AzureGroupBindingSpec, AzureGroupBindingStatus, BindingStatus,
     NamespacedRole, RoleKind, RoleName,

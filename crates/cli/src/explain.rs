@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use groupbinder_api::AzureGroupBinding;
+use groupbinder_api::{AzureGroupBinding, Planned};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -248,18 +248,8 @@ fn matches(
         .filter_map(|agb| {
             let plan = groupbinder_api::plan(agb, settings).ok()?;
             identity.groups.contains(&plan.group).then(|| {
-                let cluster = plan
-                    .cluster_role_bindings
-                    .iter()
-                    .map(|b| format!("ClusterRole {}", b.role_ref.name));
-                let namespaced = plan.role_bindings.iter().map(|b| {
-                    format!(
-                        "{} {} in {}",
-                        b.role_ref.kind,
-                        b.role_ref.name,
-                        b.metadata.namespace.as_deref().unwrap_or("")
-                    )
-                });
+                let cluster = plan.cluster_role_bindings.iter().map(Planned::grant);
+                let namespaced = plan.role_bindings.iter().map(Planned::grant);
                 Match {
                     name: agb.name_any(),
                     group: plan.group.clone(),

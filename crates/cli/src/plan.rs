@@ -52,10 +52,10 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         match groupbinder_api::plan(&agb, &settings) {
             Ok(plan) => {
                 for crb in &plan.cluster_role_bindings {
-                    out.push(serde_saphyr::to_string(crb)?);
+                    out.push(serde_saphyr::to_string(&crb.object)?);
                 }
                 for rb in &plan.role_bindings {
-                    out.push(serde_saphyr::to_string(rb)?);
+                    out.push(serde_saphyr::to_string(&rb.object)?);
                 }
                 // The controller binds the rest and refuses these, as here.
                 if !plan.refused.is_empty() {

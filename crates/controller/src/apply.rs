@@ -1,33 +1,35 @@
-//! The apply step: make the planned bindings exist, as planned, without touching anyone else's.
+//! Apply: the writes, and nothing else. It carries out what [`crate::observe`] found against the
+//! plan, without touching anyone else's bindings, and returns what it did, typed.
 //!
-//! Bindings are compared with the watch cache first, so a binding that is already right costs no
-//! request at all. A binding missing from the cache (which only holds bindings labelled as ours)
-//! is looked up once: if something else has that name, it is a conflict and is left alone.
-//! New bindings are created with POST, which fails rather than adopts if the name was taken
-//! meanwhile; bindings that drifted are put back by server-side apply with force, which also takes
-//! back fields that `kubectl edit` took over.
+//! A binding that is already right costs no request at all. A new binding is created with POST,
+//! which fails rather than adopts if the name was taken meanwhile (then the name is read once:
+//! ours with the cache behind, or someone else's). A binding that drifted is put back by
+//! server-side apply with force, which also takes back fields that `kubectl edit` took over; a
+//! changed roleRef (immutable) replaces the binding.
 
-use std::fmt::Debug;
+use std::sync::Arc;
 
-use groupbinder_api::desired::{BindingKey, is_satisfied, key_of};
+use groupbinder_api::desired::{BindingKey, BoundRole, Planned, is_satisfied};
 use groupbinder_api::names::FIELD_MANAGER;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use serde::Serialize;
 
-use crate::owners::{Claim, claim, claimed_by, controller_of};
+use crate::observe::{Found, Observed, Stale, look};
+use crate::watch::Watched;
 
 /// ClusterRoleBinding or RoleBinding.
-pub trait Binding: crate::Watched + Serialize {
+pub(crate) trait Binding: Watched + Serialize {
     /// The binding's role.
     fn role_ref(&self) -> &RoleRef;
     /// The binding's subjects.
     fn subjects(&self) -> &Option<Vec<Subject>>;
-    /// The API for bindings of this kind in `namespace` (ignored for ClusterRoleBindings).
-    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    /// Its key; `None` if it lacks a name (or a RoleBinding a namespace): never guessed.
+    fn key(&self) -> Option<BindingKey>;
+    /// The API for the binding `key` (see [`api`]).
+    fn api_for(client: Client, key: &BindingKey) -> Api<Self>;
 }
 
 impl Binding for ClusterRoleBinding {
@@ -37,7 +39,10 @@ impl Binding for ClusterRoleBinding {
     fn subjects(&self) -> &Option<Vec<Subject>> {
         &self.subjects
     }
-    fn api(client: Client, _: Option<&str>) -> Api<Self> {
+    fn key(&self) -> Option<BindingKey> {
+        BindingKey::of_cluster_role_binding(&self.metadata)
+    }
+    fn api_for(client: Client, _: &BindingKey) -> Api<Self> {
         Api::all(client)
     }
 }
@@ -49,16 +54,30 @@ impl Binding for RoleBinding {
     fn subjects(&self) -> &Option<Vec<Subject>> {
         &self.subjects
     }
-    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
-        Api::namespaced(client, namespace.unwrap_or("default"))
+    fn key(&self) -> Option<BindingKey> {
+        BindingKey::of_role_binding(&self.metadata)
+    }
+    fn api_for(client: Client, key: &BindingKey) -> Api<Self> {
+        match key.namespace() {
+            Some(namespace) => Api::namespaced(client, namespace),
+            // Never "default": a ClusterRoleBinding's key given for a RoleBinding addresses no
+            // namespace, and the API server refuses every write to it.
+            None => Api::all(client),
+        }
     }
 }
 
-/// A request to the API server failed.
+/// The API for the binding `key`: in the key's namespace for a RoleBinding. Keys come from a
+/// plan or from [`Binding::key`], so a RoleBinding's key always has its namespace.
+pub(crate) fn api<B: Binding>(client: &Client, key: &BindingKey) -> Api<B> {
+    B::api_for(client.clone(), key)
+}
+
+/// A write (or the read after a 409) failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {binding}: {source}")]
 pub struct ApplyError {
-    /// What was attempted: create, apply, get or delete.
+    /// What was attempted: create, apply, get, delete, remove the finalizers of.
     pub action: &'static str,
     /// Which binding.
     pub binding: BindingKey,
@@ -67,17 +86,17 @@ pub struct ApplyError {
     pub source: kube::Error,
 }
 
-/// What happened to one planned binding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
+/// What was done for one planned binding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ensured {
     /// It was already as planned: no request was made.
     Unchanged,
     /// It did not exist and was created.
     Created,
     /// It had drifted and was put back.
-    Updated,
-    /// It was labelled as this object's but had lost its controller ownerReference: the
-    /// ownerReference was put back (with anything else that had drifted).
+    PutBack,
+    /// It had lost its controller ownerReference: that was put back (with anything else that
+    /// had drifted).
     Adopted,
     /// The name is taken by a binding this object does not control; it was left untouched.
     Conflict {
@@ -86,115 +105,187 @@ pub enum Applied {
     },
 }
 
-fn holder(meta: &ObjectMeta) -> String {
-    match controller_of(meta) {
-        Some(o) => format!("controlled by {} {}", o.kind, o.name),
-        None => "no controller ownerReference".to_owned(),
+/// One planned binding and what was done for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EnsuredBinding {
+    /// Which binding.
+    pub(crate) key: BindingKey,
+    /// The role it binds.
+    pub(crate) role: BoundRole,
+    /// What was done.
+    pub(crate) ensured: Ensured,
+}
+
+/// The write a planned binding needs, given what has its name. Pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// None: it is as planned, or someone else's.
+    Nothing(Ensured),
+    /// POST it.
+    Create,
+    /// Server-side apply over ours; the outcome if it succeeds.
+    Patch(Ensured),
+    /// Delete ours (this very object: uid precondition) and create it: its roleRef changed.
+    Replace(Ensured),
+}
+
+/// The [`Step`] that makes `planned` true where `found` is.
+pub(crate) fn step<B: Binding>(planned: &Planned<B>, found: &Found<B>) -> Step {
+    let desired = &planned.object;
+    match found {
+        Found::Absent => Step::Create,
+        Found::Foreign { holder } => Step::Nothing(Ensured::Conflict {
+            holder: holder.clone(),
+        }),
+        Found::Ours { current, orphaned } => {
+            let done = if *orphaned {
+                Ensured::Adopted
+            } else {
+                Ensured::PutBack
+            };
+            if is_satisfied(
+                desired.meta(),
+                desired.role_ref(),
+                desired.subjects(),
+                current.meta(),
+                current.role_ref(),
+                current.subjects(),
+            ) {
+                Step::Nothing(Ensured::Unchanged)
+            } else if current.role_ref() != desired.role_ref() {
+                Step::Replace(done)
+            } else {
+                Step::Patch(done)
+            }
+        }
     }
 }
 
-/// Whether the binding with `meta` belongs to the AzureGroupBinding with `uid` (see
-/// [`crate::owners::claim`]).
-pub fn claimed(meta: &ObjectMeta, uid: &str) -> bool {
-    claimed_by(meta) == Some(uid)
-}
-
-/// Makes `desired` exist as planned (see the module documentation).
-///
-/// A binding missing from the cache is created straight away; if the name turns out to be taken
-/// (409), it is looked at (ours, with the cache behind, or someone else's). With `look_first`, for
-/// objects already in conflict, it is looked at before any write, so that a conflict retried every
-/// minute costs a read, not a failed write.
-pub async fn ensure<B: Binding>(
+/// Makes every observed planned binding true, all at once; stops at the first error.
+pub(crate) async fn ensure_all(
     client: &Client,
-    cache: &Store<B>,
-    owner_uid: &str,
-    desired: &B,
-    look_first: bool,
-) -> Result<Applied, ApplyError> {
-    let key = key_of(desired.meta());
-    let mut reference = ObjectRef::<B>::new(&key.name);
-    if let Some(namespace) = &key.namespace {
-        reference = reference.within(namespace);
-    }
-    let api = B::api(client.clone(), key.namespace.as_deref());
+    uid: &str,
+    observed: &Observed<'_>,
+) -> Result<Vec<EnsuredBinding>, ApplyError> {
+    let cluster = futures::future::try_join_all(
+        observed
+            .cluster_role_bindings
+            .iter()
+            .map(|(planned, found)| ensure(client, uid, planned, found.clone())),
+    );
+    let namespaced = futures::future::try_join_all(
+        observed
+            .role_bindings
+            .iter()
+            .map(|(planned, found)| ensure(client, uid, planned, found.clone())),
+    );
+    let (cluster, namespaced) = tokio::try_join!(cluster, namespaced)?;
+    Ok(cluster.into_iter().chain(namespaced).collect())
+}
+
+/// Makes `planned` true where `found` is (see the module documentation).
+pub(crate) async fn ensure<B: Binding>(
+    client: &Client,
+    uid: &str,
+    planned: &Planned<B>,
+    mut found: Found<B>,
+) -> Result<EnsuredBinding, ApplyError> {
+    let key = &planned.key;
+    let api = api::<B>(client, key);
     let fail = |action: &'static str| {
-        let binding = key.clone();
         move |source| ApplyError {
             action,
-            binding,
+            binding: key.clone(),
             source,
         }
     };
-    let actual = match cache.get(&reference) {
-        Some(cached) => Some(cached),
-        // Not labelled as ours (or not cached yet): foreign objects are not cached, so ask.
-        None if look_first => api
-            .get_opt(&key.name)
-            .await
-            .map_err(fail("get"))?
-            .map(std::sync::Arc::new),
-        None => None,
-    };
-    let Some(actual) = actual else {
-        return match api.create(&post_params(), desired).await {
-            Ok(_) => Ok(Applied::Created),
-            Err(kube::Error::Api(status)) if status.code == 409 && !look_first => {
-                Box::pin(ensure(client, cache, owner_uid, desired, true)).await
+    // A 409 on create means the cache was behind or someone took the name: read it, decide
+    // again, and create at most once more.
+    let mut creates_left = 2;
+    let ensured = loop {
+        match step(planned, &found) {
+            Step::Nothing(ensured) => break ensured,
+            Step::Create => match api.create(&post_params(), &planned.object).await {
+                Ok(_) => break Ensured::Created,
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    creates_left -= 1;
+                    if creates_left == 0 {
+                        break Ensured::Conflict {
+                            holder: "created by someone else just now".to_owned(),
+                        };
+                    }
+                    found = Found::of(look(client, key).await.map_err(fail("get"))?, uid);
+                }
+                Err(source) => return Err(fail("create")(source)),
+            },
+            Step::Patch(done) => {
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                api.patch(key.name(), &params, &Patch::Apply(&planned.object))
+                    .await
+                    .map_err(fail("apply"))?;
+                break done;
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Applied::Conflict {
-                holder: "created by someone else just now".to_owned(),
-            }),
-            Err(source) => Err(fail("create")(source)),
-        };
+            Step::Replace(done) => {
+                if let Found::Ours { current, .. } = &found {
+                    delete::<B>(client, key, current.meta()).await?;
+                }
+                api.create(&post_params(), &planned.object)
+                    .await
+                    .map_err(fail("create"))?;
+                break done;
+            }
+        }
     };
-    if !claimed(actual.meta(), owner_uid) {
-        return Ok(Applied::Conflict {
-            holder: holder(actual.meta()),
-        });
-    }
-    let done = if matches!(claim(actual.meta()), Claim::Orphaned(_)) {
-        Applied::Adopted
-    } else {
-        Applied::Updated
-    };
-    if is_satisfied(
-        desired.meta(),
-        desired.role_ref(),
-        desired.subjects(),
-        actual.meta(),
-        actual.role_ref(),
-        actual.subjects(),
-    ) {
-        return Ok(Applied::Unchanged);
-    }
-    if actual.role_ref() != desired.role_ref() {
-        // roleRef is immutable: replace the binding. The precondition makes sure only the object we
-        // looked at is deleted.
-        delete(&api, &key, actual.meta()).await?;
-        api.create(&post_params(), desired)
-            .await
-            .map_err(fail("create"))?;
-        return Ok(done);
-    }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&key.name, &params, &Patch::Apply(desired))
-        .await
-        .map_err(fail("apply"))?;
-    Ok(done)
+    Ok(EnsuredBinding {
+        key: key.clone(),
+        role: planned.role.clone(),
+        ensured,
+    })
 }
 
-/// Deletes the binding described by `meta`, only if it is still that very object (uid
-/// precondition). A binding that is already gone counts as deleted.
+/// Deletes the stale bindings, ClusterRoleBindings and RoleBindings at once. Returns the keys
+/// deleted, and the first error, if any (what was deleted before it stays deleted).
+pub(crate) async fn revoke(
+    client: &Client,
+    stale: &Stale,
+) -> (Vec<BindingKey>, Result<(), ApplyError>) {
+    let (crbs, rbs) = tokio::join!(
+        delete_each(client, &stale.cluster_role_bindings),
+        delete_each(client, &stale.role_bindings)
+    );
+    let (mut deleted, first) = crbs;
+    let (more, second) = rbs;
+    deleted.extend(more);
+    (deleted, first.and(second))
+}
+
+async fn delete_each<B: Binding>(
+    client: &Client,
+    bindings: &[Arc<B>],
+) -> (Vec<BindingKey>, Result<(), ApplyError>) {
+    let mut deleted = Vec::new();
+    for binding in bindings {
+        let Some(key) = binding.key() else { continue };
+        if let Err(error) = delete::<B>(client, &key, binding.meta()).await {
+            return (deleted, Err(error));
+        }
+        deleted.push(key);
+    }
+    (deleted, Ok(()))
+}
+
+/// Deletes the binding `key` described by `meta`, only if it is still that very object (uid
+/// precondition). A binding that is already gone, or was replaced meanwhile, counts as deleted.
 ///
 /// A binding held back by finalizers would keep granting while it waits: RBAC does not look at
 /// `deletionTimestamp`. Anyone who may patch bindings can add a finalizer (that change skips
 /// RBAC's escalation check), so the finalizers of a binding being revoked are removed.
-pub async fn delete<B: Binding>(
-    api: &Api<B>,
+pub(crate) async fn delete<B: Binding>(
+    client: &Client,
     key: &BindingKey,
     meta: &ObjectMeta,
 ) -> Result<(), ApplyError> {
+    let api = api::<B>(client, key);
     let fail = |action: &'static str| {
         move |source| ApplyError {
             action,
@@ -209,7 +300,7 @@ pub async fn delete<B: Binding>(
         }),
         ..DeleteParams::default()
     };
-    let lingering = match api.delete(&key.name, &params).await {
+    let lingering = match api.delete(key.name(), &params).await {
         Ok(either) => either.left(),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => None,
         Err(source) => return Err(fail("delete")(source)),
@@ -224,7 +315,7 @@ pub async fn delete<B: Binding>(
         "metadata": {"finalizers": null, "uid": lingering.meta().uid}
     });
     match api
-        .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         Ok(_) => Ok(()),
@@ -233,24 +324,12 @@ pub async fn delete<B: Binding>(
     }
 }
 
-/// The cached bindings claimed by `owner_uid` whose keys are not in `keep`.
-pub fn stale<B: Binding>(
-    cache: &Store<B>,
-    owners: &crate::OwnerIndex<B>,
-    owner_uid: &str,
-    keep: &std::collections::BTreeSet<BindingKey>,
-) -> Vec<std::sync::Arc<B>> {
-    owners
-        .owned_by(owner_uid)
-        .iter()
-        .filter_map(|reference| cache.get(reference))
-        .filter(|b| claimed(b.meta(), owner_uid) && !keep.contains(&key_of(b.meta())))
-        .collect()
-}
-
 fn post_params() -> PostParams {
     PostParams {
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -242,11 +242,10 @@ mod tests {
     }
 
     fn binding(name: &str) -> BindingKey {
-        groupbinder_api::desired::key_of(&ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("kasten-io".into()),
-            ..ObjectMeta::default()
-        })
+        BindingKey::Namespaced {
+            namespace: "kasten-io".into(),
+            name: name.into(),
+        }
     }
 
     #[test]

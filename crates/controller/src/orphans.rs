@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use groupbinder_api::AzureGroupBinding;
-use groupbinder_api::desired::{BindingKey, key_of};
+use groupbinder_api::desired::BindingKey;
 use groupbinder_api::names::OWNER_LABEL;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::ListParams;
@@ -27,11 +27,11 @@ use crate::metrics::Metrics;
 use crate::owners::{Claim, claim};
 
 /// Where a watch sends the bindings it saw orphaned.
-pub type Sender<B> = mpsc::UnboundedSender<ObjectRef<B>>;
+pub(crate) type Sender<B> = mpsc::UnboundedSender<ObjectRef<B>>;
 
 /// What the sweeper needs.
 #[derive(Clone)]
-pub struct Sweeper {
+pub(crate) struct Sweeper {
     /// Client for the confirming list and the deletes.
     pub client: Client,
     /// Events about what was deleted.
@@ -53,7 +53,7 @@ impl std::fmt::Debug for Sweeper {
 impl Sweeper {
     /// Deletes the orphans of kind `B` reported on `orphans` whose AzureGroupBinding does not
     /// exist, until `stop`.
-    pub async fn run<B: Binding>(
+    pub(crate) async fn run<B: Binding>(
         self,
         cache: Store<B>,
         mut orphans: mpsc::UnboundedReceiver<ObjectRef<B>>,
@@ -118,9 +118,8 @@ impl Sweeper {
             if uid.is_some_and(|uid| living.contains(uid)) {
                 continue; // its object's reconcile adopts or deletes it
             }
-            let key = key_of(binding.meta());
-            let api = B::api(self.client.clone(), key.namespace.as_deref());
-            if let Err(error) = apply::delete(&api, &key, binding.meta()).await {
+            let Some(key) = binding.key() else { continue };
+            if let Err(error) = apply::delete::<B>(&self.client, &key, binding.meta()).await {
                 tracing::warn!(%error, "could not delete an orphaned binding");
                 continue;
             }
@@ -140,7 +139,7 @@ impl Sweeper {
             .as_ref()
             .and_then(|l| l.get(OWNER_LABEL))
             .cloned()
-            .unwrap_or_else(|| key.name.clone());
+            .unwrap_or_else(|| key.name().to_owned());
         let regarding = ObjectReference {
             api_version: Some(AzureGroupBinding::api_version(&()).into_owned()),
             kind: Some(AzureGroupBinding::kind(&()).into_owned()),
@@ -162,7 +161,7 @@ impl Sweeper {
 }
 
 /// Sends `binding` to `orphans` if it is an orphan (see [`crate::owners::Claim::Orphaned`]).
-pub fn report<B: Binding>(orphans: &Sender<B>, binding: &B) {
+pub(crate) fn report<B: Binding>(orphans: &Sender<B>, binding: &B) {
     if matches!(claim(binding.meta()), Claim::Orphaned(_)) {
         let _ = orphans.send(ObjectRef::from_obj(binding));
     }

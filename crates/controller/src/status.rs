@@ -1,15 +1,18 @@
-//! The status an `AzureGroupBinding` should have after a reconcile. Pure: no client.
+//! Status: what an `AzureGroupBinding` should show after a reconcile, from its plan and what
+//! observe and apply found and did. Pure: no client (the writes are in [`crate::report`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use groupbinder_api::conditions::{self, READY, reason};
-use groupbinder_api::desired::BindingKey;
+use groupbinder_api::desired::{BindingKey, refusal_message};
 use groupbinder_api::{
-    AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, PlanError, RoleKind,
+    Allowlist, AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, PlanError, RoleKind,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+
+use crate::apply::{Ensured, EnsuredBinding};
+use crate::per_object::PerObject;
 
 /// Something that keeps an `AzureGroupBinding` from being `Ready`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,7 +87,7 @@ pub enum Outcome {
     /// No group can be computed for the spec: every binding of the object was deleted.
     Refused(PlanError),
     /// The plan was carried out as far as possible.
-    Applied {
+    Bound {
         /// The RBAC group subject.
         group: String,
         /// The bindings now in place and managed for this object.
@@ -92,6 +95,55 @@ pub enum Outcome {
         /// What keeps it from being ready.
         problems: Vec<Problem>,
     },
+}
+
+/// What a reconcile that carried out `plan` found and did: the roles and namespaces `missing`,
+/// what was done for each planned binding (`ensured`), and the roles the allowlist refused.
+pub(crate) fn outcome(
+    plan: &Plan,
+    missing: Vec<Problem>,
+    ensured: &[EnsuredBinding],
+    allowed: &Allowlist,
+) -> Outcome {
+    let mut problems = missing;
+    if !plan.refused.is_empty() {
+        problems.push(Problem::RoleNotAllowed {
+            message: refusal_message(&plan.refused, allowed),
+        });
+    }
+    let mut bindings = Vec::new();
+    for done in ensured {
+        match &done.ensured {
+            Ensured::Conflict { holder } => problems.push(Problem::Conflict {
+                binding: done.key.clone(),
+                holder: holder.clone(),
+            }),
+            _ => bindings.push(binding_status(&done.key, &done.role.name)),
+        }
+    }
+    Outcome::Bound {
+        group: plan.group.clone(),
+        bindings,
+        problems,
+    }
+}
+
+/// Whether `agb`'s status says a binding's name is taken (then observe reads uncached names from
+/// the API server before apply writes).
+pub(crate) fn in_conflict(agb: &AzureGroupBinding) -> bool {
+    agb.status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == READY && c.reason == reason::CONFLICT)
+}
+
+impl Outcome {
+    /// Whether a binding's name is taken by someone else (looked at again after a while: the
+    /// foreign binding is not watched).
+    pub(crate) fn has_conflict(&self) -> bool {
+        matches!(self, Outcome::Bound { problems, .. }
+            if problems.iter().any(|p| matches!(p, Problem::Conflict { .. })))
+    }
 }
 
 /// The status `agb` should have after `outcome`. `lastTransitionTime` is kept when `Ready` keeps
@@ -105,7 +157,7 @@ pub fn desired_status(
     let generation = agb.metadata.generation;
     let (ready, reason, message, group, bindings) = match outcome {
         Outcome::Refused(error) => (false, error.reason(), error.to_string(), None, Vec::new()),
-        Outcome::Applied {
+        Outcome::Bound {
             group,
             bindings,
             problems,
@@ -160,8 +212,8 @@ pub fn desired_status(
 pub fn binding_status(key: &BindingKey, role: &str) -> BindingStatus {
     BindingStatus {
         kind: key.kind().to_owned(),
-        name: key.name.clone(),
-        namespace: key.namespace.clone(),
+        name: key.name().to_owned(),
+        namespace: key.namespace().map(str::to_owned),
         role: role.to_owned(),
     }
 }
@@ -197,20 +249,17 @@ fn ready_message(group: &str, bindings: &[BindingStatus]) -> String {
     format!("group {group} is bound to {}", roles.join(", "))
 }
 
-/// The statuses this process wrote that the watch cache may not show yet, by object name.
+/// The statuses this process wrote that the watch cache may not show yet, by object.
 ///
 /// The bindings a reconcile creates trigger the next reconcile of their owner before the owner's
 /// status update has come back through the watch: without this, that reconcile would see no
 /// status and write the same one again.
 #[derive(Debug, Default)]
-pub struct Written {
-    by_name: HashMap<String, WrittenStatus>,
-}
+pub struct Written(PerObject<WrittenStatus>);
 
 /// A status written, and the version of the object it was written over.
 #[derive(Debug)]
 struct WrittenStatus {
-    uid: String,
     over: Option<String>,
     status: AzureGroupBindingStatus,
 }
@@ -220,17 +269,17 @@ impl Written {
     /// written over; `agb` itself once the cache has moved on (the entry is then dropped).
     pub fn apply<'a>(&mut self, agb: &'a AzureGroupBinding) -> Cow<'a, AzureGroupBinding> {
         let name = agb.name_any();
-        let Some(entry) = self.by_name.get(&name) else {
+        let uid = agb.uid().unwrap_or_default();
+        let Some(entry) = self.0.get(&name, &uid) else {
+            self.0.remove(&name);
             return Cow::Borrowed(agb);
         };
-        if entry.uid.as_str() == agb.uid().unwrap_or_default()
-            && entry.over == agb.metadata.resource_version
-        {
+        if entry.over == agb.metadata.resource_version {
             let mut newer = agb.clone();
             newer.status = Some(entry.status.clone());
             return Cow::Owned(newer);
         }
-        self.by_name.remove(&name);
+        self.0.remove(&name);
         Cow::Borrowed(agb)
     }
 
@@ -244,27 +293,22 @@ impl Written {
         objects: usize,
         exists: impl Fn(&str) -> bool,
     ) {
-        self.by_name.insert(
-            agb.name_any(),
-            WrittenStatus {
-                uid: agb.uid().unwrap_or_default(),
-                over: agb.metadata.resource_version.clone(),
-                status,
-            },
-        );
-        if self.by_name.len() > 2 * objects + 64 {
-            self.by_name.retain(|name, _| exists(name));
-        }
+        let entry = WrittenStatus {
+            over: agb.metadata.resource_version.clone(),
+            status,
+        };
+        let uid = agb.uid().unwrap_or_default();
+        self.0.insert(&agb.name_any(), &uid, entry, objects, exists);
     }
 
     /// How many statuses are held.
     pub fn len(&self) -> usize {
-        self.by_name.len()
+        self.0.len()
     }
 
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.0.len() == 0
     }
 }
 
@@ -295,7 +339,7 @@ mod tests {
 
     #[test]
     fn ready_when_no_problem() {
-        let outcome = Outcome::Applied {
+        let outcome = Outcome::Bound {
             group: "g".into(),
             bindings: vec![crb("k10-admin")],
             problems: vec![],
@@ -325,14 +369,13 @@ mod tests {
                 name: "k10-admin".into(),
             },
             Problem::Conflict {
-                binding: BindingKey {
-                    namespace: None,
+                binding: BindingKey::Cluster {
                     name: "x:k10-basic".into(),
                 },
                 holder: "no owner".into(),
             },
         ];
-        let outcome = Outcome::Applied {
+        let outcome = Outcome::Bound {
             group: "g".into(),
             bindings: vec![],
             problems,
@@ -363,7 +406,7 @@ mod tests {
     #[test]
     fn a_spec_without_a_group_shows_no_group_and_no_binding() {
         let mut agb = agb();
-        let before = Outcome::Applied {
+        let before = Outcome::Bound {
             group: "g".into(),
             bindings: vec![crb("k10-admin")],
             problems: vec![],
@@ -388,7 +431,7 @@ mod tests {
 
     #[test]
     fn refused_roles_come_first_and_the_rest_is_listed() {
-        let outcome = Outcome::Applied {
+        let outcome = Outcome::Bound {
             group: "g".into(),
             bindings: vec![crb("k10-config-view")],
             problems: vec![
@@ -416,7 +459,7 @@ mod tests {
     #[test]
     fn unchanged_outcome_gives_an_identical_status() {
         let mut agb = agb();
-        let outcome = Outcome::Applied {
+        let outcome = Outcome::Bound {
             group: "g".into(),
             bindings: vec![crb("k10-admin")],
             problems: vec![],

@@ -28,6 +28,9 @@ fn seed_spec_gets_the_k10_admin_profile() {
     let [crb] = plan.cluster_role_bindings.as_slice() else {
         panic!("{plan:?}")
     };
+    assert_eq!(crb.key.kind(), "ClusterRoleBinding");
+    assert_eq!(crb.role.kind, RoleKind::ClusterRole);
+    let crb = &crb.object;
     assert_eq!(crb.metadata.name.as_deref(), Some("k10-admins:k10-admin"));
     assert_eq!(crb.role_ref.kind, "ClusterRole");
     assert_eq!(crb.role_ref.name, "k10-admin");
@@ -35,6 +38,12 @@ fn seed_spec_gets_the_k10_admin_profile() {
     let [rb] = plan.role_bindings.as_slice() else {
         panic!("{plan:?}")
     };
+    assert_eq!(
+        rb.key.to_string(),
+        "RoleBinding kasten-io/k10-admins:k10-ns-admin"
+    );
+    assert_eq!(rb.role.kind, RoleKind::Role);
+    let rb = &rb.object;
     assert_eq!(rb.metadata.namespace.as_deref(), Some("kasten-io"));
     assert_eq!(rb.metadata.name.as_deref(), Some("k10-admins:k10-ns-admin"));
     assert_eq!(rb.role_ref.kind, "Role");
@@ -58,10 +67,16 @@ fn release_and_namespace_come_from_settings() {
     let settings = Settings::for_k10("backup", "k10-system", "");
     let plan = plan(&agb("x", seed()), &settings).unwrap();
     assert_eq!(plan.group, GUID);
-    assert_eq!(plan.cluster_role_bindings[0].role_ref.name, "backup-admin");
-    assert_eq!(plan.role_bindings[0].role_ref.name, "backup-ns-admin");
     assert_eq!(
-        plan.role_bindings[0].metadata.namespace.as_deref(),
+        plan.cluster_role_bindings[0].object.role_ref.name,
+        "backup-admin"
+    );
+    assert_eq!(
+        plan.role_bindings[0].object.role_ref.name,
+        "backup-ns-admin"
+    );
+    assert_eq!(
+        plan.role_bindings[0].object.metadata.namespace.as_deref(),
         Some("k10-system")
     );
 }
@@ -87,7 +102,7 @@ fn spec_prefix_overrides_default_and_empty_prefix_is_allowed() {
 fn labels_and_controller_owner_reference() {
     let agb = agb("k10-admins", seed());
     let plan = plan(&agb, &settings()).unwrap();
-    let meta = &plan.role_bindings[0].metadata;
+    let meta = &plan.role_bindings[0].object.metadata;
     let labels = meta.labels.as_ref().unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "groupbinder");
     assert_eq!(labels["groupbinder.dev/azuregroupbinding"], "k10-admins");
@@ -108,6 +123,7 @@ fn without_uid_plans_the_same_bindings_without_owner() {
     let plan = plan(&offline, &settings()).unwrap();
     assert!(
         plan.cluster_role_bindings[0]
+            .object
             .metadata
             .owner_references
             .is_none()
@@ -129,12 +145,22 @@ fn explicit_roles_replace_the_profile() {
     let plan = plan(&agb("viewers", spec), &settings()).unwrap();
     assert_eq!(plan.cluster_role_bindings.len(), 1);
     assert_eq!(
-        plan.cluster_role_bindings[0].role_ref.name,
+        plan.cluster_role_bindings[0].object.role_ref.name,
         "k10-config-view"
     );
-    assert_eq!(plan.role_bindings[0].role_ref.kind, "ClusterRole");
+    assert_eq!(plan.role_bindings[0].object.role_ref.kind, "ClusterRole");
+    assert_eq!(plan.role_bindings[0].role.kind, RoleKind::ClusterRole);
+    assert_eq!(plan.role_bindings[0].key.kind(), "RoleBinding");
     assert_eq!(
-        plan.role_bindings[0].metadata.namespace.as_deref(),
+        plan.role_bindings[0].grant(),
+        "ClusterRole k10-basic in app"
+    );
+    assert_eq!(
+        plan.cluster_role_bindings[0].grant(),
+        "ClusterRole k10-config-view"
+    );
+    assert_eq!(
+        plan.role_bindings[0].object.metadata.namespace.as_deref(),
         Some("app")
     );
 }
@@ -170,7 +196,7 @@ fn roles_outside_the_allowlist_get_nothing_and_the_others_are_planned() {
     let names: Vec<&str> = plan
         .cluster_role_bindings
         .iter()
-        .map(|b| b.role_ref.name.as_str())
+        .map(|b| b.object.role_ref.name.as_str())
         .collect();
     assert_eq!(names, ["k10-admin"]);
     assert!(plan.role_bindings.is_empty());
@@ -253,6 +279,7 @@ fn bindings_carry_the_owner_uid_label() {
     let agb = agb("k10-admins", seed());
     let plan = plan(&agb, &settings()).unwrap();
     let labels = plan.cluster_role_bindings[0]
+        .object
         .metadata
         .labels
         .as_ref()
@@ -327,17 +354,22 @@ fn long_names_get_hash_suffixes_and_stay_distinct() {
     let a = plan(&agb(&long, seed()), &settings()).unwrap();
     let b = plan(&agb(&format!("{long}x"), seed()), &settings()).unwrap();
     for key in a.keys() {
-        assert!(key.name.len() <= 253, "{key}");
+        assert!(key.name().len() <= 253, "{key}");
     }
     assert!(a.keys().is_disjoint(&b.keys()));
-    let label = &a.cluster_role_bindings[0].metadata.labels.as_ref().unwrap()[OWNER_LABEL];
+    let label = &a.cluster_role_bindings[0]
+        .object
+        .metadata
+        .labels
+        .as_ref()
+        .unwrap()[OWNER_LABEL];
     assert!(label.len() <= 63);
 }
 
 #[test]
 fn satisfied_ignores_foreign_fields_but_not_ours() {
     let plan = plan(&agb("x", seed()), &settings()).unwrap();
-    let want = &plan.cluster_role_bindings[0];
+    let want = &plan.cluster_role_bindings[0].object;
     let mut have = want.clone();
     have.metadata
         .labels
@@ -386,7 +418,22 @@ fn plan_is_deterministic() {
     let names: Vec<_> = one
         .cluster_role_bindings
         .iter()
-        .map(|b| b.role_ref.name.clone())
+        .map(|b| b.object.role_ref.name.clone())
         .collect();
     assert_eq!(names, ["k10-admin", "k10-basic", "k10-config-view"]);
+}
+
+#[test]
+fn a_role_binding_without_a_namespace_has_no_key() {
+    // Never guessed (it used to become "default"): such an object did not come from the API
+    // server, and nothing is written or deleted for it.
+    let meta = ObjectMeta {
+        name: Some("x:k10-basic".into()),
+        ..ObjectMeta::default()
+    };
+    assert_eq!(BindingKey::of_role_binding(&meta), None);
+    assert_eq!(
+        BindingKey::of_cluster_role_binding(&meta).map(|k| k.to_string()),
+        Some("ClusterRoleBinding x:k10-basic".into())
+    );
 }

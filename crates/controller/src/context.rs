@@ -1,0 +1,192 @@
+//! What a reconcile reads and holds: the watch caches, the client, the settings, and the
+//! bookkeeping per object (backoff, statuses written).
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingStatus, Settings};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+
+use crate::events::Publisher;
+use crate::metrics::Metrics;
+use crate::owners::OwnerIndex;
+use crate::per_object::Failures;
+use crate::reconcile::Guarded;
+use crate::status::Written;
+
+/// The watch caches a reconcile reads instead of the API server.
+#[derive(Clone)]
+pub(crate) struct Caches {
+    /// AzureGroupBindings.
+    pub agbs: Store<Guarded>,
+    /// ClusterRoleBindings labelled as managed by groupbinder.
+    pub cluster_role_bindings: Store<ClusterRoleBinding>,
+    /// The cached ClusterRoleBindings by controller.
+    pub cluster_role_binding_owners: OwnerIndex<ClusterRoleBinding>,
+    /// RoleBindings labelled as managed by groupbinder.
+    pub role_bindings: Store<RoleBinding>,
+    /// The cached RoleBindings by controller.
+    pub role_binding_owners: OwnerIndex<RoleBinding>,
+    /// Every ClusterRole (metadata only).
+    pub cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
+    /// Every Role (metadata only).
+    pub roles: Store<PartialObjectMeta<Role>>,
+    /// Every Namespace (metadata only).
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+impl Caches {
+    /// Waits until the caches of bindings, roles and namespaces hold their initial lists (the
+    /// controller itself waits for the AzureGroupBinding cache before any reconcile).
+    ///
+    /// Call it from one task only: kube's `Store::wait_until_ready` wakes only the last of several
+    /// concurrent waiters of one store. Reconciles wait on [`Context`]'s `synced` signal instead,
+    /// which that one task sets.
+    pub async fn wait_ready(&self) {
+        let _ = tokio::join!(
+            self.cluster_role_bindings.wait_until_ready(),
+            self.role_bindings.wait_until_ready(),
+            self.cluster_roles.wait_until_ready(),
+            self.roles.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+        );
+    }
+
+    pub(crate) fn cluster_role_exists(&self, name: &str) -> bool {
+        self.cluster_roles.get(&ObjectRef::new(name)).is_some()
+    }
+
+    pub(crate) fn role_exists(&self, namespace: &str, name: &str) -> bool {
+        self.roles
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
+    }
+
+    pub(crate) fn namespace_exists(&self, name: &str) -> bool {
+        self.namespaces.get(&ObjectRef::new(name)).is_some()
+    }
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caches").finish_non_exhaustive()
+    }
+}
+
+/// Everything a reconcile needs.
+pub(crate) struct Context {
+    /// Client for writes and for lookups of uncached names.
+    pub client: Client,
+    /// The operator's settings (K10 release, allowlist, ...).
+    pub settings: Settings,
+    /// Watch caches.
+    pub caches: Caches,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes events.
+    pub events: Publisher,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<Failures>,
+    /// Statuses written that the cache may not show yet.
+    written: Mutex<Written>,
+    /// `true` once every cache holds its initial list. Until then a reconcile could mistake a role
+    /// for missing or a binding for absent, and write for nothing.
+    pub(crate) synced: tokio::sync::watch::Receiver<bool>,
+    /// How long to wait before looking at a conflict again (the foreign binding is not watched).
+    pub conflict_retry: Duration,
+    /// Cancelled when this replica stops leading: running reconciles are abandoned at once, so no
+    /// write is started after another replica may have taken over.
+    pub(crate) lost: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context.
+    pub(crate) fn new(
+        client: Client,
+        settings: Settings,
+        caches: Caches,
+        metrics: Arc<Metrics>,
+        events: Publisher,
+        synced: tokio::sync::watch::Receiver<bool>,
+        lost: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        Context {
+            client,
+            settings,
+            caches,
+            metrics,
+            events,
+            failures: Mutex::default(),
+            written: Mutex::default(),
+            synced,
+            conflict_retry: Duration::from_secs(60),
+            lost,
+        }
+    }
+
+    /// `agb` with the status this process last wrote to it, if the cache does not show it yet.
+    pub(crate) fn with_written_status<'a>(
+        &self,
+        agb: &'a AzureGroupBinding,
+    ) -> Cow<'a, AzureGroupBinding> {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .apply(agb)
+    }
+
+    pub(crate) fn remember_status(&self, agb: &AzureGroupBinding, status: AzureGroupBindingStatus) {
+        let agbs = &self.caches.agbs;
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remember(agb, status, agbs.len(), |name| {
+                agbs.get(&ObjectRef::new(name)).is_some()
+            });
+    }
+
+    /// Counts a failed reconcile of `object`; returns the attempts so far and the delay before
+    /// the next.
+    pub(crate) fn record_failure(&self, object: &Guarded) -> (u32, Duration) {
+        let agbs = &self.caches.agbs;
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(
+                &object.name_any(),
+                &object.uid().unwrap_or_default(),
+                agbs.len(),
+                |name| agbs.get(&ObjectRef::new(name)).is_some(),
+            )
+    }
+
+    /// How many objects' failures are held.
+    #[cfg(test)]
+    pub(crate) fn failures_held(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// `object` was reconciled: its backoff starts over.
+    pub(crate) fn clear_failures(&self, object: &Guarded) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear(&object.name_any());
+    }
+}

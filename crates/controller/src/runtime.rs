@@ -1,0 +1,296 @@
+//! Runtime wiring: the start-up check, leader election, the watches, the orphan sweepers and the
+//! controller loop, started and stopped together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use groupbinder_api::AzureGroupBinding;
+use groupbinder_api::Settings;
+use groupbinder_api::names::MANAGED_SELECTOR;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{Caches, Context};
+use crate::reconcile::{self, Guarded};
+use crate::triggers::{self, Referent};
+use crate::watch::{cached, identity_only, jittered_backoff, unread, watch_events};
+use crate::{Health, LeaderElection, Metrics, OwnerIndex, events, leader, orphans};
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where K10 is, what may be bound, the default group prefix.
+    pub settings: Settings,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Reconcile every object this often even without a change (`None`: only on changes).
+    pub resync: Option<Duration>,
+    /// Leader election, for more than one replica.
+    pub leader_election: Option<LeaderElection>,
+    /// Name of this instance in events (pod name).
+    pub instance: String,
+}
+
+/// Why the controller stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The CRD is not installed.
+    #[error(
+        "the AzureGroupBinding CRD (azuregroupbindings.groupbinder.dev) is not installed: install it with `groupbinder crd | kubectl apply -f -`, `kubectl apply -f crds/`, or the Helm chart"
+    )]
+    CrdMissing,
+    /// The API server could not be reached or refused the start-up check.
+    #[error("checking the AzureGroupBinding API: {0}")]
+    Api(#[source] kube::Error),
+    /// Leadership was lost: another replica may be leading now. Exit and let the replica restart.
+    #[error("lost the leader election lease; stopping so that only one replica reconciles")]
+    LostLease,
+}
+
+/// Runs the controller until `shutdown` is cancelled (then it finishes running reconciles and
+/// returns `Ok`), or until leadership is lost.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    check_crd(&client).await?;
+    let lost = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let mut holder = None;
+    if let Some(election) = config.leader_election.clone() {
+        // A standby is ready: it serves probes and waits for the lease.
+        health.set_ready(true);
+        let elector = leader::Elector::new(client.clone(), election);
+        if elector.acquire(&shutdown).await.is_none() {
+            return Ok(());
+        }
+        health.set_ready(false);
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        holder = Some(tokio::spawn(
+            async move { elector.hold(&shutdown, &lost).await },
+        ));
+    }
+    {
+        let (shutdown, lost, stop) = (shutdown.clone(), lost.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = lost.cancelled() => {}
+            }
+            stop.cancel();
+        });
+    }
+
+    let (crb_orphans_tx, crb_orphans) = tokio::sync::mpsc::unbounded_channel();
+    let (rb_orphans_tx, rb_orphans) = tokio::sync::mpsc::unbounded_channel();
+    let (controller, caches) = build_controller(
+        &client,
+        &config,
+        stop.clone(),
+        (crb_orphans_tx, rb_orphans_tx),
+    );
+    let events = events::Publisher::new(client.clone(), "groupbinder", &config.instance);
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let sweeper = orphans::Sweeper {
+        client: client.clone(),
+        events: events.clone(),
+        metrics: metrics.clone(),
+        synced: synced.clone(),
+        stop: stop.clone(),
+    };
+    tokio::spawn(
+        sweeper
+            .clone()
+            .run(caches.cluster_role_bindings.clone(), crb_orphans),
+    );
+    tokio::spawn(sweeper.run(caches.role_bindings.clone(), rb_orphans));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.settings.clone(),
+        caches.clone(),
+        metrics,
+        events,
+        synced,
+        lost.clone(),
+    ));
+    let ready_health = health.clone();
+    tokio::spawn(async move {
+        caches.wait_ready().await;
+        let _ = synced_tx.send(true);
+        ready_health.set_ready(true);
+        tracing::info!("caches synced; reconciling");
+    });
+    controller
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(..)) => {} // logged by the error policy
+                Err(error) => tracing::debug!(%error, "controller event"),
+            }
+        })
+        .await;
+    health.set_ready(false);
+    if let Some(holder) = holder {
+        let _ = holder.await;
+    }
+    if lost.is_cancelled() && !shutdown.is_cancelled() {
+        return Err(RunError::LostLease);
+    }
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn check_crd(client: &Client) -> Result<(), RunError> {
+    let api: Api<AzureGroupBinding> = Api::all(client.clone());
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(RunError::CrdMissing),
+        Err(error) => Err(RunError::Api(error)),
+    }
+}
+
+/// The controller and the caches its reconciles read.
+fn build_controller(
+    client: &Client,
+    config: &Config,
+    stop: CancellationToken,
+    (crb_orphans, rb_orphans): (
+        orphans::Sender<ClusterRoleBinding>,
+        orphans::Sender<RoleBinding>,
+    ),
+) -> (Controller<Guarded>, Caches) {
+    let managed = watcher::Config::default()
+        .streaming_lists()
+        .labels(MANAGED_SELECTOR);
+    let (agb_reader, agb_writer) = reflector::store::<Guarded>();
+    let agbs = watch_events(
+        Api::<Guarded>::all(client.clone()),
+        watcher::Config::default().streaming_lists(),
+        identity_only,
+    )
+    .reflect(agb_writer)
+    .applied_objects();
+    let crb_owners = OwnerIndex::default();
+    let rb_owners = OwnerIndex::default();
+    let (crbs, crb_events) = cached(
+        Api::<ClusterRoleBinding>::all(client.clone()),
+        managed.clone(),
+        unread,
+        Some(crb_owners.clone()),
+    );
+    let (rbs, rb_events) = cached(
+        Api::<RoleBinding>::all(client.clone()),
+        managed,
+        unread,
+        Some(rb_owners.clone()),
+    );
+    // Orphans (labelled as ours, no controller) go to the sweeper too: it deletes those whose
+    // AzureGroupBinding is gone; the mapper below sends the others to their object's reconcile.
+    let crb_events = crb_events.inspect(move |b| {
+        if let Ok(b) = b {
+            orphans::report(&crb_orphans, b);
+        }
+    });
+    let rb_events = rb_events.inspect(move |b| {
+        if let Ok(b) = b {
+            orphans::report(&rb_orphans, b);
+        }
+    });
+    // Only whether roles and namespaces exist matters: watch their metadata.
+    let everything = || watcher::Config::default().streaming_lists();
+    let (cluster_roles, cluster_role_events) = cached(
+        Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()),
+        everything(),
+        identity_only,
+        None,
+    );
+    let (roles, role_events) = cached(
+        Api::<PartialObjectMeta<Role>>::all(client.clone()),
+        everything(),
+        identity_only,
+        None,
+    );
+    let (namespaces, namespace_events) = cached(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        everything(),
+        identity_only,
+        None,
+    );
+    let caches = Caches {
+        agbs: agb_reader.clone(),
+        cluster_role_bindings: crbs,
+        cluster_role_binding_owners: crb_owners,
+        role_bindings: rbs,
+        role_binding_owners: rb_owners,
+        cluster_roles,
+        roles,
+        namespaces,
+    };
+
+    let settings = Arc::new(config.settings.clone());
+    let by = |referent: for<'a> fn(&'a str, Option<&'a str>) -> Referent<'a>| {
+        let (agbs, settings) = (agb_reader.clone(), settings.clone());
+        move |name: String, namespace: Option<String>| {
+            triggers::referring(&agbs, &settings, referent(&name, namespace.as_deref()))
+        }
+    };
+    let by_cluster_role = by(|name, _| Referent::ClusterRole(name));
+    let by_role = by(|name, namespace| Referent::Role {
+        namespace: namespace.unwrap_or_default(),
+        name,
+    });
+    let by_namespace = by(|name, _| Referent::Namespace(name));
+
+    let mut controller = Controller::for_stream(agbs, agb_reader.clone())
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        // The controller also backs off its merged trigger streams (up to 30 s by default), on an
+        // error from any of them: after an outage each watch's one 410 "too old resource version"
+        // would add up. Every watch has its own backoff already, so this one stays short.
+        .trigger_backoff(jittered_backoff(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ))
+        // Bindings go to the object that claims them (see `triggers::claiming` for why not
+        // `owns_stream`).
+        .watches_stream(crb_events, {
+            let agbs = agb_reader.clone();
+            move |b| triggers::claiming(b.meta(), &agbs)
+        })
+        .watches_stream(rb_events, {
+            let agbs = agb_reader.clone();
+            move |b| triggers::claiming(b.meta(), &agbs)
+        })
+        .watches_stream(cluster_role_events, move |r| {
+            by_cluster_role(r.name_any(), None)
+        })
+        .watches_stream(role_events, move |r| by_role(r.name_any(), r.namespace()))
+        .watches_stream(namespace_events, move |n| by_namespace(n.name_any(), None))
+        .graceful_shutdown_on(async move { stop.cancelled().await });
+    if let Some(every) = config.resync {
+        let ticks = tokio_stream_interval(every);
+        controller = controller.reconcile_all_on(ticks);
+    }
+    (controller, caches)
+}
+
+fn tokio_stream_interval(every: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(
+        tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+        |mut interval| async {
+            interval.tick().await;
+            Some(((), interval))
+        },
+    )
+}
