@@ -1,0 +1,183 @@
+//! Putting things into the cluster as a test fixture (or a user with kubectl) would.
+
+use std::time::Duration;
+
+use groupbinder_api::AzureGroupBinding;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, CustomResourceExt, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{TEST_MANAGER, eventually, k10};
+
+/// Server-side applies `object` as the test fixture manager.
+pub async fn apply<K>(client: &kube::Client, object: &K) -> anyhow::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K::Scope: ApiFor<K>,
+{
+    let api = <K::Scope as ApiFor<K>>::api(client, object.meta().namespace.as_deref());
+    let name = object.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await?)
+}
+
+/// The right `Api` for a resource's scope.
+pub trait ApiFor<K: Resource> {
+    /// The API of `K` in `namespace` (ignored for cluster-scoped `K`).
+    fn api(client: &kube::Client, namespace: Option<&str>) -> Api<K>;
+}
+
+impl<K: Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>> ApiFor<K>
+    for kube::core::ClusterResourceScope
+{
+    fn api(client: &kube::Client, _: Option<&str>) -> Api<K> {
+        Api::all(client.clone())
+    }
+}
+
+impl<K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>> ApiFor<K>
+    for kube::core::NamespaceResourceScope
+{
+    fn api(client: &kube::Client, namespace: Option<&str>) -> Api<K> {
+        Api::namespaced(client.clone(), namespace.unwrap_or("default"))
+    }
+}
+
+/// Creates namespace `name` if it does not exist.
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let ns = Namespace {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Namespace::default()
+    };
+    apply(client, &ns).await?;
+    Ok(())
+}
+
+/// Installs the AzureGroupBinding CRD and waits until it is established.
+pub async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
+    apply_crd(client, &AzureGroupBinding::crd()).await
+}
+
+/// Applies `crd` and waits until it is established and listed by aggregated discovery, which is
+/// what kubectl reads (it lags the `Established` condition a little).
+pub async fn apply_crd(
+    client: &kube::Client,
+    crd: &CustomResourceDefinition,
+) -> anyhow::Result<()> {
+    apply(client, crd).await?;
+    let needle = format!("\"resource\":\"{}\"", crd.spec.names.plural);
+    eventually(
+        "the CRD to appear in discovery",
+        Duration::from_secs(30),
+        || async {
+            let mut request = groupbinder_testenv::http_get("/apis");
+            request.headers_mut().insert(
+                "Accept",
+                http::HeaderValue::from_static(
+                    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                ),
+            );
+            Ok(client
+                .request_text(request)
+                .await?
+                .contains(&needle)
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+/// Installs K10's fixture roles for `release` in `namespace` (creating the namespace).
+pub async fn install_k10(
+    client: &kube::Client,
+    release: &str,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    ensure_namespace(client, namespace).await?;
+    apply_crd(client, &k10::backup_action_crd()).await?;
+    for role in k10::cluster_roles(release) {
+        apply(client, &role).await?;
+    }
+    apply(client, &k10::ns_admin(release, namespace)).await?;
+    Ok(())
+}
+
+/// A namespaced CRD that accepts any object: a stand-in for another product's API (K10's actions,
+/// Argo CD's Application, Flux's kinds) so that manifests for it can be applied and checked.
+pub fn stand_in_crd(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
+        CustomResourceDefinitionVersion, CustomResourceValidation, JSONSchemaProps,
+    };
+    CustomResourceDefinition {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(format!("{plural}.{group}")),
+            ..Default::default()
+        },
+        spec: CustomResourceDefinitionSpec {
+            group: group.into(),
+            names: CustomResourceDefinitionNames {
+                kind: kind.into(),
+                plural: plural.into(),
+                ..CustomResourceDefinitionNames::default()
+            },
+            scope: "Namespaced".into(),
+            versions: vec![CustomResourceDefinitionVersion {
+                name: version.into(),
+                served: true,
+                storage: true,
+                schema: Some(CustomResourceValidation {
+                    open_api_v3_schema: Some(JSONSchemaProps {
+                        type_: Some("object".into()),
+                        x_kubernetes_preserve_unknown_fields: Some(true),
+                        ..JSONSchemaProps::default()
+                    }),
+                }),
+                ..CustomResourceDefinitionVersion::default()
+            }],
+            ..CustomResourceDefinitionSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// The repository's root directory (for `crds/`, `examples/`, `charts/`).
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `kubectl apply --server-side -f <file or directory>` as the admin, failing with kubectl's own
+/// message: files are applied as a user would apply them.
+pub fn kubectl_apply(
+    cp: &groupbinder_testenv::ControlPlane,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let out = cp
+        .kubectl()
+        .args(["apply", "--server-side", "-f"])
+        .arg(file)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl apply -f {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
