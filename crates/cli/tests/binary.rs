@@ -105,6 +105,7 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
         &[
             ("GROUPBINDER_K10_RELEASE", "k10"),
             ("GROUPBINDER_RESYNC_SECONDS", "0"),
+            ("GROUPBINDER_LOG_LEVEL", "info,groupbinder_controller=debug"),
         ],
     )?;
     eventually("/readyz to answer 200", Duration::from_secs(30), || async {
@@ -155,6 +156,7 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
         lines.iter().any(|l| l.contains("caches synced")),
         "{lines:?}"
     );
+    let mut in_span = 0;
     for line in &lines {
         let parsed: serde_json::Value =
             serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{e}: {line}"))?;
@@ -162,7 +164,15 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
             parsed.get("level").is_some() && parsed.get("message").is_some(),
             "{line}"
         );
+        // A reconcile's lines carry its span and the object's name, so one object's story can
+        // be followed (the name is never a metric label).
+        let span = &parsed["span"];
+        if span["name"] == "reconcile" {
+            assert_eq!(span["object"], "k10-admins", "{line}");
+            in_span += 1;
+        }
     }
+    assert!(in_span > 0, "no line in a reconcile span: {lines:?}");
     Ok(())
 }
 
