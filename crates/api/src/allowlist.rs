@@ -51,11 +51,11 @@ impl Allowlist {
     }
 
     /// K10's own roles for Helm release `release` installed in `namespace`: the ClusterRoles
-    /// `<release>-admin`, `<release>-basic` and `<release>-config-view`, and the Role
-    /// `<namespace>/<release>-ns-admin`.
+    /// `<release>-admin`, `<release>-basic`, `<release>-config-view` and `<release>-mc-admin`,
+    /// and the Role `<namespace>/<release>-ns-admin`.
     pub fn k10(release: &str, namespace: &str) -> Self {
         Allowlist {
-            cluster_roles: ["admin", "basic", "config-view"]
+            cluster_roles: ["admin", "basic", "config-view", "mc-admin"]
                 .iter()
                 .map(|suffix| format!("{release}-{suffix}"))
                 .collect(),

@@ -11,7 +11,8 @@ use kube::Resource;
 
 use crate::allowlist::Allowlist;
 use crate::names::{self, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, OWNER_UID_LABEL};
-use crate::v1alpha1::{AzureGroupBinding, NamespacedRole, RoleKind, RoleName};
+use crate::selector::{self, Namespaces, is_selectable, is_specific};
+use crate::v1alpha1::{AzureGroupBinding, NamespacedRole, RoleKind, RoleName, Target};
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -39,14 +40,27 @@ impl Settings {
         }
     }
 
+    /// K10's admin profile, as K10's own chart (7.5 on) binds its admins: the ClusterRoles
+    /// `<release>-admin` and `<release>-mc-admin`, and the Role `<release>-ns-admin` in K10's
+    /// namespace.
     fn admin_profile(&self) -> (Vec<RoleName>, Vec<NamespacedRole>) {
-        let cluster = vec![RoleName(format!("{}-admin", self.k10_release))];
-        let namespaced = vec![NamespacedRole {
-            name: RoleName(format!("{}-ns-admin", self.k10_release)),
-            namespace: self.k10_namespace.clone(),
-            kind: RoleKind::Role,
-        }];
+        let release = &self.k10_release;
+        let cluster = vec![
+            RoleName(format!("{release}-admin")),
+            RoleName(self.mc_admin()),
+        ];
+        let namespaced = vec![NamespacedRole::in_namespace(
+            &format!("{release}-ns-admin"),
+            &self.k10_namespace,
+            RoleKind::Role,
+        )];
         (cluster, namespaced)
+    }
+
+    /// `<release>-mc-admin`: K10's multi-cluster role. The admin profile binds it, and a K10
+    /// without it still works: its binding is made, and grants once the role exists.
+    pub fn mc_admin(&self) -> String {
+        format!("{}-mc-admin", self.k10_release)
     }
 }
 
@@ -68,6 +82,12 @@ pub enum PlanError {
     /// The object has no name.
     #[error("the AzureGroupBinding has no metadata.name")]
     MissingName,
+    /// A `roles` entry names a `namespaceSelector` and the cluster's namespaces are not known
+    /// (offline `groupbinder plan` without a namespace list).
+    #[error(
+        "spec.roles[] names a namespaceSelector: which namespaces it selects depends on the cluster; give plan the namespaces (--namespaces-from-cluster, or --namespaces FILE)"
+    )]
+    NamespacesUnknown,
 }
 
 impl PlanError {
@@ -200,6 +220,9 @@ pub struct Planned<B> {
     pub role: BoundRole,
     /// The binding as it should be.
     pub object: B,
+    /// A role the admin profile adds that a K10 may not have (`<release>-mc-admin`): its absence
+    /// is reported, and does not keep the object from being ready.
+    pub optional: bool,
 }
 
 impl<B> Planned<B> {
@@ -225,6 +248,8 @@ pub struct Plan {
     pub role_bindings: Vec<Planned<RoleBinding>>,
     /// The roles asked for that the allowlist refuses: nothing is bound for them.
     pub refused: Vec<RefusedRole>,
+    /// The namespaces the spec's `namespaceSelector`s select, sorted.
+    pub selected: BTreeSet<String>,
 }
 
 impl Plan {
@@ -249,12 +274,18 @@ pub fn requested_roles(
 }
 
 /// Computes the bindings `agb` asks for under `settings`: one for each role the spec names and
-/// the allowlist permits. Roles it does not permit are listed in [`Plan::refused`] and get
-/// nothing. A spec whose group cannot be computed is an error, and plans nothing.
+/// the allowlist permits, in each namespace it names or its selectors select among `namespaces`.
+/// Roles it does not permit are listed in [`Plan::refused`] and get nothing. A spec whose group
+/// cannot be computed is an error, and plans nothing; so is a selector with `namespaces`
+/// unknown.
 ///
 /// The result carries a controller ownerReference to `agb`, and a label with its uid, when it has
 /// a `uid` (it came from the API server); a spec read from a file plans the same bindings without.
-pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanError> {
+pub fn plan(
+    agb: &AzureGroupBinding,
+    settings: &Settings,
+    namespaces: Option<&dyn Namespaces>,
+) -> Result<Plan, PlanError> {
     let owner = agb.metadata.name.as_deref().ok_or(PlanError::MissingName)?;
     let spec = &agb.spec;
     if !is_lower_guid(&spec.group_object_id) {
@@ -274,34 +305,54 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
     let (cluster_roles, roles) = requested_roles(agb, settings);
     let allowed = &settings.allowed;
     let mut refused = BTreeSet::new();
-    let cluster_roles: Vec<&RoleName> = cluster_roles
-        .iter()
-        .filter(|role| {
-            let ok = allowed.permits(RoleKind::ClusterRole, None, role.as_str());
-            if !ok {
-                refused.insert(RefusedRole {
-                    kind: RoleKind::ClusterRole,
-                    namespace: None,
-                    name: role.0.clone(),
-                });
+    let mut refuse = |kind, namespace: Option<&str>, name: &str| {
+        refused.insert(RefusedRole {
+            kind,
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        });
+    };
+    let mut unique_cluster_roles = BTreeSet::new();
+    for role in &cluster_roles {
+        if allowed.permits(RoleKind::ClusterRole, None, role.as_str()) {
+            unique_cluster_roles.insert(role);
+        } else {
+            refuse(RoleKind::ClusterRole, None, role.as_str());
+        }
+    }
+    // (namespace, role) → kind: one RoleBinding per role and namespace.
+    let mut unique_roles: BTreeMap<(String, &RoleName), RoleKind> = BTreeMap::new();
+    let mut selected = BTreeSet::new();
+    for r in &roles {
+        let in_namespaces = match r.target() {
+            Target::Namespace(namespace) => vec![namespace.to_owned()],
+            Target::Selector(selector) if is_specific(selector) => {
+                let namespaces = namespaces.ok_or(PlanError::NamespacesUnknown)?;
+                let chosen: Vec<String> = selector::selected(selector, namespaces)
+                    .into_iter()
+                    .filter(|ns| {
+                        is_selectable(
+                            ns,
+                            r.name.as_str(),
+                            &settings.k10_release,
+                            &settings.k10_namespace,
+                        )
+                    })
+                    .collect();
+                selected.extend(chosen.iter().cloned());
+                chosen
             }
-            ok
-        })
-        .collect();
-    let roles: Vec<&NamespacedRole> = roles
-        .iter()
-        .filter(|r| {
-            let ok = allowed.permits(r.kind, Some(&r.namespace), r.name.as_str());
-            if !ok {
-                refused.insert(RefusedRole {
-                    kind: r.kind,
-                    namespace: Some(r.namespace.clone()),
-                    name: r.name.0.clone(),
-                });
+            // Admission refuses these; an object that got past it binds nothing for the entry.
+            Target::Selector(_) | Target::Invalid => Vec::new(),
+        };
+        for namespace in in_namespaces {
+            if allowed.permits(r.kind, Some(&namespace), r.name.as_str()) {
+                unique_roles.insert((namespace, &r.name), r.kind);
+            } else {
+                refuse(r.kind, Some(&namespace), r.name.as_str());
             }
-            ok
-        })
-        .collect();
+        }
+    }
 
     let owner_ref = agb.controller_owner_ref(&());
     let mut labels = BTreeMap::from([
@@ -329,8 +380,9 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
         kind: kind.as_str().to_owned(),
         name: name.0.clone(),
     };
+    let profile = spec.cluster_roles.is_none() && spec.roles.is_none();
+    let mc_admin = settings.mc_admin();
 
-    let unique_cluster_roles: BTreeSet<&RoleName> = cluster_roles.into_iter().collect();
     let cluster_role_bindings = unique_cluster_roles
         .into_iter()
         .map(|role| {
@@ -346,12 +398,9 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
                     kind: RoleKind::ClusterRole,
                     name: role.0.clone(),
                 },
+                optional: profile && role.as_str() == mc_admin,
             }
         })
-        .collect();
-    let unique_roles: BTreeMap<(&str, &RoleName), RoleKind> = roles
-        .iter()
-        .map(|r| ((r.namespace.as_str(), &r.name), r.kind))
         .collect();
     let role_bindings = unique_roles
         .into_iter()
@@ -359,18 +408,16 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
             let name = names::binding_name(owner, role.as_str());
             Planned {
                 object: RoleBinding {
-                    metadata: meta(Some(namespace), &name),
+                    metadata: meta(Some(&namespace), &name),
                     role_ref: role_ref(kind, role),
                     subjects: subjects.clone(),
                 },
-                key: BindingKey::Namespaced {
-                    namespace: namespace.to_owned(),
-                    name,
-                },
+                key: BindingKey::Namespaced { namespace, name },
                 role: BoundRole {
                     kind,
                     name: role.0.clone(),
                 },
+                optional: false,
             }
         })
         .collect();
@@ -379,7 +426,35 @@ pub fn plan(agb: &AzureGroupBinding, settings: &Settings) -> Result<Plan, PlanEr
         cluster_role_bindings,
         role_bindings,
         refused: refused.into_iter().collect(),
+        selected,
     })
+}
+
+/// K10's API group `<x>.kio.kasten.io`, or with K10's `useNamespacedAPI`
+/// `<x>.kio.<namespace with '-' replaced by '.'>`.
+pub fn k10_api_group(x: &str, k10_namespace: &str, namespaced_api: bool) -> String {
+    if namespaced_api {
+        format!("{x}.kio.{}", k10_namespace.replace('-', "."))
+    } else {
+        format!("{x}.kio.kasten.io")
+    }
+}
+
+/// What is allowed but probably a mistake in `plan`: K10's `<release>-basic` bound in K10's own
+/// namespace, where it lets members manage K10's own policies and actions.
+pub fn warnings(plan: &Plan, settings: &Settings) -> Vec<String> {
+    let basic = format!("{}-basic", settings.k10_release);
+    plan.role_bindings
+        .iter()
+        .filter(|b| b.role.name == basic && b.key.namespace() == Some(settings.k10_namespace.as_str()))
+        .map(|b| {
+            format!(
+                "{} binds {}: in K10's own namespace that role lets members manage K10's policies and actions; bind it in the applications' namespaces instead",
+                b.key,
+                b.grant()
+            )
+        })
+        .collect()
 }
 
 /// Whether `prefix` may stand before a group object ID: not `system:` (Kubernetes' own names),

@@ -5,11 +5,14 @@ pub mod allowlist;
 pub mod conditions;
 pub mod desired;
 pub mod names;
+pub mod selector;
 pub mod v1alpha1;
 
 pub use allowlist::{Allowlist, AllowlistError};
 pub use desired::{BindingKey, BoundRole, Plan, PlanError, Planned, RefusedRole, Settings, plan};
+pub use selector::Namespaces;
 pub use v1alpha1::{
     AzureGroupBinding, AzureGroupBindingSpec, AzureGroupBindingStatus, BindingStatus,
-    NamespacedRole, RoleKind, RoleName,
+    NamespaceSelector, NamespacedRole, RoleKind, RoleName, SelectedNamespaces, SelectorOperator,
+    SelectorRequirement, Target,
 };

@@ -3,6 +3,8 @@
 //! The rustdoc on these types becomes the CRD's OpenAPI descriptions, and so what
 //! `kubectl explain azuregroupbinding.spec` prints: it is written for the cluster administrator.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -54,6 +56,20 @@ pub const GUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}
         json_path = ".metadata.creationTimestamp"
     ),
     printcolumn(
+        name = "Namespaces",
+        type_ = "integer",
+        json_path = ".status.selectedNamespaces.count",
+        description = "How many namespaces the roles' namespaceSelectors select",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Selected",
+        type_ = "string",
+        json_path = ".status.selectedNamespaces.first",
+        description = "The first few namespaces selected",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Description",
         type_ = "string",
         json_path = ".spec.description",
@@ -101,18 +117,17 @@ pub struct AzureGroupBindingSpec {
 
     /// ClusterRoles to bind cluster-wide, one ClusterRoleBinding each, for example `k10-admin`.
     /// Each must be in the operator's allowlist. Leave out both `clusterRoles` and `roles` to get
-    /// K10's admin profile: `<release>-admin` here and `<release>-ns-admin` in K10's namespace.
+    /// K10's admin profile, as K10's chart gives its own admins: `<release>-admin` and
+    /// `<release>-mc-admin` here, `<release>-ns-admin` in K10's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "set"))]
     pub cluster_roles: Option<Vec<RoleName>>,
 
-    /// Roles to bind in one namespace each, one RoleBinding each, for example `k10-ns-admin` in
-    /// `kasten-io`, or the ClusterRole `k10-basic` in an application's namespace.
+    /// Roles to bind in namespaces, one RoleBinding per namespace: in one `namespace` (for
+    /// example `k10-ns-admin` in `kasten-io`), or in every namespace a `namespaceSelector` selects
+    /// (for example the ClusterRole `k10-basic` in every namespace labelled `team: shop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 32),
-        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["namespace", "name"])
-    )]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "atomic"))]
     pub roles: Option<Vec<NamespacedRole>>,
 }
 
@@ -147,18 +162,29 @@ impl From<&str> for RoleName {
     }
 }
 
-/// A role bound in one namespace by a RoleBinding.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// A role bound by RoleBindings: in one `namespace`, or in every namespace a `namespaceSelector`
+/// selects. Name exactly one of the two.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.__namespace__) != has(self.namespaceSelector)").message(
+    "name either namespace (one namespace) or namespaceSelector (every namespace whose labels match), not both"
+))]
 pub struct NamespacedRole {
     /// Name of the Role (or of the ClusterRole, with `kind: ClusterRole`).
     pub name: RoleName,
     /// Namespace the RoleBinding is created in, for example `kasten-io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(
         "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
     ).message("must be a namespace name: lower-case letters, digits and '-'"))]
     #[schemars(length(min = 1, max = 63))]
-    pub namespace: String,
+    pub namespace: Option<String>,
+    /// Binds the role in every namespace whose labels match, as namespaces are created, labelled
+    /// and deleted; a namespace that stops matching loses its RoleBinding. It never selects a
+    /// `kube-*` namespace, nor K10's own namespace for `<release>-basic` (there that role would let
+    /// users manage K10 itself): name such a namespace in `namespace` if it is really meant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<NamespaceSelector>,
     /// `Role` (the default) binds a Role of that namespace; `ClusterRole` grants a ClusterRole's
     /// permissions in that namespace only, as K10's `k10-basic` is meant to be used.
     #[serde(default, skip_serializing_if = "RoleKind::is_role")]
@@ -186,6 +212,89 @@ pub enum RoleKind {
     Role,
     /// A ClusterRole, granted in one namespace.
     ClusterRole,
+}
+
+/// A standard Kubernetes label selector over namespaces: `matchLabels` and `matchExpressions`,
+/// all of which must hold. It must name at least one label: an empty selector would select every
+/// namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)"
+).message("must name at least one label: an empty selector would select every namespace"))]
+pub struct NamespaceSelector {
+    /// Labels a namespace must have, with these values, for example `team: shop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    /// Further requirements on a namespace's labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub match_expressions: Option<Vec<SelectorRequirement>>,
+}
+
+/// A requirement on one label.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)"
+).message("In and NotIn need values; Exists and DoesNotExist take none"))]
+pub struct SelectorRequirement {
+    /// The label's key, for example `team` or `kasten.io/team`.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: SelectorOperator,
+    /// The values for `In` and `NotIn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
+    pub values: Option<Vec<String>>,
+}
+
+/// How a requirement relates a label to its values.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectorOperator {
+    /// The label has one of the values.
+    In,
+    /// The label is missing or has none of the values.
+    NotIn,
+    /// The label is there, whatever its value.
+    Exists,
+    /// The label is not there.
+    DoesNotExist,
+}
+
+/// Where a `roles` entry binds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target<'a> {
+    /// In this namespace.
+    Namespace(&'a str),
+    /// In every namespace this selects.
+    Selector(&'a NamespaceSelector),
+    /// Neither or both were given (admission refuses that; an object that got past it binds
+    /// nothing for this entry).
+    Invalid,
+}
+
+impl NamespacedRole {
+    /// A role bound in one namespace.
+    pub fn in_namespace(name: &str, namespace: &str, kind: RoleKind) -> Self {
+        NamespacedRole {
+            name: name.into(),
+            namespace: Some(namespace.to_owned()),
+            namespace_selector: None,
+            kind,
+        }
+    }
+
+    /// Where this entry binds.
+    pub fn target(&self) -> Target<'_> {
+        match (&self.namespace, &self.namespace_selector) {
+            (Some(namespace), None) => Target::Namespace(namespace),
+            (None, Some(selector)) => Target::Selector(selector),
+            _ => Target::Invalid,
+        }
+    }
 }
 
 impl RoleKind {
@@ -216,12 +325,26 @@ pub struct AzureGroupBindingStatus {
     /// The bindings the controller manages for this object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<BindingStatus>,
+    /// The namespaces the `namespaceSelector`s of `roles` select now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_namespaces: Option<SelectedNamespaces>,
     /// `Ready` is `True` when every binding is in place and every role and namespace exists.
     /// Otherwise its reason says what is wrong: `RoleNotAllowed`, `InvalidSpec`, `Conflict`,
     /// `RoleNotFound`, `NamespaceNotFound` or `ApplyFailed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// How many namespaces the selectors select, and the first few.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectedNamespaces {
+    /// How many namespaces are selected.
+    pub count: i32,
+    /// The first few, in alphabetical order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first: Vec<String>,
 }
 
 /// One binding managed for this object.

@@ -22,14 +22,18 @@ fn seed() -> AzureGroupBindingSpec {
 
 #[test]
 fn seed_spec_gets_the_k10_admin_profile() {
-    let plan = plan(&agb("k10-admins", seed()), &settings()).unwrap();
+    let plan = plan(&agb("k10-admins", seed()), &settings(), None).unwrap();
     assert_eq!(plan.group, format!("michael_azure_{GUID}"));
 
-    let [crb] = plan.cluster_role_bindings.as_slice() else {
+    // K10's chart (7.5 on) gives its own admins admin, mc-admin and ns-admin: so does the profile.
+    let [crb, mc] = plan.cluster_role_bindings.as_slice() else {
         panic!("{plan:?}")
     };
     assert_eq!(crb.key.kind(), "ClusterRoleBinding");
     assert_eq!(crb.role.kind, RoleKind::ClusterRole);
+    assert!(!crb.optional);
+    assert_eq!(mc.object.role_ref.name, "k10-mc-admin");
+    assert!(mc.optional, "a K10 without mc-admin still works");
     let crb = &crb.object;
     assert_eq!(crb.metadata.name.as_deref(), Some("k10-admins:k10-admin"));
     assert_eq!(crb.role_ref.kind, "ClusterRole");
@@ -65,7 +69,7 @@ fn seed_spec_gets_the_k10_admin_profile() {
 #[test]
 fn release_and_namespace_come_from_settings() {
     let settings = Settings::for_k10("backup", "k10-system", "");
-    let plan = plan(&agb("x", seed()), &settings).unwrap();
+    let plan = plan(&agb("x", seed()), &settings, None).unwrap();
     assert_eq!(plan.group, GUID);
     assert_eq!(
         plan.cluster_role_bindings[0].object.role_ref.name,
@@ -87,13 +91,16 @@ fn spec_prefix_overrides_default_and_empty_prefix_is_allowed() {
         group_prefix: Some(String::new()),
         ..seed()
     };
-    assert_eq!(plan(&agb("x", spec), &settings()).unwrap().group, GUID);
+    assert_eq!(
+        plan(&agb("x", spec), &settings(), None).unwrap().group,
+        GUID
+    );
     let spec = AzureGroupBindingSpec {
         group_prefix: Some("oidc:".into()),
         ..seed()
     };
     assert_eq!(
-        plan(&agb("x", spec), &settings()).unwrap().group,
+        plan(&agb("x", spec), &settings(), None).unwrap().group,
         format!("oidc:{GUID}")
     );
 }
@@ -101,7 +108,7 @@ fn spec_prefix_overrides_default_and_empty_prefix_is_allowed() {
 #[test]
 fn labels_and_controller_owner_reference() {
     let agb = agb("k10-admins", seed());
-    let plan = plan(&agb, &settings()).unwrap();
+    let plan = plan(&agb, &settings(), None).unwrap();
     let meta = &plan.role_bindings[0].object.metadata;
     let labels = meta.labels.as_ref().unwrap();
     assert_eq!(labels["app.kubernetes.io/managed-by"], "groupbinder");
@@ -120,7 +127,7 @@ fn labels_and_controller_owner_reference() {
 fn without_uid_plans_the_same_bindings_without_owner() {
     let mut offline = agb("k10-admins", seed());
     offline.metadata.uid = None;
-    let plan = plan(&offline, &settings()).unwrap();
+    let plan = plan(&offline, &settings(), None).unwrap();
     assert!(
         plan.cluster_role_bindings[0]
             .object
@@ -128,21 +135,21 @@ fn without_uid_plans_the_same_bindings_without_owner() {
             .owner_references
             .is_none()
     );
-    assert_eq!(plan.keys().len(), 2);
+    assert_eq!(plan.keys().len(), 3);
 }
 
 #[test]
 fn explicit_roles_replace_the_profile() {
     let spec = AzureGroupBindingSpec {
         cluster_roles: Some(vec!["k10-config-view".into()]),
-        roles: Some(vec![NamespacedRole {
-            name: "k10-basic".into(),
-            namespace: "app".into(),
-            kind: RoleKind::ClusterRole,
-        }]),
+        roles: Some(vec![NamespacedRole::in_namespace(
+            "k10-basic",
+            "app",
+            RoleKind::ClusterRole,
+        )]),
         ..seed()
     };
-    let plan = plan(&agb("viewers", spec), &settings()).unwrap();
+    let plan = plan(&agb("viewers", spec), &settings(), None).unwrap();
     assert_eq!(plan.cluster_role_bindings.len(), 1);
     assert_eq!(
         plan.cluster_role_bindings[0].object.role_ref.name,
@@ -171,7 +178,7 @@ fn only_cluster_roles_means_no_role_bindings() {
         cluster_roles: Some(vec!["k10-basic".into()]),
         ..seed()
     };
-    let plan = plan(&agb("x", spec), &settings()).unwrap();
+    let plan = plan(&agb("x", spec), &settings(), None).unwrap();
     assert_eq!(plan.cluster_role_bindings.len(), 1);
     assert!(plan.role_bindings.is_empty());
 }
@@ -180,14 +187,14 @@ fn only_cluster_roles_means_no_role_bindings() {
 fn roles_outside_the_allowlist_get_nothing_and_the_others_are_planned() {
     let spec = AzureGroupBindingSpec {
         cluster_roles: Some(vec!["k10-admin".into(), "cluster-admin".into()]),
-        roles: Some(vec![NamespacedRole {
-            name: "admin".into(),
-            namespace: "default".into(),
-            kind: RoleKind::ClusterRole,
-        }]),
+        roles: Some(vec![NamespacedRole::in_namespace(
+            "admin",
+            "default",
+            RoleKind::ClusterRole,
+        )]),
         ..seed()
     };
-    let plan = plan(&agb("x", spec), &settings()).unwrap();
+    let plan = plan(&agb("x", spec), &settings(), None).unwrap();
     let refused: Vec<String> = plan.refused.iter().map(ToString::to_string).collect();
     assert_eq!(
         refused,
@@ -206,7 +213,9 @@ fn roles_outside_the_allowlist_get_nothing_and_the_others_are_planned() {
         "{message}"
     );
     assert!(
-        message.contains("k10-admin, k10-basic, k10-config-view, kasten-io/k10-ns-admin"),
+        message.contains(
+            "k10-admin, k10-basic, k10-config-view, k10-mc-admin, kasten-io/k10-ns-admin"
+        ),
         "{message}"
     );
     assert!(message.contains("--allowed-roles"), "{message}");
@@ -221,20 +230,12 @@ fn a_role_is_allowed_in_its_own_namespace_only() {
     ] {
         let spec = AzureGroupBindingSpec {
             roles: Some(vec![
-                NamespacedRole {
-                    name: name.into(),
-                    namespace: "team-a".into(),
-                    kind,
-                },
-                NamespacedRole {
-                    name: "k10-ns-admin".into(),
-                    namespace: "kube-system".into(),
-                    kind: RoleKind::Role,
-                },
+                NamespacedRole::in_namespace(name, "team-a", kind),
+                NamespacedRole::in_namespace("k10-ns-admin", "kube-system", RoleKind::Role),
             ]),
             ..seed()
         };
-        let plan = plan(&agb("x", spec), &settings()).unwrap();
+        let plan = plan(&agb("x", spec), &settings(), None).unwrap();
         assert!(plan.role_bindings.is_empty(), "{plan:?}");
         assert_eq!(plan.refused.len(), 2);
     }
@@ -248,13 +249,13 @@ fn custom_allowlist_is_honoured() {
         cluster_roles: Some(vec!["view".into()]),
         ..seed()
     };
-    let planned = plan(&agb("x", spec), &settings).unwrap();
+    let planned = plan(&agb("x", spec), &settings, None).unwrap();
     assert!(planned.refused.is_empty());
     assert_eq!(planned.keys().len(), 1);
     // The default profile itself is refused when the allowlist does not hold it.
-    let profile = plan(&agb("x", seed()), &settings).unwrap();
+    let profile = plan(&agb("x", seed()), &settings, None).unwrap();
     assert!(profile.keys().is_empty());
-    assert_eq!(profile.refused.len(), 2);
+    assert_eq!(profile.refused.len(), 3);
 }
 
 #[test]
@@ -266,7 +267,7 @@ fn invisible_characters_in_a_prefix_make_no_group() {
         };
         assert!(
             matches!(
-                plan(&agb("x", spec), &settings()),
+                plan(&agb("x", spec), &settings(), None),
                 Err(PlanError::InvalidGroupPrefix(_))
             ),
             "{prefix:?}"
@@ -277,7 +278,7 @@ fn invisible_characters_in_a_prefix_make_no_group() {
 #[test]
 fn bindings_carry_the_owner_uid_label() {
     let agb = agb("k10-admins", seed());
-    let plan = plan(&agb, &settings()).unwrap();
+    let plan = plan(&agb, &settings(), None).unwrap();
     let labels = plan.cluster_role_bindings[0]
         .object
         .metadata
@@ -305,7 +306,7 @@ fn malformed_or_upper_case_guids_never_become_subjects() {
             ..seed()
         };
         assert_eq!(
-            plan(&agb("x", spec), &settings()),
+            plan(&agb("x", spec), &settings(), None),
             Err(PlanError::InvalidGroupObjectId(bad.into())),
             "{bad:?}"
         );
@@ -319,29 +320,25 @@ fn system_prefix_is_refused() {
         ..seed()
     };
     assert!(matches!(
-        plan(&agb("x", spec), &settings()),
+        plan(&agb("x", spec), &settings(), None),
         Err(PlanError::InvalidGroupPrefix(_))
     ));
     let settings = Settings::for_k10("k10", "kasten-io", "system:");
     assert!(matches!(
-        plan(&agb("x", seed()), &settings),
+        plan(&agb("x", seed()), &settings, None),
         Err(PlanError::InvalidGroupPrefix(_))
     ));
 }
 
 #[test]
 fn duplicates_in_the_spec_give_one_binding() {
-    let role = NamespacedRole {
-        name: "k10-ns-admin".into(),
-        namespace: "kasten-io".into(),
-        kind: RoleKind::Role,
-    };
+    let role = NamespacedRole::in_namespace("k10-ns-admin", "kasten-io", RoleKind::Role);
     let spec = AzureGroupBindingSpec {
         cluster_roles: Some(vec!["k10-admin".into(), "k10-admin".into()]),
         roles: Some(vec![role.clone(), role]),
         ..seed()
     };
-    let plan = plan(&agb("x", spec), &settings()).unwrap();
+    let plan = plan(&agb("x", spec), &settings(), None).unwrap();
     assert_eq!(
         (plan.cluster_role_bindings.len(), plan.role_bindings.len()),
         (1, 1)
@@ -351,8 +348,8 @@ fn duplicates_in_the_spec_give_one_binding() {
 #[test]
 fn long_names_get_hash_suffixes_and_stay_distinct() {
     let long = format!("{}.example", "team".repeat(60));
-    let a = plan(&agb(&long, seed()), &settings()).unwrap();
-    let b = plan(&agb(&format!("{long}x"), seed()), &settings()).unwrap();
+    let a = plan(&agb(&long, seed()), &settings(), None).unwrap();
+    let b = plan(&agb(&format!("{long}x"), seed()), &settings(), None).unwrap();
     for key in a.keys() {
         assert!(key.name().len() <= 253, "{key}");
     }
@@ -368,7 +365,7 @@ fn long_names_get_hash_suffixes_and_stay_distinct() {
 
 #[test]
 fn satisfied_ignores_foreign_fields_but_not_ours() {
-    let plan = plan(&agb("x", seed()), &settings()).unwrap();
+    let plan = plan(&agb("x", seed()), &settings(), None).unwrap();
     let want = &plan.cluster_role_bindings[0].object;
     let mut have = want.clone();
     have.metadata
@@ -412,8 +409,8 @@ fn plan_is_deterministic() {
         ]),
         ..seed()
     };
-    let one = plan(&agb("x", spec.clone()), &settings()).unwrap();
-    let two = plan(&agb("x", spec), &settings()).unwrap();
+    let one = plan(&agb("x", spec.clone()), &settings(), None).unwrap();
+    let two = plan(&agb("x", spec), &settings(), None).unwrap();
     assert_eq!(one, two);
     let names: Vec<_> = one
         .cluster_role_bindings
@@ -436,4 +433,105 @@ fn a_role_binding_without_a_namespace_has_no_key() {
         BindingKey::of_cluster_role_binding(&meta).map(|k| k.to_string()),
         Some("ClusterRoleBinding x:k10-basic".into())
     );
+}
+
+fn labelled(pairs: &[(&str, &str)]) -> Vec<(String, crate::selector::Labels)> {
+    pairs
+        .iter()
+        .map(|(name, team)| {
+            (
+                (*name).to_owned(),
+                [("team".to_owned(), (*team).to_owned())].into(),
+            )
+        })
+        .collect()
+}
+
+fn selecting(name: &str, team: &str, kind: RoleKind) -> NamespacedRole {
+    NamespacedRole {
+        name: name.into(),
+        namespace: None,
+        namespace_selector: Some(crate::v1alpha1::NamespaceSelector {
+            match_labels: Some([("team".to_owned(), team.to_owned())].into()),
+            match_expressions: None,
+        }),
+        kind,
+    }
+}
+
+#[test]
+fn a_selector_binds_in_every_namespace_it_selects_and_only_there() {
+    let namespaces = labelled(&[
+        ("shop-prod", "shop"),
+        ("shop-dev", "shop"),
+        ("crm", "crm"),
+        // Never selected: kube-* and, for basic, K10's own namespace.
+        ("kube-shop", "shop"),
+        ("kasten-io", "shop"),
+    ]);
+    let spec = AzureGroupBindingSpec {
+        roles: Some(vec![
+            selecting("k10-basic", "shop", RoleKind::ClusterRole),
+            // Explicit and selected: one binding.
+            NamespacedRole::in_namespace("k10-basic", "shop-dev", RoleKind::ClusterRole),
+        ]),
+        ..seed()
+    };
+    let plan = plan(&agb("shop", spec), &settings(), Some(&namespaces)).unwrap();
+    let grants: Vec<String> = plan.role_bindings.iter().map(Planned::grant).collect();
+    assert_eq!(
+        grants,
+        [
+            "ClusterRole k10-basic in shop-dev",
+            "ClusterRole k10-basic in shop-prod"
+        ]
+    );
+    assert_eq!(
+        plan.selected.iter().collect::<Vec<_>>(),
+        ["shop-dev", "shop-prod"]
+    );
+    assert!(plan.refused.is_empty());
+}
+
+#[test]
+fn a_selected_role_is_still_held_to_the_allowlist() {
+    let namespaces = labelled(&[("shop", "shop"), ("kasten-io", "shop")]);
+    let spec = AzureGroupBindingSpec {
+        roles: Some(vec![
+            // A Role is allowed only as namespace/name: kasten-io/k10-ns-admin, not shop's.
+            selecting("k10-ns-admin", "shop", RoleKind::Role),
+            selecting("admin", "shop", RoleKind::ClusterRole),
+        ]),
+        ..seed()
+    };
+    let plan = plan(&agb("x", spec), &settings(), Some(&namespaces)).unwrap();
+    let grants: Vec<String> = plan.role_bindings.iter().map(Planned::grant).collect();
+    assert_eq!(grants, ["Role k10-ns-admin in kasten-io"]);
+    let refused: Vec<String> = plan.refused.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        refused,
+        [
+            "Role shop/k10-ns-admin",
+            "ClusterRole admin in kasten-io",
+            "ClusterRole admin in shop"
+        ]
+    );
+}
+
+#[test]
+fn a_selector_without_the_namespaces_cannot_be_planned() {
+    let spec = AzureGroupBindingSpec {
+        roles: Some(vec![selecting("k10-basic", "shop", RoleKind::ClusterRole)]),
+        ..seed()
+    };
+    assert_eq!(
+        plan(&agb("x", spec.clone()), &settings(), None),
+        Err(PlanError::NamespacesUnknown)
+    );
+    // An empty selector (admission refuses it) selects nothing rather than everything.
+    let mut empty = spec;
+    empty.roles.as_mut().unwrap()[0].namespace_selector = Some(Default::default());
+    let everything = labelled(&[("shop", "shop"), ("crm", "crm")]);
+    let plan = plan(&agb("x", empty), &settings(), Some(&everything)).unwrap();
+    assert!(plan.role_bindings.is_empty(), "{plan:?}");
 }
