@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use groupbinder_api::{AzureGroupBinding, AzureGroupBindingStatus, Settings};
+use groupbinder_api::selector::Labels;
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingStatus, Namespaces, Settings};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::core::PartialObjectMeta;
@@ -69,6 +70,18 @@ impl Caches {
 
     pub(crate) fn namespace_exists(&self, name: &str) -> bool {
         self.namespaces.get(&ObjectRef::new(name)).is_some()
+    }
+}
+
+/// The cached namespaces, with their labels, for selectors; one being deleted is not selected
+/// (no RoleBinding can be created in it).
+impl Namespaces for Caches {
+    fn for_each(&self, each: &mut dyn FnMut(&str, Option<&Labels>)) {
+        for namespace in self.namespaces.state() {
+            if namespace.metadata.deletion_timestamp.is_none() {
+                each(&namespace.name_any(), namespace.metadata.labels.as_ref());
+            }
+        }
     }
 }
 

@@ -112,7 +112,7 @@ pub(crate) fn seed(group_object_id: &str) -> AzureGroupBinding {
 
 /// The seed's plan.
 pub(crate) fn seed_plan() -> Plan {
-    groupbinder_api::plan(&seed(GUID), &settings()).unwrap()
+    groupbinder_api::plan(&seed(GUID), &settings(), None).unwrap()
 }
 
 /// A `metav1.Status` failure with `code` and `reason`, as the API server sends it.
@@ -221,7 +221,7 @@ impl FakeCaches {
     /// K10's roles (release `k10` in `kasten-io`) and its namespace.
     pub(crate) fn with_k10() -> Self {
         let mut caches = FakeCaches::new();
-        for role in ["k10-admin", "k10-basic", "k10-config-view"] {
+        for role in ["k10-admin", "k10-basic", "k10-config-view", "k10-mc-admin"] {
             caches.cluster_role(role);
         }
         caches.namespace("kasten-io");

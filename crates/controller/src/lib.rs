@@ -15,6 +15,7 @@ mod context;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+mod namespaces;
 mod observe;
 mod orphans;
 mod owners;

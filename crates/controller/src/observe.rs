@@ -84,6 +84,8 @@ pub(crate) struct Observed<'p> {
     pub(crate) role_bindings: Vec<(&'p Planned<RoleBinding>, Found<RoleBinding>)>,
     /// Roles that do not exist, namespaces that do not exist (their RoleBindings wait).
     pub(crate) missing: Vec<Problem>,
+    /// Optional roles that do not exist (see [`Planned::optional`]): said, not a problem.
+    pub(crate) notes: Vec<String>,
 }
 
 /// Reading a binding from the API server failed.
@@ -144,8 +146,17 @@ pub(crate) async fn observe<'p>(
     look_first: bool,
 ) -> Result<Observed<'p>, ObserveError> {
     let mut missing = Vec::new();
+    let mut notes = Vec::new();
     for planned in &plan.cluster_role_bindings {
-        if !caches.cluster_role_exists(&planned.role.name) {
+        if caches.cluster_role_exists(&planned.role.name) {
+            continue;
+        }
+        if planned.optional {
+            notes.push(format!(
+                "ClusterRole {} does not exist in this K10 (no multi-cluster role): its binding is in place and grants once it exists",
+                planned.role.name
+            ));
+        } else {
             missing.push(role_not_found(planned, None));
         }
     }
@@ -185,6 +196,7 @@ pub(crate) async fn observe<'p>(
         cluster_role_bindings,
         role_bindings,
         missing,
+        notes,
     })
 }
 

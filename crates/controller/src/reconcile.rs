@@ -152,7 +152,7 @@ async fn carry_out(
     changes: &mut Changes,
     ctx: &Context,
 ) -> Result<Outcome, ReconcileError> {
-    let plan = groupbinder_api::plan(agb, &ctx.settings);
+    let plan = groupbinder_api::plan(agb, &ctx.settings, Some(&ctx.caches));
     let keep = plan.as_ref().map(|p| p.keys()).unwrap_or_default();
     revoke(&observe::stale(&ctx.caches, uid, &keep), changes, ctx).await?;
     let plan = match plan {
@@ -172,6 +172,7 @@ async fn carry_out(
     Ok(status::outcome(
         &plan,
         observed.missing,
+        observed.notes,
         &ensured,
         &ctx.settings.allowed,
     ))

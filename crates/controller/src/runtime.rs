@@ -19,9 +19,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Caches, Context};
+use crate::namespaces::NamespaceIndex;
 use crate::reconcile::{self, Guarded};
 use crate::triggers::{self, Referent};
-use crate::watch::{cached, identity_only, jittered_backoff, unread, watch_events};
+use crate::watch::{
+    cached, identity_and_labels, identity_only, jittered_backoff, unread, watch_events,
+};
 use crate::{Health, LeaderElection, Metrics, OwnerIndex, events, leader, orphans};
 
 /// How the controller runs.
@@ -174,12 +177,22 @@ fn build_controller(
     let managed = watcher::Config::default()
         .streaming_lists()
         .labels(MANAGED_SELECTOR);
+    let settings = Arc::new(config.settings.clone());
+    let namespace_index = NamespaceIndex::new(settings.clone());
     let (agb_reader, agb_writer) = reflector::store::<Guarded>();
     let agbs = watch_events(
         Api::<Guarded>::all(client.clone()),
         watcher::Config::default().streaming_lists(),
         identity_only,
     )
+    .inspect({
+        let index = namespace_index.clone();
+        move |event| {
+            if let Ok(event) = event {
+                index.apply(event);
+            }
+        }
+    })
     .reflect(agb_writer)
     .applied_objects();
     let crb_owners = OwnerIndex::default();
@@ -222,10 +235,11 @@ fn build_controller(
         identity_only,
         None,
     );
+    // Namespaces with their labels, which selectors read.
     let (namespaces, namespace_events) = cached(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         everything(),
-        identity_only,
+        identity_and_labels,
         None,
     );
     let caches = Caches {
@@ -239,7 +253,6 @@ fn build_controller(
         namespaces,
     };
 
-    let settings = Arc::new(config.settings.clone());
     let by = |referent: for<'a> fn(&'a str, Option<&'a str>) -> Referent<'a>| {
         let (agbs, settings) = (agb_reader.clone(), settings.clone());
         move |name: String, namespace: Option<String>| {
@@ -251,7 +264,18 @@ fn build_controller(
         namespace: namespace.unwrap_or_default(),
         name,
     });
-    let by_namespace = by(|name, _| Referent::Namespace(name));
+    // A namespace being deleted (every deleted namespace is first) selects nothing. Not the
+    // cache: during a (re)list it is filled only once the list is complete.
+    let by_namespace = move |n: PartialObjectMeta<Namespace>| {
+        let labels = n
+            .metadata
+            .deletion_timestamp
+            .is_none()
+            .then(|| n.metadata.labels.clone().unwrap_or_default());
+        let concerned = namespace_index.changed(&n.name_any(), labels);
+        tracing::debug!(namespace = %n.name_any(), concerned = concerned.len(), "namespace event");
+        concerned
+    };
 
     let mut controller = Controller::for_stream(agbs, agb_reader.clone())
         .with_config(controller::Config::default().concurrency(config.concurrency))
@@ -276,7 +300,7 @@ fn build_controller(
             by_cluster_role(r.name_any(), None)
         })
         .watches_stream(role_events, move |r| by_role(r.name_any(), r.namespace()))
-        .watches_stream(namespace_events, move |n| by_namespace(n.name_any(), None))
+        .watches_stream(namespace_events, by_namespace)
         .graceful_shutdown_on(async move { stop.cancelled().await });
     if let Some(every) = config.resync {
         let ticks = tokio_stream_interval(every);

@@ -2,11 +2,13 @@
 //! observe and apply found and did. Pure: no client (the writes are in [`crate::report`]).
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
 use groupbinder_api::conditions::{self, READY, reason};
 use groupbinder_api::desired::{BindingKey, refusal_message};
 use groupbinder_api::{
-    Allowlist, AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, PlanError, RoleKind,
+    Allowlist, AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, PlanError,
+    RoleKind, SelectedNamespaces,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -94,6 +96,10 @@ pub enum Outcome {
         bindings: Vec<BindingStatus>,
         /// What keeps it from being ready.
         problems: Vec<Problem>,
+        /// The namespaces the selectors select.
+        selected: BTreeSet<String>,
+        /// What is worth saying but does not keep it from being ready.
+        notes: Vec<String>,
     },
 }
 
@@ -102,6 +108,7 @@ pub enum Outcome {
 pub(crate) fn outcome(
     plan: &Plan,
     missing: Vec<Problem>,
+    notes: Vec<String>,
     ensured: &[EnsuredBinding],
     allowed: &Allowlist,
 ) -> Outcome {
@@ -125,6 +132,8 @@ pub(crate) fn outcome(
         group: plan.group.clone(),
         bindings,
         problems,
+        selected: plan.selected.clone(),
+        notes,
     }
 }
 
@@ -138,6 +147,18 @@ pub(crate) fn in_conflict(agb: &AzureGroupBinding) -> bool {
 }
 
 impl Outcome {
+    /// A plan carried out with `bindings` in place and `problems`, no selector, nothing more to
+    /// say.
+    pub fn bound(group: String, bindings: Vec<BindingStatus>, problems: Vec<Problem>) -> Self {
+        Outcome::Bound {
+            group,
+            bindings,
+            problems,
+            selected: BTreeSet::new(),
+            notes: Vec::new(),
+        }
+    }
+
     /// Whether a binding's name is taken by someone else (looked at again after a while: the
     /// foreign binding is not watched).
     pub(crate) fn has_conflict(&self) -> bool {
@@ -155,47 +176,59 @@ pub fn desired_status(
 ) -> AzureGroupBindingStatus {
     let previous = agb.status.clone().unwrap_or_default();
     let generation = agb.metadata.generation;
-    let (ready, reason, message, group, bindings) = match outcome {
-        Outcome::Refused(error) => (false, error.reason(), error.to_string(), None, Vec::new()),
+    let (ready, reason, message, group, mut bindings, selected) = match outcome {
+        Outcome::Refused(error) => (
+            false,
+            error.reason(),
+            error.to_string(),
+            None,
+            Vec::new(),
+            None,
+        ),
         Outcome::Bound {
             group,
             bindings,
             problems,
+            selected,
+            notes,
         } => {
             let mut problems = problems.clone();
             problems.sort();
             problems.dedup();
-            match problems.first() {
-                None => (
-                    true,
-                    reason::RECONCILED,
-                    ready_message(group, bindings),
-                    Some(group.clone()),
-                    bindings.clone(),
-                ),
+            let (ready, reason, mut message) = match problems.first() {
+                None => (true, reason::RECONCILED, ready_message(group, bindings)),
                 Some(first) => {
                     let message = problems
                         .iter()
                         .map(Problem::message)
                         .collect::<Vec<_>>()
                         .join("; ");
-                    (
-                        false,
-                        first.reason(),
-                        message,
-                        Some(group.clone()),
-                        bindings.clone(),
-                    )
+                    (false, first.reason(), message)
                 }
+            };
+            for note in notes {
+                message = format!("{message}; {note}");
             }
+            let selected = (has_selectors(agb)).then(|| SelectedNamespaces {
+                count: i32::try_from(selected.len()).unwrap_or(i32::MAX),
+                first: selected.iter().take(FIRST_SELECTED).cloned().collect(),
+            });
+            (
+                ready,
+                reason,
+                message,
+                Some(group.clone()),
+                bindings.clone(),
+                selected,
+            )
         }
     };
-    let mut bindings = bindings;
     bindings.sort();
     AzureGroupBindingStatus {
         observed_generation: generation,
         group,
         bindings,
+        selected_namespaces: selected,
         conditions: vec![conditions::condition(
             &previous.conditions,
             READY,
@@ -206,6 +239,17 @@ pub fn desired_status(
             now,
         )],
     }
+}
+
+/// How many selected namespaces the status names.
+const FIRST_SELECTED: usize = 5;
+
+fn has_selectors(agb: &AzureGroupBinding) -> bool {
+    agb.spec
+        .roles
+        .iter()
+        .flatten()
+        .any(|r| r.namespace_selector.is_some())
 }
 
 /// How a binding in place is listed in the status.
@@ -235,15 +279,27 @@ pub fn reason_label(reason: &str) -> &'static str {
     .unwrap_or("Other")
 }
 
+/// "group g is bound to k10-admin, k10-basic in shop-1, shop-2, shop-3 and 7 more": per role,
+/// cluster-wide or in which namespaces (the first three of them).
 fn ready_message(group: &str, bindings: &[BindingStatus]) -> String {
     if bindings.is_empty() {
         return format!("group {group} is bound to nothing");
     }
-    let roles: Vec<String> = bindings
-        .iter()
-        .map(|b| match &b.namespace {
-            Some(ns) => format!("{} in {ns}", b.role),
-            None => b.role.clone(),
+    let mut by_role: BTreeMap<(&str, bool), Vec<&str>> = BTreeMap::new();
+    for b in bindings {
+        let namespaces = by_role.entry((&b.role, b.namespace.is_some())).or_default();
+        namespaces.extend(b.namespace.as_deref());
+    }
+    let roles: Vec<String> = by_role
+        .into_iter()
+        .map(|((role, _), namespaces)| match namespaces.len() {
+            0 => role.to_owned(),
+            n if n <= 3 => format!("{role} in {}", namespaces.join(", ")),
+            n => format!(
+                "{role} in {} and {} more",
+                namespaces[..3].join(", "),
+                n - 3
+            ),
         })
         .collect();
     format!("group {group} is bound to {}", roles.join(", "))
@@ -339,11 +395,7 @@ mod tests {
 
     #[test]
     fn ready_when_no_problem() {
-        let outcome = Outcome::Bound {
-            group: "g".into(),
-            bindings: vec![crb("k10-admin")],
-            problems: vec![],
-        };
+        let outcome = Outcome::bound("g".into(), vec![crb("k10-admin")], vec![]);
         let status = desired_status(&agb(), &outcome, &at(1));
         let ready = &status.conditions[0];
         assert_eq!(
@@ -375,11 +427,7 @@ mod tests {
                 holder: "no owner".into(),
             },
         ];
-        let outcome = Outcome::Bound {
-            group: "g".into(),
-            bindings: vec![],
-            problems,
-        };
+        let outcome = Outcome::bound("g".into(), vec![], problems);
         let ready = desired_status(&agb(), &outcome, &at(1))
             .conditions
             .remove(0);
@@ -406,11 +454,7 @@ mod tests {
     #[test]
     fn a_spec_without_a_group_shows_no_group_and_no_binding() {
         let mut agb = agb();
-        let before = Outcome::Bound {
-            group: "g".into(),
-            bindings: vec![crb("k10-admin")],
-            problems: vec![],
-        };
+        let before = Outcome::bound("g".into(), vec![crb("k10-admin")], vec![]);
         agb.status = Some(desired_status(&agb, &before, &at(1)));
         let refused = Outcome::Refused(PlanError::InvalidGroupPrefix("a\u{a0}".into()));
         let status = desired_status(&agb, &refused, &at(2));
@@ -431,10 +475,10 @@ mod tests {
 
     #[test]
     fn refused_roles_come_first_and_the_rest_is_listed() {
-        let outcome = Outcome::Bound {
-            group: "g".into(),
-            bindings: vec![crb("k10-config-view")],
-            problems: vec![
+        let outcome = Outcome::bound(
+            "g".into(),
+            vec![crb("k10-config-view")],
+            vec![
                 Problem::RoleNotFound {
                     kind: RoleKind::ClusterRole,
                     namespace: None,
@@ -444,7 +488,7 @@ mod tests {
                     message: "ClusterRole cluster-admin is not in the operator's allowlist".into(),
                 },
             ],
-        };
+        );
         let status = desired_status(&agb(), &outcome, &at(1));
         assert_eq!(status.bindings, vec![crb("k10-config-view")]);
         let ready = &status.conditions[0];
@@ -459,11 +503,7 @@ mod tests {
     #[test]
     fn unchanged_outcome_gives_an_identical_status() {
         let mut agb = agb();
-        let outcome = Outcome::Bound {
-            group: "g".into(),
-            bindings: vec![crb("k10-admin")],
-            problems: vec![],
-        };
+        let outcome = Outcome::bound("g".into(), vec![crb("k10-admin")], vec![]);
         let first = desired_status(&agb, &outcome, &at(1));
         agb.status = Some(first.clone());
         let second = desired_status(&agb, &outcome, &at(99));

@@ -1,5 +1,5 @@
 //! Which AzureGroupBindings a change to another object concerns: a binding goes to the object
-//! that claims it, a role or namespace to every object that binds it.
+//! that claims it, a role to every object that binds it (namespaces: see [`crate::namespaces`]).
 
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ pub(crate) fn claiming(meta: &ObjectMeta, agbs: &Store<Guarded>) -> Option<Objec
     }
 }
 
-/// A role or namespace that AzureGroupBindings may refer to.
+/// A role that AzureGroupBindings may refer to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Referent<'a> {
     /// The ClusterRole with this name, bound cluster-wide or in a namespace.
@@ -41,8 +41,6 @@ pub(crate) enum Referent<'a> {
         /// Its name.
         name: &'a str,
     },
-    /// Anything bound in this namespace.
-    Namespace(&'a str),
 }
 
 impl Referent<'_> {
@@ -56,10 +54,12 @@ impl Referent<'_> {
                         .iter()
                         .any(|r| r.kind == RoleKind::ClusterRole && r.name.as_str() == name)
             }
+            // A Role named by a selector entry: wherever the selector may select it.
             Referent::Role { namespace, name } => roles.iter().any(|r| {
-                r.kind == RoleKind::Role && r.name.as_str() == name && r.namespace == namespace
+                r.kind == RoleKind::Role
+                    && r.name.as_str() == name
+                    && r.namespace.as_deref().is_none_or(|n| n == namespace)
             }),
-            Referent::Namespace(name) => roles.iter().any(|r| r.namespace == name),
         }
     }
 }
@@ -104,16 +104,8 @@ mod tests {
         AzureGroupBindingSpec {
             cluster_roles: Some(vec!["k10-config-view".into()]),
             roles: Some(vec![
-                NamespacedRole {
-                    name: "k10-basic".into(),
-                    namespace: "app".into(),
-                    kind: RoleKind::ClusterRole,
-                },
-                NamespacedRole {
-                    name: "team-role".into(),
-                    namespace: "team-a".into(),
-                    kind: RoleKind::Role,
-                },
+                NamespacedRole::in_namespace("k10-basic", "app", RoleKind::ClusterRole),
+                NamespacedRole::in_namespace("team-role", "team-a", RoleKind::Role),
             ]),
             ..AzureGroupBindingSpec::default()
         }
@@ -157,7 +149,6 @@ mod tests {
             }),
             ["admins"]
         );
-        assert_eq!(find(Referent::Namespace("kasten-io")), ["admins"]);
         // A ClusterRole bound in a namespace counts; a Role of that name elsewhere does not.
         assert_eq!(find(Referent::ClusterRole("k10-basic")), ["viewers"]);
         assert_eq!(find(Referent::ClusterRole("k10-config-view")), ["viewers"]);
@@ -179,8 +170,6 @@ mod tests {
             find(Referent::ClusterRole("team-role")),
             Vec::<String>::new()
         );
-        assert_eq!(find(Referent::Namespace("app")), ["viewers"]);
-        assert_eq!(find(Referent::Namespace("other")), Vec::<String>::new());
     }
 
     fn binding_meta(owner: Option<OwnerReference>, uid_label: Option<&str>) -> ObjectMeta {

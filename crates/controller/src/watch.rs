@@ -45,9 +45,15 @@ pub(crate) fn unread<K: Resource>(object: &mut K) {
 /// say whether something exists, and for AzureGroupBindings, whose reconcile reads nothing else of
 /// their metadata (GitOps tools label them; those labels would otherwise be held for nothing).
 pub(crate) fn identity_only<K: Resource>(object: &mut K) {
+    identity_and_labels(object);
+    object.meta_mut().labels = None;
+}
+
+/// Metadata down to the object's identity and labels: for namespaces, whose labels selectors
+/// read.
+pub(crate) fn identity_and_labels<K: Resource>(object: &mut K) {
     unread(object);
     let meta = object.meta_mut();
-    meta.labels = None;
     meta.owner_references = None;
     meta.finalizers = None;
 }

@@ -20,7 +20,7 @@ const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
 /// Caches with K10's roles and the seed's bindings as planned.
 fn with_seed_bindings() -> FakeCaches {
-    let plan = groupbinder_api::plan(&seed(GUID), &settings()).unwrap();
+    let plan = groupbinder_api::plan(&seed(GUID), &settings(), None).unwrap();
     let mut fake = FakeCaches::with_k10();
     for crb in &plan.cluster_role_bindings {
         fake.cluster_role_binding(&on_server(&crb.object));
@@ -112,10 +112,11 @@ fn server(seen: &Seen) -> (u16, Value) {
     }
 }
 
-/// The seed's two bindings deleted, then `more` (sorted as [`Harness::lines`]).
+/// The seed's three bindings deleted, then `more` (sorted as [`Harness::lines`]).
 fn revoked_with(more: &[String]) -> Vec<String> {
     let mut lines = vec![
         format!("DELETE {CRBS}/k10-admins:k10-admin"),
+        format!("DELETE {CRBS}/k10-admins:k10-mc-admin"),
         format!("DELETE {RBS}/k10-admins:k10-ns-admin"),
     ];
     lines.extend_from_slice(more);
@@ -139,6 +140,7 @@ async fn a_new_object_gets_its_bindings_a_status_and_one_event() {
             format!("PATCH {STATUS}"),
             format!("POST {EVENTS}"),
             format!("POST {CRBS}"),
+            format!("POST {CRBS}"),
             format!("POST {RBS}"),
         ]
     );
@@ -160,10 +162,10 @@ async fn a_new_object_gets_its_bindings_a_status_and_one_event() {
         status.group.as_deref(),
         Some(&*format!("michael_azure_{GUID}"))
     );
-    assert_eq!(status.bindings.len(), 2);
+    assert_eq!(status.bindings.len(), 3);
     let event = h.api.request_to(EVENTS).unwrap();
     assert_eq!(event.body["reason"], "Reconciled");
-    assert_eq!((h.writes("create"), h.writes("status")), (2, 1));
+    assert_eq!((h.writes("create"), h.writes("status")), (3, 1));
 }
 
 #[tokio::test]
@@ -271,7 +273,9 @@ async fn a_conflict_is_reported_and_looked_at_again_after_a_while() {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
     });
     let answer = move |seen: &Seen| match seen.method.as_str() {
-        "POST" if seen.path == CRBS => failure(409, "AlreadyExists"),
+        "POST" if seen.body["metadata"]["name"] == "k10-admins:k10-admin" => {
+            failure(409, "AlreadyExists")
+        }
         "GET" if seen.path == format!("{CRBS}/k10-admins:k10-admin") => (200, theirs.clone()),
         _ => server(seen),
     };
@@ -280,14 +284,19 @@ async fn a_conflict_is_reported_and_looked_at_again_after_a_while() {
     assert_eq!(action, Action::requeue(h.ctx.conflict_retry));
     let status = h.status_written().unwrap();
     assert_eq!(ready(&status), ("False", "Conflict"));
-    assert_eq!(status.bindings.len(), 1, "the RoleBinding is in place");
+    assert_eq!(
+        status.bindings.len(),
+        2,
+        "mc-admin and the RoleBinding are in place"
+    );
 
     // In conflict, the next reconcile reads the foreign name before any write, and then, with
     // nothing changed, writes nothing at all.
     let mut agb = seed(GUID);
     agb.status = Some(status);
-    let plan = groupbinder_api::plan(&agb, &settings()).unwrap();
+    let plan = groupbinder_api::plan(&agb, &settings(), None).unwrap();
     let mut fake = FakeCaches::with_k10();
+    fake.cluster_role_binding(&on_server(&plan.cluster_role_bindings[1].object));
     fake.role_binding(&on_server(&plan.role_bindings[0].object));
     let h = Harness::new(fake, answer);
     let action = h.reconcile(&agb).await.unwrap();
