@@ -14,6 +14,8 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde::Serialize;
 
+use crate::k10values::K10Values;
+use crate::namespaces::NamespaceArgs;
 use crate::settings::SettingsArgs;
 use crate::token::{self, Identity, Mapping};
 
@@ -40,9 +42,14 @@ pub struct ExplainArgs {
     /// Without it the signature is not checked.
     #[arg(long)]
     jwks: Option<PathBuf>,
-    /// Read auth.oidcAuth.* from K10's Helm values file; the flags below override it.
+    /// Read auth.oidcAuth.*, auth.k10AdminGroups, auth.groupAllowList and useNamespacedAPI from
+    /// K10's Helm values file; the flags below override it.
     #[arg(long)]
     k10_values: Option<PathBuf>,
+    /// K10 runs with useNamespacedAPI: its API groups are <x>.kio.<K10 namespace, '-' → '.'>
+    /// instead of <x>.kio.kasten.io [default: from --k10-values, else false].
+    #[arg(long)]
+    k10_namespaced_api: Option<bool>,
     /// K10's auth.oidcAuth.providerURL (the expected issuer).
     #[arg(long)]
     provider_url: Option<String>,
@@ -61,6 +68,8 @@ pub struct ExplainArgs {
     /// Read AzureGroupBindings from these files or directories instead of the cluster.
     #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    namespaces: NamespaceArgs,
     /// Ask the cluster (SubjectAccessReviews) what this identity may do in K10.
     #[arg(long)]
     check: bool,
@@ -78,6 +87,8 @@ struct Match {
     name: String,
     group: String,
     roles: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// One K10 action, allowed or not.
@@ -159,12 +170,16 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let mapping = mapping(args)?;
+    let (mapping, k10) = mapping(args)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or_default();
-    let identity = token::explain(&token, &mapping, now);
+    let mut identity = token::explain(&token, &mapping, now);
+    let k10 = k10.unwrap_or_default();
+    let extra = k10.warnings(&identity, &mapping);
+    identity.warnings.extend(extra);
+    let namespaced_api = args.k10_namespaced_api.unwrap_or(k10.namespaced_api);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -172,11 +187,14 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let report = runtime.block_on(async {
         let settings = args.settings.settings();
         let (bindings, bindings_error) = match agbs(args).await {
-            Ok(agbs) => (matches(&agbs, &settings, &identity), None),
+            Ok((agbs, namespaces)) => (
+                matches(&agbs, &settings, namespaces.as_ref(), &identity),
+                None,
+            ),
             Err(e) => (Vec::new(), Some(e.to_string())),
         };
         let checks = if args.check {
-            check(&identity, &settings).await?
+            check(&identity, &settings, namespaced_api).await?
         } else {
             Vec::new()
         };
@@ -202,13 +220,16 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn mapping(args: &ExplainArgs) -> anyhow::Result<Mapping> {
+/// The mapping from the K10 values (if given) and the flags, and what else the values say.
+fn mapping(args: &ExplainArgs) -> anyhow::Result<(Mapping, Option<K10Values>)> {
     let mut mapping = Mapping {
         groups_prefix: args.settings.default_group_prefix.clone(),
         ..Mapping::default()
     };
+    let mut k10 = None;
     if let Some(file) = &args.k10_values {
         let values: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(file)?)?;
+        k10 = Some(K10Values::from_values(&values));
         let oidc = &values["auth"]["oidcAuth"];
         let get = |key: &str| oidc[key].as_str().map(str::to_owned);
         mapping.provider_url = get("providerURL").or(mapping.provider_url);
@@ -225,28 +246,47 @@ fn mapping(args: &ExplainArgs) -> anyhow::Result<Mapping> {
     mapping.username_prefix = args.username_prefix.clone().or(mapping.username_prefix);
     mapping.groups_claim = or(&args.groups_claim, mapping.groups_claim);
     mapping.groups_prefix = or(&args.groups_prefix, mapping.groups_prefix);
-    Ok(mapping)
+    Ok((mapping, k10))
 }
 
-async fn agbs(args: &ExplainArgs) -> anyhow::Result<Vec<AzureGroupBinding>> {
-    if !args.files.is_empty() {
-        return crate::plan::read_all(&args.files);
+/// The AzureGroupBindings (from files, or the cluster) and the namespaces their selectors choose
+/// from (from `--namespaces`, or the cluster when the objects come from it or it is asked).
+async fn agbs(
+    args: &ExplainArgs,
+) -> anyhow::Result<(Vec<AzureGroupBinding>, Option<crate::namespaces::Listed>)> {
+    let from_files = !args.files.is_empty();
+    if from_files && !args.namespaces.wants_cluster() {
+        return Ok((
+            crate::plan::read_all(&args.files)?,
+            args.namespaces.read_file()?,
+        ));
     }
     let client = kube::Client::try_default().await?;
-    Ok(Api::<AzureGroupBinding>::all(client)
-        .list(&ListParams::default())
-        .await?
-        .items)
+    let namespaces = match args.namespaces.read_file()? {
+        Some(listed) => listed,
+        None => crate::namespaces::from_cluster(&client).await?,
+    };
+    let agbs = if from_files {
+        crate::plan::read_all(&args.files)?
+    } else {
+        Api::<AzureGroupBinding>::all(client)
+            .list(&ListParams::default())
+            .await?
+            .items
+    };
+    Ok((agbs, Some(namespaces)))
 }
 
 fn matches(
     agbs: &[AzureGroupBinding],
     settings: &groupbinder_api::Settings,
+    namespaces: Option<&crate::namespaces::Listed>,
     identity: &Identity,
 ) -> Vec<Match> {
+    let namespaces = namespaces.map(|n| n as &dyn groupbinder_api::Namespaces);
     agbs.iter()
         .filter_map(|agb| {
-            let plan = groupbinder_api::plan(agb, settings).ok()?;
+            let plan = groupbinder_api::plan(agb, settings, namespaces).ok()?;
             identity.groups.contains(&plan.group).then(|| {
                 let cluster = plan.cluster_role_bindings.iter().map(Planned::grant);
                 let namespaced = plan.role_bindings.iter().map(Planned::grant);
@@ -254,46 +294,42 @@ fn matches(
                     name: agb.name_any(),
                     group: plan.group.clone(),
                     roles: cluster.chain(namespaced).collect(),
+                    warnings: groupbinder_api::desired::warnings(&plan, settings),
                 }
             })
         })
         .collect()
 }
 
-/// The K10 actions `--check` asks about: (action, verb, API group, resource, in K10's namespace).
+/// The K10 actions `--check` asks about: (action, verb, K10 API (`actions` for
+/// `actions.kio.<...>`, "" for the core API), resource, in K10's namespace).
 const K10_ACTIONS: &[(&str, &str, &str, &str, bool)] = &[
     (
         "create a backup",
         "create",
-        "actions.kio.kasten.io",
+        "actions",
         "backupactions",
         false,
     ),
     (
         "create a restore",
         "create",
-        "actions.kio.kasten.io",
+        "actions",
         "restoreactions",
         false,
     ),
     (
         "read restore points",
         "list",
-        "apps.kio.kasten.io",
+        "apps",
         "restorepoints",
         false,
     ),
-    (
-        "manage policies",
-        "create",
-        "config.kio.kasten.io",
-        "policies",
-        true,
-    ),
+    ("manage policies", "create", "config", "policies", true),
     (
         "manage location profiles",
         "create",
-        "config.kio.kasten.io",
+        "config",
         "profiles",
         true,
     ),
@@ -309,21 +345,27 @@ const K10_ACTIONS: &[(&str, &str, &str, &str, bool)] = &[
 async fn check(
     identity: &Identity,
     settings: &groupbinder_api::Settings,
+    namespaced_api: bool,
 ) -> anyhow::Result<Vec<Check>> {
     let client = kube::Client::try_default().await?;
-    let api: Api<SubjectAccessReview> = Api::all(client);
+    let reviews: Api<SubjectAccessReview> = Api::all(client);
     let mut groups = identity.groups.clone();
     groups.push("system:authenticated".into());
     let mut checks = Vec::new();
-    for (action, verb, group, resource, k10_namespace) in K10_ACTIONS {
+    for (action, verb, api, resource, k10_namespace) in K10_ACTIONS {
         let namespace = k10_namespace.then(|| settings.k10_namespace.clone());
+        let group = if api.is_empty() {
+            String::new()
+        } else {
+            groupbinder_api::desired::k10_api_group(api, &settings.k10_namespace, namespaced_api)
+        };
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: identity.username.clone(),
                 groups: Some(groups.clone()),
                 resource_attributes: Some(ResourceAttributes {
                     verb: Some((*verb).into()),
-                    group: Some((*group).into()),
+                    group: Some(group.clone()),
                     resource: Some((*resource).into()),
                     namespace: namespace.clone(),
                     ..ResourceAttributes::default()
@@ -332,7 +374,7 @@ async fn check(
             },
             ..SubjectAccessReview::default()
         };
-        let allowed = api
+        let allowed = reviews
             .create(&PostParams::default(), &review)
             .await?
             .status
@@ -428,6 +470,9 @@ fn table(report: &Report) -> String {
             shown(&m.group),
             shown(&m.roles.join(", "))
         );
+        for warning in &m.warnings {
+            let _ = writeln!(out, "    warning: {}", shown(warning));
+        }
     }
     if !report.checks.is_empty() {
         let _ = writeln!(out, "\nWhat the cluster allows (SubjectAccessReview):");

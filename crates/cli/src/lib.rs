@@ -2,6 +2,8 @@
 
 mod crd;
 mod explain;
+mod k10values;
+mod namespaces;
 mod plan;
 mod run;
 mod settings;

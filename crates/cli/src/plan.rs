@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use groupbinder_api::AzureGroupBinding;
 use groupbinder_api::desired::refusal_message;
+use groupbinder_api::{AzureGroupBinding, Namespaces};
 use kube::Resource;
 
+use crate::namespaces::NamespaceArgs;
 use crate::settings::SettingsArgs;
 
 /// Flags of `groupbinder plan`.
@@ -20,6 +21,8 @@ pub struct PlanArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     settings: SettingsArgs,
+    #[command(flatten)]
+    namespaces: NamespaceArgs,
 }
 
 /// Why a document could not be planned.
@@ -45,17 +48,31 @@ enum PlanFailure {
 /// Exits 1 if any AzureGroupBinding would be refused, as the controller would refuse it.
 pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
+    let namespaces = if args.namespaces.wants_cluster() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Some(runtime.block_on(async {
+            crate::namespaces::from_cluster(&kube::Client::try_default().await?).await
+        })?)
+    } else {
+        args.namespaces.read_file()?
+    };
+    let namespaces = namespaces.as_ref().map(|n| n as &dyn Namespaces);
     let (agbs, mut failures) = load(&args.files);
     let mut out = Vec::new();
     for agb in agbs {
         let name = agb.meta().name.clone().unwrap_or_default();
-        match groupbinder_api::plan(&agb, &settings) {
+        match groupbinder_api::plan(&agb, &settings, namespaces) {
             Ok(plan) => {
                 for crb in &plan.cluster_role_bindings {
                     out.push(serde_saphyr::to_string(&crb.object)?);
                 }
                 for rb in &plan.role_bindings {
                     out.push(serde_saphyr::to_string(&rb.object)?);
+                }
+                for warning in groupbinder_api::desired::warnings(&plan, &settings) {
+                    eprintln!("warning: AzureGroupBinding {name}: {warning}");
                 }
                 // The controller binds the rest and refuses these, as here.
                 if !plan.refused.is_empty() {

@@ -17,7 +17,7 @@ pub struct SettingsArgs {
     pub default_group_prefix: String,
     /// Comma-separated roles an AzureGroupBinding may bind: a ClusterRole by its name (bound
     /// cluster-wide or in any namespace), a Role as namespace/name (bound in that namespace only)
-    /// [default: the K10 release's ClusterRoles <release>-admin, -basic and -config-view, and the
+    /// [default: the K10 release's ClusterRoles <release>-admin, -basic, -config-view and -mc-admin, and the
     /// Role <k10-namespace>/<release>-ns-admin].
     #[arg(long, env = "GROUPBINDER_ALLOWED_ROLES", value_delimiter = ',', value_parser = allowlist_entry)]
     pub allowed_roles: Option<Vec<String>>,
