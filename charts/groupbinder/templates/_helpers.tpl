@@ -47,7 +47,7 @@ its admission policy. A ClusterRole by name, a Role as namespace/name. */}}
 {{- toJson .Values.allowedRoles }}
 {{- else }}
 {{- $r := .Values.k10.release }}
-{{- toJson (list (printf "%s-admin" $r) (printf "%s-basic" $r) (printf "%s-config-view" $r) (printf "%s/%s-ns-admin" .Values.k10.namespace $r)) }}
+{{- toJson (list (printf "%s-admin" $r) (printf "%s-basic" $r) (printf "%s-config-view" $r) (printf "%s-mc-admin" $r) (printf "%s/%s-ns-admin" .Values.k10.namespace $r)) }}
 {{- end }}
 {{- end }}
 
