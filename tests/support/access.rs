@@ -100,3 +100,75 @@ pub async fn can(
     let answer = api.create(&PostParams::default(), &review).await?;
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
+
+/// Someone asking the RBAC authorizer: a user in groups.
+#[derive(Clone, Copy)]
+pub struct Who<'a> {
+    client: &'a kube::Client,
+    user: &'a str,
+    groups: &'a [&'a str],
+}
+
+impl std::fmt::Debug for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Who")
+            .field("user", &self.user)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Who<'a> {
+    /// `user` in `groups`, asked about through `client`.
+    pub fn new(client: &'a kube::Client, user: &'a str, groups: &'a [&'a str]) -> Self {
+        Who {
+            client,
+            user,
+            groups,
+        }
+    }
+
+    /// Waits until the authorizer allows `verb` on `group/resource` in `namespace` ([`granted`]).
+    pub async fn may(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let asked = (verb, group, resource, namespace);
+        answered(true, self.client, self.user, self.groups, asked).await
+    }
+
+    /// Waits until the authorizer refuses it ([`denied`]).
+    pub async fn may_not(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let asked = (verb, group, resource, namespace);
+        answered(false, self.client, self.user, self.groups, asked).await
+    }
+
+    /// What the authorizer answers now ([`can`]).
+    pub async fn can(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        can(
+            self.client,
+            self.user,
+            self.groups,
+            verb,
+            group,
+            resource,
+            namespace,
+        )
+        .await
+    }
+}

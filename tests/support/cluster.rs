@@ -98,18 +98,27 @@ pub async fn apply_crd(
     .await
 }
 
-/// Installs K10's fixture roles for `release` in `namespace` (creating the namespace).
+/// Installs the newest K10 fixture's roles for `release` in `namespace` (creating the namespace).
 pub async fn install_k10(
     client: &kube::Client,
     release: &str,
     namespace: &str,
 ) -> anyhow::Result<()> {
-    ensure_namespace(client, namespace).await?;
-    apply_crd(client, &k10::backup_action_crd()).await?;
-    for role in k10::cluster_roles(release) {
+    install(
+        client,
+        &k10::K10::new(k10::Version::NEWEST, release, namespace),
+    )
+    .await
+}
+
+/// Installs `k10`'s RBAC objects (creating its namespace) and a stand-in for its backup actions.
+pub async fn install(client: &kube::Client, k10: &k10::K10) -> anyhow::Result<()> {
+    ensure_namespace(client, &k10.namespace).await?;
+    apply_crd(client, &k10.backup_action_crd()).await?;
+    for role in k10.cluster_roles() {
         apply(client, &role).await?;
     }
-    apply(client, &k10::ns_admin(release, namespace)).await?;
+    apply(client, &k10.ns_admin()).await?;
     Ok(())
 }
 

@@ -187,9 +187,20 @@ async fn plan_output_equals_what_the_controller_creates() -> anyhow::Result<()> 
     install_k10(&client, "k10", "kasten-io").await?;
     let _serial = groupbinder_e2e::exclusive().await;
 
+    // The application team's namespace, labelled for the selector example.
+    groupbinder_e2e::ensure_namespace(&client, "shop").await?;
+    let patch = serde_json::json!({"metadata": {"labels": {"team": "shop"}}});
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            "shop",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
     let out = groupbinder()
-        .args(["plan", "-f"])
+        .args(["plan", "--namespaces-from-cluster", "-f"])
         .arg(repo().join("examples"))
+        .env("KUBECONFIG", cp.kubeconfig())
         .output()?;
     assert!(
         out.status.success(),
@@ -198,16 +209,22 @@ async fn plan_output_equals_what_the_controller_creates() -> anyhow::Result<()> 
     );
     let planned: Vec<serde_json::Value> =
         serde_saphyr::from_str_multiple(&String::from_utf8(out.stdout)?)?;
-    assert_eq!(planned.len(), 4, "{planned:?}");
+    // k10-admins: admin, mc-admin, ns-admin; k10-shop-operators: config-view, basic in shop;
+    // k10-shop-team: basic in every namespace labelled team=shop (shop, here).
+    assert_eq!(planned.len(), 6, "{planned:?}");
 
     let operator = groupbinder_e2e::Operator::start(
         &client,
         groupbinder_e2e::config(groupbinder_api::Settings::for_k10("k10", "kasten-io", "")),
     );
-    for file in ["examples/k10-admins.yaml", "examples/k10-viewers.yaml"] {
+    for file in [
+        "examples/k10-admins.yaml",
+        "examples/k10-basic-in-shop.yaml",
+        "examples/k10-basic-by-team-label.yaml",
+    ] {
         kubectl_apply(cp, &repo().join(file))?;
     }
-    for name in ["k10-admins", "k10-app-operators"] {
+    for name in ["k10-admins", "k10-shop-operators", "k10-shop-team"] {
         wait_for_reason(&client, name, "True", "Reconciled").await?;
     }
     for plan in &planned {

@@ -98,7 +98,9 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         ]
     );
     assert!(
-        defaults.contains("value: \"k10-admin,k10-basic,k10-config-view,kasten-io/k10-ns-admin\""),
+        defaults.contains(
+            "value: \"k10-admin,k10-basic,k10-config-view,k10-mc-admin,kasten-io/k10-ns-admin\""
+        ),
         "{defaults}"
     );
     // Least privilege, rule by rule: no wildcard, no secrets, no escalate, `bind` only by name.
@@ -135,7 +137,9 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         if verbs.iter().any(|v| v == "bind") {
             // ClusterRoles by name; Roles by name in a Role of their own namespace only.
             let expected: &[&str] = match resources.as_slice() {
-                [r] if r == "clusterroles" => &["k10-admin", "k10-basic", "k10-config-view"],
+                [r] if r == "clusterroles" => {
+                    &["k10-admin", "k10-basic", "k10-config-view", "k10-mc-admin"]
+                }
                 [r] if r == "roles" => &["k10-ns-admin"],
                 _ => panic!("bind on {resources:?}"),
             };
@@ -714,10 +718,16 @@ async fn every_example_applies_and_the_seed_becomes_ready() -> anyhow::Result<()
         &admin,
         groupbinder_e2e::config(groupbinder_e2e::seed_settings()),
     );
-    for example in ["examples/k10-admins.yaml", "examples/k10-viewers.yaml"] {
+    groupbinder_e2e::ensure_namespace(&admin, "shop").await?;
+    for example in [
+        "examples/k10-admins.yaml",
+        "examples/k10-basic-in-shop.yaml",
+        "examples/k10-basic-by-team-label.yaml",
+    ] {
         kubectl_apply(cp, &repo().join(example))?;
     }
-    wait_for_reason(&admin, "k10-admins", "True", "Reconciled").await?;
-    wait_for_reason(&admin, "k10-app-operators", "True", "Reconciled").await?;
+    for name in ["k10-admins", "k10-shop-operators", "k10-shop-team"] {
+        wait_for_reason(&admin, name, "True", "Reconciled").await?;
+    }
     operator.stop().await
 }

@@ -17,10 +17,17 @@ fn guid(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
+/// K10's admin and ns-admin, named: one ClusterRoleBinding and one RoleBinding per object.
 fn spec(n: u32) -> AzureGroupBindingSpec {
     AzureGroupBindingSpec {
         group_object_id: guid(n),
         group_prefix: Some(SEED_PREFIX.into()),
+        cluster_roles: Some(vec!["k10-admin".into()]),
+        roles: Some(vec![groupbinder_api::NamespacedRole::in_namespace(
+            "k10-ns-admin",
+            "kasten-io",
+            groupbinder_api::RoleKind::Role,
+        )]),
         ..Default::default()
     }
 }

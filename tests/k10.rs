@@ -1,0 +1,151 @@
+//! K10 as it really is: the seed scenario and its access checks against the RBAC objects of each
+//! K10 chart version (6.0.3, 7.5.10, 8.0.15), decided by the real RBAC authorizer.
+
+use groupbinder_api::{AzureGroupBindingSpec, Settings};
+use groupbinder_e2e::k10::{K10, Version};
+use groupbinder_e2e::*;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::Api;
+use kube::api::DeleteParams;
+
+/// What a member of the group may do, and may not, on `k10` (the answers differ by version:
+/// that is the point).
+async fn check_access(client: &kube::Client, k10: &K10, group: &str) -> anyhow::Result<()> {
+    let member = ["system:authenticated", group];
+    let alice = Who::new(client, "alice@example.com", &member);
+    let v = k10.version;
+    let in_k10 = Some(k10.namespace.as_str());
+    // <release>-admin, cluster-wide: K10's actions in any application namespace.
+    let actions = k10.group("actions");
+    alice
+        .may("create", &actions, "backupactions", Some("app"))
+        .await?;
+    alice
+        .may("delete", "cr.kanister.io", "blueprints", in_k10)
+        .await?;
+    // 8.0's admin adds the datamover API, 7.5's the DR API; 6.0's has neither.
+    let datamover = k10.group("datamover");
+    let datamover = alice.can("create", &datamover, "filerecoverysessions", Some("app"));
+    assert_eq!(datamover.await?, v >= Version::V8_0_15, "{v:?}: datamover");
+    let dr = alice
+        .can("get", &k10.group("dr"), "drpolicies", in_k10)
+        .await?;
+    assert_eq!(dr, v >= Version::V7_5_10, "{v:?}: dr");
+    // <release>-ns-admin in K10's namespace only.
+    alice.may("get", "", "secrets", in_k10).await?;
+    let services = alice.can("create", "", "services", in_k10).await?;
+    assert_eq!(services, v >= Version::V7_5_10, "{v:?}: services");
+    // <release>-mc-admin (bound by the admin profile, as K10's chart binds its admins from 7.5).
+    alice
+        .may("create", &k10.group("dist"), "clusters", None)
+        .await?;
+    // Nothing beyond K10's roles.
+    assert!(!alice.can("delete", "", "nodes", None).await?);
+    let rbac = "rbac.authorization.k8s.io";
+    assert!(
+        !alice
+            .can("create", rbac, "clusterrolebindings", None)
+            .await?
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_seed_scenario_holds_on_each_k10_version() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    for (i, version) in (0u32..).zip(Version::ALL) {
+        let k10 = K10::new(version, &format!("k10v{i}"), &format!("kasten-v{i}"));
+        install(&client, &k10).await?;
+        let settings = Settings::for_k10(&k10.release, &k10.namespace, SEED_PREFIX);
+        let operator = Operator::start(&client, config(settings));
+        let name = format!("seed-v{i}");
+        let spec = AzureGroupBindingSpec {
+            group_object_id: guid(2000 + i),
+            ..seed_spec()
+        };
+        let group = format!("{SEED_PREFIX}{}", spec.group_object_id);
+        apply(&client, &agb(&name, spec)).await?;
+        let ready = wait_for_reason(&client, &name, "True", "Reconciled").await?;
+        let bound: Vec<String> = ready
+            .status
+            .unwrap_or_default()
+            .bindings
+            .into_iter()
+            .map(|b| b.role)
+            .collect();
+        let r = &k10.release;
+        assert_eq!(
+            bound,
+            [
+                format!("{r}-admin"),
+                format!("{r}-mc-admin"),
+                format!("{r}-ns-admin")
+            ],
+            "{}",
+            version.as_str()
+        );
+        check_access(&client, &k10, &group).await?;
+        agbs(&client)
+            .delete(&name, &DeleteParams::default())
+            .await?;
+        let alice = [group.as_str()];
+        Who::new(&client, "alice@example.com", &alice)
+            .may_not(
+                "create",
+                &k10.group("actions"),
+                "backupactions",
+                Some("app"),
+            )
+            .await?;
+        operator.stop().await?;
+    }
+    Ok(())
+}
+
+/// A K10 without `<release>-mc-admin` (older than 6.0.3, or a trimmed install): the admin profile
+/// still makes the object Ready, says that the role is missing, and grants the rest.
+#[tokio::test]
+async fn a_k10_without_its_multi_cluster_role_still_works_and_says_so() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let k10 = K10::new(Version::V6_0_3, "oldk10", "old-kasten");
+    install(&client, &k10).await?;
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    let _ = cluster_roles
+        .delete("oldk10-mc-admin", &DeleteParams::default())
+        .await;
+    let settings = Settings::for_k10(&k10.release, &k10.namespace, SEED_PREFIX);
+    let operator = Operator::start(&client, config(settings));
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(2100),
+        ..seed_spec()
+    };
+    let group = format!("{SEED_PREFIX}{}", spec.group_object_id);
+    apply(&client, &agb("old-admins", spec)).await?;
+    let ready = wait_for_reason(&client, "old-admins", "True", "Reconciled").await?;
+    let message = ready_message(&ready);
+    assert!(
+        message.contains("ClusterRole oldk10-mc-admin does not exist in this K10"),
+        "{message}"
+    );
+    let alice = [group.as_str()];
+    Who::new(&client, "alice@example.com", &alice)
+        .may(
+            "create",
+            &k10.group("actions"),
+            "backupactions",
+            Some("app"),
+        )
+        .await?;
+    // The binding is in place: the role, once K10 is upgraded, grants at once.
+    crbs(&client).get("old-admins:oldk10-mc-admin").await?;
+    agbs(&client)
+        .delete("old-admins", &DeleteParams::default())
+        .await?;
+    operator.stop().await
+}
+
+fn ready_message(agb: &groupbinder_api::AzureGroupBinding) -> String {
+    ready(agb).map(|c| c.message.clone()).unwrap_or_default()
+}

@@ -1,0 +1,207 @@
+//! Application teams by namespace selector, on the real control plane: the role is bound in every
+//! namespace that matches, as namespaces are created, relabelled and deleted, never in `kube-*`
+//! or (for `basic`) K10's own namespace; status and `kubectl get agb -o wide` say how many.
+
+use std::time::Duration;
+
+use groupbinder_api::{
+    AzureGroupBindingSpec, NamespaceSelector, NamespacedRole, RoleKind, SelectedNamespaces,
+};
+use groupbinder_e2e::*;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+
+const TEAM: &str = "groupbinder.test/team";
+const ACTIONS: &str = "actions.kio.kasten.io";
+
+/// Creates `name` (if needed) and sets its team label (`None`: removes it), as a user would.
+async fn label(client: &kube::Client, name: &str, team: Option<&str>) -> anyhow::Result<()> {
+    ensure_namespace(client, name).await?;
+    let patch = serde_json::json!({"metadata": {"labels": {TEAM: team}}});
+    Api::<Namespace>::all(client.clone())
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+fn by_team(team: &str) -> NamespacedRole {
+    NamespacedRole {
+        name: "k10-basic".into(),
+        namespace: None,
+        namespace_selector: Some(NamespaceSelector {
+            match_labels: Some([(TEAM.to_owned(), team.to_owned())].into()),
+            match_expressions: None,
+        }),
+        kind: RoleKind::ClusterRole,
+    }
+}
+
+/// The namespaces holding the object's RoleBinding, as the status lists them.
+async fn selected(client: &kube::Client, name: &str) -> anyhow::Result<Option<SelectedNamespaces>> {
+    Ok(agbs(client)
+        .get(name)
+        .await?
+        .status
+        .and_then(|s| s.selected_namespaces))
+}
+
+async fn wait_selected(client: &kube::Client, name: &str, want: &[&str]) -> anyhow::Result<()> {
+    let want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    eventually(
+        &format!("{name} to select {want:?}"),
+        Duration::from_secs(30),
+        || async {
+            let s = selected(client, name).await?;
+            let ok = s.as_ref().is_some_and(|s| {
+                s.first == want && usize::try_from(s.count).ok() == Some(want.len())
+            });
+            Ok(ok.then_some(()))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_selector_follows_namespaces_as_they_come_change_and_go() -> anyhow::Result<()> {
+    let (cp, client) = setup().await?;
+    let _serial = exclusive().await;
+    for (ns, team) in [
+        ("sel-shop-1", Some("shop")),
+        ("sel-shop-2", Some("shop")),
+        ("sel-crm", Some("crm")),
+        // Never selected: kube-* namespaces, and K10's own for basic.
+        ("kube-sel-shop", Some("shop")),
+    ] {
+        label(&client, ns, team).await?;
+    }
+    label(&client, "kasten-io", Some("shop")).await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(3000),
+        roles: Some(vec![by_team("shop")]),
+        ..seed_spec()
+    };
+    let group = format!("{SEED_PREFIX}{}", spec.group_object_id);
+    let groups = [group.as_str()];
+    let dev = Who::new(&client, "dev@example.com", &groups);
+    apply(&client, &agb("shop-team", spec)).await?;
+    wait_for_reason(&client, "shop-team", "True", "Reconciled").await?;
+    wait_selected(&client, "shop-team", &["sel-shop-1", "sel-shop-2"]).await?;
+    dev.may("create", ACTIONS, "backupactions", Some("sel-shop-1"))
+        .await?;
+    for ns in ["sel-crm", "kube-sel-shop", "kasten-io"] {
+        assert!(
+            !dev.can("create", ACTIONS, "backupactions", Some(ns))
+                .await?,
+            "{ns}"
+        );
+        assert!(
+            rbs(&client, ns)
+                .get_opt("shop-team:k10-basic")
+                .await?
+                .is_none(),
+            "{ns}"
+        );
+    }
+
+    // A namespace that stops matching loses its binding (alone: nothing else wakes the object);
+    // a relabelled one gains it.
+    label(&client, "sel-shop-2", Some("crm")).await?;
+    wait_selected(&client, "shop-team", &["sel-shop-1"]).await?;
+    label(&client, "sel-crm", Some("shop")).await?;
+    wait_selected(&client, "shop-team", &["sel-crm", "sel-shop-1"]).await?;
+    dev.may("create", ACTIONS, "backupactions", Some("sel-crm"))
+        .await?;
+    dev.may_not("create", ACTIONS, "backupactions", Some("sel-shop-2"))
+        .await?;
+    // A new namespace with the label is bound as it is created; a deleted one drops out.
+    label(&client, "sel-shop-3", Some("shop")).await?;
+    wait_selected(
+        &client,
+        "shop-team",
+        &["sel-crm", "sel-shop-1", "sel-shop-3"],
+    )
+    .await?;
+    Api::<Namespace>::all(client.clone())
+        .delete("sel-shop-1", &DeleteParams::default())
+        .await?;
+    wait_selected(&client, "shop-team", &["sel-crm", "sel-shop-3"]).await?;
+
+    // `kubectl get agb -o wide` shows how many namespaces are selected, and the first few.
+    let out = cp
+        .kubectl()
+        .args(["get", "agb", "shop-team", "-o", "wide"])
+        .output()?;
+    let table = String::from_utf8(out.stdout)?;
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("NAMESPACES") && header.contains("SELECTED"),
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("2") && row.contains("sel-crm"), "{table}");
+    let ready = agbs(&client).get("shop-team").await?;
+    let message = ready::message(&ready);
+    assert!(
+        message.contains("k10-basic in sel-crm, sel-shop-3"),
+        "{message}"
+    );
+
+    agbs(&client)
+        .delete("shop-team", &DeleteParams::default())
+        .await?;
+    label(&client, "kasten-io", None).await?;
+    operator.stop().await
+}
+
+mod ready {
+    pub fn message(agb: &groupbinder_api::AzureGroupBinding) -> String {
+        groupbinder_e2e::ready(agb)
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// What admission refuses, with messages that say how to fix it.
+#[tokio::test]
+async fn admission_refuses_selectors_that_would_select_too_much_or_nothing() -> anyhow::Result<()> {
+    let (cp, _) = setup().await?;
+    let cases = [
+        ("{namespaceSelector: {}}", "must name at least one label"),
+        (
+            "{namespace: shop, namespaceSelector: {matchLabels: {team: shop}}}",
+            "name either namespace",
+        ),
+        ("{}", "name either namespace"),
+        (
+            "{namespaceSelector: {matchExpressions: [{key: team, operator: In}]}}",
+            "In and NotIn need values",
+        ),
+        (
+            "{namespaceSelector: {matchExpressions: [{key: team, operator: Exists, values: [a]}]}}",
+            "take none",
+        ),
+        (
+            "{namespaceSelector: {matchExpressions: [{key: team, operator: Gt, values: [\"1\"]}]}}",
+            "Unsupported value",
+        ),
+    ];
+    for (i, (entry, message)) in cases.iter().enumerate() {
+        let entry = entry.replacen('{', "{name: k10-basic, kind: ClusterRole, ", 1);
+        let manifest = format!(
+            "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata: {{name: bad-selector-{i}}}\nspec:\n  groupObjectId: {SEED_GUID}\n  roles: [{entry}]\n"
+        );
+        let file = cp.dir().join(format!("bad-selector-{i}.yaml"));
+        std::fs::write(&file, manifest)?;
+        let out = cp
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(&file)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{entry} was admitted");
+        assert!(stderr.contains(message), "{entry}: {stderr}");
+    }
+    Ok(())
+}
