@@ -65,9 +65,7 @@ async fn demo() -> anyhow::Result<()> {
     );
     let client = cp.client().await?;
 
-    section(
-        "K10's roles (fixtures standing in for K10's Helm chart), and the AzureGroupBinding CRD",
-    );
+    section("K10's roles (fixtures of K10 8.0.15's Helm chart), and the AzureGroupBinding CRD");
     install_k10(&client, "k10", "kasten-io").await?;
     show(
         &cp,
@@ -101,7 +99,7 @@ async fn demo() -> anyhow::Result<()> {
         std::fs::File::create(&log)?.into(),
     )?;
     println!(
-        "operator pid {} (release k10 in kasten-io; allowlist k10-admin, k10-ns-admin, k10-basic, k10-config-view)",
+        "operator pid {} (release k10 in kasten-io; allowlist k10-admin, k10-mc-admin, k10-ns-admin, k10-basic, k10-config-view)",
         operator.id()
     );
 
@@ -129,9 +127,27 @@ async fn demo() -> anyhow::Result<()> {
         };
         check(can("alice@example.com", &group, &["create", "backupactions.actions.kio.kasten.io", "-n", "kasten-io"])?, "a member can create a K10 backup action")?;
         check(can("alice@example.com", &group, &["get", "secrets", "-n", "kasten-io"])?, "a member can read K10's secrets in kasten-io (k10-ns-admin)")?;
-        check(!can("alice@example.com", &group, &["get", "secrets", "-n", "default"])?, "a member cannot read secrets in default")?;
+        check(can("alice@example.com", &group, &["get", "secrets", "-n", "default"])?, "a member can read Secrets everywhere: k10-mc-admin, which K10's chart gives its own admins too (name the roles to leave it out)")?;
+        check(!can("alice@example.com", &group, &["delete", "nodes"])?, "a member cannot delete nodes")?;
+        check(!can("alice@example.com", &group, &["create", "clusterrolebindings"])?, "a member cannot grant RBAC")?;
         let upper = format!("{SEED_PREFIX}{}", SEED_GUID.to_uppercase());
         check(!can("bob@example.com", &upper, &["create", "backupactions.actions.kio.kasten.io", "-n", "kasten-io"])?, "the upper-case spelling of the GUID is another group, and gets nothing")?;
+
+        section("Application teams by label: K10's basic role in every namespace labelled team=shop");
+        show(&cp, &["create", "namespace", "shop"])?;
+        show(&cp, &["label", "namespace", "shop", "team=shop"])?;
+        let teams = repo().join("examples/k10-basic-by-team-label.yaml");
+        show(&cp, &["apply", "--server-side", "-f", &teams.display().to_string()])?;
+        show(&cp, &["wait", "--for=condition=Ready", "azuregroupbinding/k10-shop-team", "--timeout=60s"])?;
+        show(&cp, &["create", "namespace", "shop-staging"])?;
+        show(&cp, &["label", "namespace", "shop-staging", "team=shop"])?;
+        let shop = "michael_azure_7c2d4e6f-8a9b-4c1d-9e2f-3a4b5c6d7e8f";
+        granted(&client, "dev@example.com", &[shop], "create", "actions.kio.kasten.io", "backupactions", Some("shop-staging")).await?;
+        show(&cp, &["wait", "--for=jsonpath={.status.selectedNamespaces.count}=2", "azuregroupbinding/k10-shop-team", "--timeout=60s"])?;
+        let wide = show(&cp, &["get", "agb", "k10-shop-team", "-o", "wide"])?;
+        check(wide.contains("shop-staging"), "a namespace labelled later is bound too, and counted")?;
+        check(can("dev@example.com", shop, &["create", "backupactions.actions.kio.kasten.io", "-n", "shop-staging"])?, "a shop developer can back up shop-staging")?;
+        check(!can("dev@example.com", shop, &["create", "backupactions.actions.kio.kasten.io", "-n", "kasten-io"])?, "but not in K10's own namespace")?;
 
         section("A typo is refused at the door");
         let typo = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata: {name: typo}\nspec: {groupObjectId: A318B1EB-8B78-4715-98AD-FFC8670AC79D}\n";
