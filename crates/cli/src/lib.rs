@@ -1,7 +1,10 @@
 //! The `groupbinder` command line.
 
+mod audit;
 mod crd;
 mod explain;
+mod grants;
+mod import;
 mod k10values;
 mod namespaces;
 mod plan;
@@ -31,6 +34,10 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Show what K10 and kube-apiserver see for an ID token, and what access it gets.
     ExplainToken(Box<explain::ExplainArgs>),
+    /// Write the AzureGroupBindings that reproduce hand-written bindings of K10's roles.
+    Import(import::ImportArgs),
+    /// Who has which K10 access, from RBAC as the API server sees it; exit code 1 on warnings.
+    Audit(audit::AuditArgs),
 }
 
 /// Runs the command line.
@@ -39,6 +46,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(*args),
         Command::Plan(args) => plan::run(&args),
         Command::ExplainToken(args) => explain::run(&args),
+        Command::Import(args) => import::run(&args),
+        Command::Audit(args) => audit::run(&args),
         Command::Crd => {
             print!("{}", crd::yaml()?);
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,312 @@
+//! `groupbinder import`: the AzureGroupBindings that reproduce the hand-written bindings of K10's
+//! roles to groups, one object per group, ready to commit. It never deletes anything: with
+//! `--redundant` it prints the hand-written bindings that groupbinder's now make redundant.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, RoleKind};
+
+use crate::grants::{self, Binding, GroupName, group_name, is_k10_role, role_kind, subject_name};
+use crate::settings::SettingsArgs;
+
+/// Flags of `groupbinder import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Read bindings from these files (as `kubectl get clusterrolebindings,rolebindings -A -o
+    /// yaml` prints them) instead of the cluster.
+    #[arg(short = 'f', long = "filename")]
+    files: Vec<PathBuf>,
+    /// Write one file per AzureGroupBinding into this directory instead of standard output.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Print the hand-written bindings whose every grant a groupbinder-managed binding now gives
+    /// (`kubectl delete` takes them as printed), instead of AzureGroupBindings.
+    #[arg(long)]
+    redundant: bool,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+/// One grant that cannot be expressed as an AzureGroupBinding, and why.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NotImported {
+    /// The binding and subject.
+    pub what: String,
+    /// Why.
+    pub why: String,
+}
+
+/// The AzureGroupBindings for the hand-written grants of K10 roles in `bindings`, and what
+/// cannot be imported. `prefix` is K10's groupPrefix.
+pub fn import(
+    bindings: &[Binding],
+    settings: &groupbinder_api::Settings,
+    prefix: &str,
+) -> (Vec<AzureGroupBinding>, Vec<NotImported>) {
+    // object ID → (cluster roles, namespaced roles, source bindings)
+    type Grants = (
+        BTreeSet<String>,
+        BTreeSet<(String, String, RoleKind)>,
+        BTreeSet<String>,
+    );
+    let mut by_group: BTreeMap<String, Grants> = BTreeMap::new();
+    let mut refused = Vec::new();
+    let allowed = &settings.allowed;
+    for b in bindings
+        .iter()
+        .filter(|b| b.managed_by.is_none() && is_k10_role(settings, &b.role_ref))
+    {
+        for s in &b.subjects {
+            let what = format!("{} → {}", b.display(), subject_name(s));
+            let mut refuse = |why: String| {
+                refused.push(NotImported {
+                    what: what.clone(),
+                    why,
+                })
+            };
+            if s.kind != "Group" {
+                refuse(format!(
+                    "a {} cannot be an AzureGroupBinding's subject (groups only)",
+                    s.kind
+                ));
+                continue;
+            }
+            let id = match group_name(&s.name, prefix) {
+                GroupName::ObjectId(id) => id,
+                GroupName::UpperCase(id) => {
+                    refuse(format!(
+                        "typo: the object ID is upper case, K10 presents {prefix}{id}: this binding grants nothing"
+                    ));
+                    continue;
+                }
+                GroupName::OtherPrefix { prefix: found, .. } => {
+                    refuse(format!(
+                        "typo: prefix {found:?} is not K10's groupPrefix {prefix:?}: this binding grants nothing"
+                    ));
+                    continue;
+                }
+                GroupName::NotAnObjectId => {
+                    refuse(format!(
+                        "not <groupPrefix><object ID> (groupPrefix {prefix:?})"
+                    ));
+                    continue;
+                }
+            };
+            let kind = role_kind(&b.role_ref);
+            if !allowed.permits(kind, b.namespace.as_deref(), &b.role_ref.name) {
+                let place = b
+                    .namespace
+                    .as_deref()
+                    .map(|ns| format!(" in {ns}"))
+                    .unwrap_or_default();
+                refuse(format!(
+                    "{} {}{place} is not in the operator's allowlist ({allowed})",
+                    b.role_ref.kind, b.role_ref.name
+                ));
+                continue;
+            }
+            let entry = by_group.entry(id).or_default();
+            match &b.namespace {
+                None => {
+                    entry.0.insert(b.role_ref.name.clone());
+                }
+                Some(ns) => {
+                    entry.1.insert((ns.clone(), b.role_ref.name.clone(), kind));
+                }
+            }
+            entry.2.insert(b.display());
+        }
+    }
+    let agbs = by_group
+        .into_iter()
+        .map(|(id, (cluster, namespaced, sources))| {
+            let spec = AzureGroupBindingSpec {
+                group_object_id: id.clone(),
+                group_prefix: Some(prefix.to_owned()),
+                description: Some(format!(
+                    "imported from {}",
+                    sources.into_iter().collect::<Vec<_>>().join(", ")
+                )),
+                cluster_roles: (!cluster.is_empty())
+                    .then(|| cluster.into_iter().map(|r| r.as_str().into()).collect()),
+                roles: (!namespaced.is_empty()).then(|| {
+                    namespaced
+                        .into_iter()
+                        .map(|(ns, name, kind)| NamespacedRole::in_namespace(&name, &ns, kind))
+                        .collect()
+                }),
+            };
+            AzureGroupBinding::new(&format!("azure-{id}"), spec)
+        })
+        .collect();
+    refused.sort();
+    (agbs, refused)
+}
+
+/// The hand-written bindings to K10 roles whose every subject gets the same role, in the same
+/// place, from a binding an AzureGroupBinding manages.
+pub fn redundant<'a>(
+    bindings: &'a [Binding],
+    settings: &groupbinder_api::Settings,
+) -> Vec<&'a Binding> {
+    let managed: BTreeSet<(Option<&str>, &str, &str, &str, &str)> = bindings
+        .iter()
+        .filter(|b| b.managed_by.is_some())
+        .flat_map(|b| {
+            b.subjects.iter().map(move |s| {
+                (
+                    b.namespace.as_deref(),
+                    b.role_ref.kind.as_str(),
+                    b.role_ref.name.as_str(),
+                    s.kind.as_str(),
+                    s.name.as_str(),
+                )
+            })
+        })
+        .collect();
+    bindings
+        .iter()
+        .filter(|b| {
+            b.managed_by.is_none() && is_k10_role(settings, &b.role_ref) && !b.subjects.is_empty()
+        })
+        .filter(|b| {
+            b.subjects.iter().all(|s| {
+                managed.contains(&(
+                    b.namespace.as_deref(),
+                    b.role_ref.kind.as_str(),
+                    b.role_ref.name.as_str(),
+                    s.kind.as_str(),
+                    s.name.as_str(),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Runs `groupbinder import`. Exit code 2 when the bindings cannot be read.
+pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.settings.settings();
+    let Some(bindings) = grants::load(&args.files)? else {
+        return Ok(ExitCode::from(2));
+    };
+    if args.redundant {
+        for b in redundant(&bindings, &settings) {
+            println!("{}", b.kubectl());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let prefix = &settings.default_group_prefix;
+    let (agbs, refused) = import(&bindings, &settings, prefix);
+    let mut out = String::new();
+    for agb in &agbs {
+        let yaml = serde_saphyr::to_string(&manifest(agb)?)?;
+        match &args.output_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let name = agb.metadata.name.as_deref().unwrap_or("azuregroupbinding");
+                std::fs::write(dir.join(format!("{name}.yaml")), &yaml)?;
+            }
+            None => out.push_str(&format!("---\n{yaml}")),
+        }
+    }
+    print!("{out}");
+    for r in &refused {
+        eprintln!("not imported: {}: {}", r.what, r.why);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agb` as a manifest to commit: apiVersion, kind, name and spec; nothing the server sets.
+fn manifest(agb: &AzureGroupBinding) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(agb)?;
+    value["metadata"] = serde_json::json!({"name": agb.metadata.name});
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
+
+    const ID: &str = "a318b1eb-8b78-4715-98ad-ffc8670ac79d";
+
+    fn binding(
+        ns: Option<&str>,
+        name: &str,
+        kind: &str,
+        role: &str,
+        subjects: &[(&str, &str)],
+    ) -> Binding {
+        Binding {
+            namespace: ns.map(str::to_owned),
+            name: name.into(),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: kind.into(),
+                name: role.into(),
+            },
+            subjects: subjects
+                .iter()
+                .map(|(k, n)| Subject {
+                    kind: (*k).into(),
+                    name: (*n).into(),
+                    api_group: None,
+                    namespace: None,
+                })
+                .collect(),
+            managed_by: None,
+        }
+    }
+
+    #[test]
+    fn the_seeds_hand_written_pair_becomes_one_object() {
+        let settings = groupbinder_api::Settings::for_k10("k10", "kasten-io", "michael_azure_");
+        let group = format!("michael_azure_{ID}");
+        let bindings = [
+            binding(
+                None,
+                "k10-admins",
+                "ClusterRole",
+                "k10-admin",
+                &[("Group", &group)],
+            ),
+            binding(
+                Some("kasten-io"),
+                "k10-admins",
+                "Role",
+                "k10-ns-admin",
+                &[("Group", &group)],
+            ),
+            binding(
+                None,
+                "ops",
+                "ClusterRole",
+                "cluster-admin",
+                &[("Group", &group)],
+            ),
+        ];
+        let (agbs, refused) = import(&bindings, &settings, "michael_azure_");
+        assert!(refused.is_empty(), "{refused:?}");
+        let [agb] = agbs.as_slice() else {
+            panic!("{agbs:?}")
+        };
+        assert_eq!(agb.metadata.name.as_deref(), Some(&*format!("azure-{ID}")));
+        let plan = groupbinder_api::plan(agb, &settings, None).unwrap();
+        let grants: Vec<String> = plan
+            .cluster_role_bindings
+            .iter()
+            .map(|b| b.grant())
+            .chain(plan.role_bindings.iter().map(|b| b.grant()))
+            .collect();
+        assert_eq!(
+            grants,
+            ["ClusterRole k10-admin", "Role k10-ns-admin in kasten-io"]
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! `groupbinder import` and `groupbinder audit`: golden outputs from a file of hand-written
+//! bindings, and the migration they are for, on a control plane of its own (so that no other
+//! test's bindings show up): hand-written bindings → import → apply with the operator running →
+//! the same grants → delete the redundant hand-written ones → the same access.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use groupbinder_e2e::{
+    Operator, SEED_PREFIX, Who, config, ensure_namespace, eventually, install_crd, install_k10,
+    kubectl_apply, ready, repo, seed_settings,
+};
+use groupbinder_testenv::{ControlPlane, Options};
+use kube::Api;
+
+/// `groupbinder <args[0]> --default-group-prefix michael_azure_ <args[1..]>`.
+fn groupbinder(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_groupbinder"));
+    let (subcommand, rest) = args.split_first().unwrap_or((&"--help", &[]));
+    command
+        .arg(subcommand)
+        .args(["--default-group-prefix", SEED_PREFIX])
+        .args(rest);
+    command
+}
+
+fn hand_written() -> PathBuf {
+    repo().join("tests/golden/hand-written.yaml")
+}
+
+/// Compares `actual` with the committed golden file (`UPDATE_GOLDEN=1` rewrites it).
+fn golden(name: &str, actual: &str) -> anyhow::Result<()> {
+    let path = repo().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual)?;
+    }
+    let expected = std::fs::read_to_string(&path)?;
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs (UPDATE_GOLDEN=1 to accept)",
+        path.display()
+    );
+    Ok(())
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn import_and_audit_of_a_file_match_their_golden_outputs() -> anyhow::Result<()> {
+    let import = groupbinder(&["import", "-f"])
+        .arg(hand_written())
+        .output()?;
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    golden("import.yaml", &stdout(&import))?;
+    golden("import.stderr", &String::from_utf8_lossy(&import.stderr))?;
+    let audit = groupbinder(&["audit", "-f"]).arg(hand_written()).output()?;
+    assert_eq!(audit.status.code(), Some(1), "warnings exit 1");
+    golden("audit.txt", &stdout(&audit))?;
+    let json = groupbinder(&["audit", "-o", "json", "-f"])
+        .arg(hand_written())
+        .output()?;
+    let grants: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    assert_eq!(grants.as_array().map(Vec::len), Some(9), "{grants}");
+    // Malformed input: exit 2 with a message, nothing written.
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "kind: ClusterRoleBinding\nmetadata: {name: x}\nroleRef: 7\n",
+    )?;
+    for (command, file) in [
+        ("import", bad.as_path()),
+        ("audit", bad.as_path()),
+        ("import", Path::new("/nonexistent.yaml")),
+    ] {
+        let out = groupbinder(&[command, "-f"]).arg(file).output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command} {}: {stderr}",
+            file.display()
+        );
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    Ok(())
+}
+
+/// The access each group has: what the authorizer answers for the checks K10's users care about.
+async fn access(client: &kube::Client) -> anyhow::Result<Vec<(String, bool)>> {
+    let groups = [
+        "michael_azure_a318b1eb-8b78-4715-98ad-ffc8670ac79d",
+        "michael_azure_5b1e7c9a-3f2d-4e8b-9a61-2c4d8e0f7a13",
+        "michael_azure_7c2d4e6f-8a9b-4c1d-9e2f-3a4b5c6d7e8f",
+    ];
+    let checks: [(&str, &str, &str, Option<&str>); 5] = [
+        (
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("shop"),
+        ),
+        (
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("kasten-io"),
+        ),
+        ("list", "config.kio.kasten.io", "profiles", Some("default")),
+        ("get", "", "secrets", Some("kasten-io")),
+        (
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("crm"),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for group in groups {
+        let one = [group];
+        let who = Who::new(client, "someone@example.com", &one);
+        for (verb, api, resource, ns) in checks {
+            let allowed = who.can(verb, api, resource, ns).await?;
+            answers.push((format!("{group} {verb} {resource} {ns:?}"), allowed));
+        }
+    }
+    Ok(answers)
+}
+
+#[tokio::test]
+async fn migrating_hand_written_bindings_keeps_every_grant() -> anyhow::Result<()> {
+    let cp = ControlPlane::start(Options::default()).await?;
+    let client = cp.client().await?;
+    install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    for ns in ["shop", "crm"] {
+        ensure_namespace(&client, ns).await?;
+    }
+    kubectl_apply(&cp, &hand_written())?;
+    // The authorizer reads bindings from its watch cache: wait for the last one to count.
+    let ops = ["michael_azure_7c2d4e6f-8a9b-4c1d-9e2f-3a4b5c6d7e8f"];
+    Who::new(&client, "x", &ops)
+        .may(
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("kasten-io"),
+        )
+        .await?;
+    let before = access(&client).await?;
+
+    // import from the cluster gives what it gives from the file.
+    let with_cluster = |args: &[&str]| {
+        let mut command = groupbinder(args);
+        command.env("KUBECONFIG", cp.kubeconfig());
+        command.output()
+    };
+    let import = with_cluster(&["import"])?;
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    golden("import.yaml", &stdout(&import))?;
+    let manifests = cp.dir().join("imported.yaml");
+    std::fs::write(&manifests, stdout(&import))?;
+
+    // Applied with the operator running, they become Ready...
+    let operator = Operator::start(&client, config(seed_settings()));
+    kubectl_apply(&cp, &manifests)?;
+    let agbs: Api<groupbinder_api::AzureGroupBinding> = Api::all(client.clone());
+    eventually(
+        "the imported objects to be Ready",
+        Duration::from_secs(30),
+        || async {
+            let all = agbs.list(&Default::default()).await?.items;
+            let ready = all
+                .iter()
+                .filter(|a| ready(a).is_some_and(|c| c.status == "True"))
+                .count();
+            Ok((all.len() == 3 && ready == 3).then_some(()))
+        },
+    )
+    .await?;
+    // ... `plan` shows the same grants the hand-written bindings made ...
+    let plan = groupbinder(&["plan", "-f"]).arg(&manifests).output()?;
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let planned: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&stdout(&plan))?;
+    let mut planned: Vec<String> = planned
+        .iter()
+        .map(|b| {
+            format!(
+                "{} {} {} {}",
+                b["metadata"]["namespace"].as_str().unwrap_or("-"),
+                b["roleRef"]["kind"].as_str().unwrap_or_default(),
+                b["roleRef"]["name"].as_str().unwrap_or_default(),
+                b["subjects"][0]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        [
+            "- ClusterRole k10-admin michael_azure_a318b1eb-8b78-4715-98ad-ffc8670ac79d",
+            "- ClusterRole k10-config-view michael_azure_5b1e7c9a-3f2d-4e8b-9a61-2c4d8e0f7a13",
+            "kasten-io ClusterRole k10-basic michael_azure_7c2d4e6f-8a9b-4c1d-9e2f-3a4b5c6d7e8f",
+            "kasten-io Role k10-ns-admin michael_azure_a318b1eb-8b78-4715-98ad-ffc8670ac79d",
+            "shop ClusterRole k10-basic michael_azure_5b1e7c9a-3f2d-4e8b-9a61-2c4d8e0f7a13",
+        ]
+    );
+    // ... and the hand-written bindings they replace are listed, exactly those.
+    let redundant = with_cluster(&["import", "--redundant"])?;
+    let mut listed: Vec<String> = stdout(&redundant).lines().map(str::to_owned).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "clusterrolebinding/k10-admins",
+            "clusterrolebinding/shop-config-view",
+            "rolebinding/k10-admins-ns -n kasten-io",
+            "rolebinding/ops-basic -n kasten-io",
+            "rolebinding/shop-basic -n shop",
+        ]
+    );
+    for binding in &listed {
+        let mut args = vec!["delete"];
+        args.extend(binding.split_whitespace());
+        let out = cp.kubectl().args(&args).output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Deleted: every group's access is what it was (the authorizer's cache lags a moment).
+    eventually(
+        "the same access without the hand-written bindings",
+        Duration::from_secs(10),
+        || async { Ok((access(&client).await? == before).then_some(())) },
+    )
+    .await?;
+
+    // audit now: the imported grants are managed; what could not be imported still warns.
+    let audit = with_cluster(&["audit", "-o", "json"])?;
+    assert_eq!(audit.status.code(), Some(1));
+    let grants: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout)?;
+    let managed = grants.iter().filter(|g| g["managedBy"].is_string()).count();
+    assert_eq!(
+        managed, 5,
+        "the imported objects name their roles: {grants:#?}"
+    );
+    let unmanaged: Vec<&str> = grants
+        .iter()
+        .filter(|g| g["managedBy"].is_null())
+        .filter_map(|g| g["binding"].as_str())
+        .collect();
+    assert_eq!(
+        unmanaged,
+        [
+            "ClusterRoleBinding alice-k10-admin",
+            "ClusterRoleBinding k10-admins-typo",
+            "ClusterRoleBinding k10-admins-typo",
+            "RoleBinding shop/ci-basic",
+        ]
+    );
+    operator.stop().await
+}
