@@ -22,6 +22,8 @@ pub struct AuditArgs {
     output: Output,
     #[command(flatten)]
     settings: SettingsArgs,
+    #[command(flatten)]
+    prefix: crate::k10values::PrefixArgs,
 }
 
 /// Runs `groupbinder audit`: exit code 1 when a grant has a warning, 2 when the bindings cannot
@@ -31,7 +33,8 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let Some(bindings) = grants::load(&args.files)? else {
         return Ok(ExitCode::from(2));
     };
-    let grants = grants::grants(&bindings, &settings, &settings.default_group_prefix);
+    let prefix = args.prefix.prefix(&settings.default_group_prefix)?;
+    let grants = grants::grants(&bindings, &settings, &prefix);
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&grants)?),
         Output::Yaml => print!("{}", serde_saphyr::to_string(&grants)?),

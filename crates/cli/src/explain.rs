@@ -228,7 +228,7 @@ fn mapping(args: &ExplainArgs) -> anyhow::Result<(Mapping, Option<K10Values>)> {
     };
     let mut k10 = None;
     if let Some(file) = &args.k10_values {
-        let values: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(file)?)?;
+        let values = crate::k10values::read(file)?;
         k10 = Some(K10Values::from_values(&values));
         let oidc = &values["auth"]["oidcAuth"];
         let get = |key: &str| oidc[key].as_str().map(str::to_owned);
@@ -238,7 +238,8 @@ fn mapping(args: &ExplainArgs) -> anyhow::Result<(Mapping, Option<K10Values>)> {
             .filter(|p| !p.is_empty())
             .or(mapping.username_prefix);
         mapping.groups_claim = get("groupClaim").unwrap_or(mapping.groups_claim);
-        mapping.groups_prefix = get("groupPrefix").unwrap_or(mapping.groups_prefix);
+        mapping.groups_prefix =
+            crate::k10values::group_prefix(&values).unwrap_or(mapping.groups_prefix);
     }
     let or = |flag: &Option<String>, current: String| flag.clone().unwrap_or(current);
     mapping.provider_url = args.provider_url.clone().or(mapping.provider_url);

@@ -28,6 +28,8 @@ pub struct ImportArgs {
     redundant: bool,
     #[command(flatten)]
     settings: SettingsArgs,
+    #[command(flatten)]
+    prefix: crate::k10values::PrefixArgs,
 }
 
 /// One grant that cannot be expressed as an AzureGroupBinding, and why.
@@ -198,8 +200,8 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let prefix = &settings.default_group_prefix;
-    let (agbs, refused) = import(&bindings, &settings, prefix);
+    let prefix = args.prefix.prefix(&settings.default_group_prefix)?;
+    let (agbs, refused) = import(&bindings, &settings, &prefix);
     let mut out = String::new();
     for agb in &agbs {
         let yaml = serde_saphyr::to_string(&manifest(agb)?)?;

@@ -34,6 +34,39 @@ fn strings(value: &Value) -> Vec<String> {
     }
 }
 
+/// K10's Helm values from `file`.
+pub fn read(file: &std::path::Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not YAML: {e}", file.display()))
+}
+
+/// `auth.oidcAuth.groupPrefix` of K10's values, if set.
+pub fn group_prefix(values: &Value) -> Option<String> {
+    values["auth"]["oidcAuth"]["groupPrefix"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Flags for the group prefix K10 uses, from its values file or the operator's setting.
+#[derive(Debug, clap::Args)]
+pub struct PrefixArgs {
+    /// Take K10's groupPrefix from its Helm values file (auth.oidcAuth.groupPrefix) instead of
+    /// --default-group-prefix.
+    #[arg(long)]
+    k10_values: Option<std::path::PathBuf>,
+}
+
+impl PrefixArgs {
+    /// The prefix: from the values file when given (and set there), else `default`.
+    pub fn prefix(&self, default: &str) -> anyhow::Result<String> {
+        Ok(match &self.k10_values {
+            Some(file) => group_prefix(&read(file)?).unwrap_or_else(|| default.to_owned()),
+            None => default.to_owned(),
+        })
+    }
+}
+
 impl K10Values {
     /// Reads them from parsed values.
     pub fn from_values(values: &Value) -> Self {

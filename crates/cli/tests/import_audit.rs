@@ -67,6 +67,15 @@ fn import_and_audit_of_a_file_match_their_golden_outputs() -> anyhow::Result<()>
     let json = groupbinder(&["audit", "-o", "json", "-f"])
         .arg(hand_written())
         .output()?;
+    // K10's own values give the same prefix as the flag.
+    let values = repo().join("examples/k10-oidc-values.yaml");
+    let from_values = Command::new(env!("CARGO_BIN_EXE_groupbinder"))
+        .args(["import", "--k10-values"])
+        .arg(&values)
+        .arg("-f")
+        .arg(hand_written())
+        .output()?;
+    assert_eq!(stdout(&from_values), stdout(&import));
     let grants: serde_json::Value = serde_json::from_slice(&json.stdout)?;
     assert_eq!(grants.as_array().map(Vec::len), Some(9), "{grants}");
     // Malformed input: exit 2 with a message, nothing written.
