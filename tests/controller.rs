@@ -875,3 +875,72 @@ async fn bindings_of_changed_settings_are_deleted_after_a_restart() -> anyhow::R
     admin_bindings_gone(&client, "moved", Duration::from_secs(30)).await?;
     operator.stop().await
 }
+
+/// A writer that keeps reverting a binding (another controller, a GitOps tool with the old
+/// binding in Git): groupbinder repairs every time, the fight shows in
+/// `groupbinder_repairs_total`, and it costs one event with a rising series count, not one event
+/// per repair.
+#[tokio::test]
+async fn a_fight_over_a_binding_costs_one_event_and_shows_in_the_metrics() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    seeded(&client, "fight", 4000).await?;
+    let crb_api = crbs(&client);
+    let patch = serde_json::json!({"subjects": [
+        {"kind": "Group", "apiGroup": RBAC, "name": "someone-else"}
+    ]});
+    let started = Instant::now();
+    let mut reverts = 0u64;
+    while started.elapsed() < Duration::from_secs(30) {
+        crb_api
+            .patch(
+                "fight:k10-admin",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
+        reverts += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The operator has the last word.
+    let group = format!("{SEED_PREFIX}{}", guid(4000));
+    eventually("the binding put back", Duration::from_secs(10), || async {
+        let crb = crb_api.get("fight:k10-admin").await?;
+        Ok((crb.subjects == group_subject(&group)).then_some(()))
+    })
+    .await?;
+    let repairs = operator
+        .metrics
+        .repairs
+        .get_or_create(&groupbinder_controller::metrics::KindLabels {
+            kind: "ClusterRoleBinding",
+        })
+        .get();
+    assert!(
+        repairs * 2 >= reverts,
+        "{repairs} repairs counted for {reverts} reverts"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let about: Vec<Event> = events
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("fight"))
+        .collect();
+    let repaired: Vec<&Event> = about
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Repaired"))
+        .collect();
+    assert_eq!(repaired.len(), 1, "{about:#?}");
+    let count = repaired[0].series.as_ref().map_or(1, |s| s.count);
+    assert!(count >= 2, "{:#?}", repaired[0]);
+    println!(
+        "{reverts} reverts in 30 s: {repairs} repairs, {} event objects about the object, Repaired series count {count}",
+        about.len()
+    );
+    agbs(&client)
+        .delete("fight", &DeleteParams::default())
+        .await?;
+    operator.stop().await
+}

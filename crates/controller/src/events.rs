@@ -1,10 +1,12 @@
 //! Kubernetes events (events.k8s.io/v1) about AzureGroupBindings: one per reconcile that changed
 //! something, shown by `kubectl describe agb` and `kubectl events`.
 //!
-//! kube's `Recorder` keeps every event of the last minutes in memory to count repeats as a series
-//! and scans that cache on every publish; with thousands of objects that is megabytes held and
-//! O(n) per event, for repeats this controller does not produce (it reports transitions). This
-//! publisher just creates each event.
+//! Repeats are aggregated as events.k8s.io does it, with a `series`: the same reason about the same
+//! object within ten minutes updates the first event (count, last time) instead of creating
+//! another, and at most once per [`SERIES_WRITE_INTERVAL`]; the repeats in between are counted,
+//! not written. A writer that keeps reverting a binding (another controller, a GitOps tool with the
+//! old binding in Git) so costs one event, not one per repair. kube's `Recorder` scans every event
+//! of the last minutes on each publish; this keeps one small entry per object and reason.
 
 use groupbinder_api::desired::BindingKey;
 use groupbinder_api::names::event_name;
@@ -12,7 +14,11 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 /// The API server refuses event notes longer than this (bytes).
@@ -108,12 +114,90 @@ impl Changes {
     }
 }
 
+/// How long a series lives: a repeat after this starts a new event (as client-go's 6-10 minutes).
+pub const SERIES_LIFETIME: Duration = Duration::from_secs(600);
+/// A series is written at most this often; repeats in between are only counted.
+pub const SERIES_WRITE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Creates events for one controller instance.
 #[derive(Clone)]
 pub struct Publisher {
     client: Client,
     controller: String,
     instance: String,
+    series: Arc<Mutex<Series>>,
+}
+
+/// The events published lately, by object and reason.
+#[derive(Debug, Default)]
+pub struct Series {
+    by_key: HashMap<(String, String), Seen>,
+}
+
+#[derive(Debug)]
+struct Seen {
+    namespace: String,
+    name: String,
+    count: i32,
+    first: Instant,
+    written: Instant,
+}
+
+/// What to do with one more event about an object and reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Create a new event.
+    Create,
+    /// Update the series of the event `namespace/name` to `count`.
+    Update {
+        /// The event's namespace.
+        namespace: String,
+        /// The event's name.
+        name: String,
+        /// How many times it happened.
+        count: i32,
+    },
+    /// Only count it: the series was written moments ago.
+    Count,
+}
+
+impl Series {
+    /// Decides about one more event with `key` (object, reason) at `now`.
+    pub fn decide(&mut self, key: &(String, String), now: Instant) -> Decision {
+        let Some(seen) = self.by_key.get_mut(key) else {
+            return Decision::Create;
+        };
+        if now.duration_since(seen.first) > SERIES_LIFETIME {
+            return Decision::Create;
+        }
+        seen.count = seen.count.saturating_add(1);
+        if now.duration_since(seen.written) < SERIES_WRITE_INTERVAL {
+            return Decision::Count;
+        }
+        seen.written = now;
+        Decision::Update {
+            namespace: seen.namespace.clone(),
+            name: seen.name.clone(),
+            count: seen.count,
+        }
+    }
+
+    /// Notes that the event `namespace/name` was created for `key` at `now`; forgets series past
+    /// their lifetime.
+    pub fn created(&mut self, key: (String, String), namespace: &str, name: &str, now: Instant) {
+        self.by_key
+            .retain(|_, seen| now.duration_since(seen.first) <= SERIES_LIFETIME);
+        self.by_key.insert(
+            key,
+            Seen {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                count: 1,
+                first: now,
+                written: now,
+            },
+        );
+    }
 }
 
 impl std::fmt::Debug for Publisher {
@@ -131,10 +215,13 @@ impl Publisher {
             client,
             controller: controller.to_owned(),
             instance: instance.to_owned(),
+            series: Arc::default(),
         }
     }
 
-    /// Creates the event. Events about cluster-scoped objects go to the `default` namespace.
+    /// Creates the event, or counts it in the series of the same reason about the same object
+    /// (see the module documentation). Events about cluster-scoped objects go to the `default`
+    /// namespace.
     pub async fn publish(
         &self,
         regarding: ObjectReference,
@@ -142,6 +229,43 @@ impl Publisher {
         reason: &str,
         note: String,
     ) -> Result<(), kube::Error> {
+        let key = (
+            regarding
+                .uid
+                .clone()
+                .or_else(|| regarding.name.clone())
+                .unwrap_or_default(),
+            reason.to_owned(),
+        );
+        let now = Instant::now();
+        let decision = self
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .decide(&key, now);
+        match decision {
+            Decision::Count => return Ok(()),
+            Decision::Update {
+                namespace,
+                name,
+                count,
+            } => {
+                // Only the series may change: the API server keeps an event's note immutable.
+                let patch = serde_json::json!({
+                    "series": {"count": count, "lastObservedTime": MicroTime(Timestamp::now())},
+                });
+                tracing::warn!(object = ?regarding.name, reason, count, "the same event again: if the count keeps rising, another writer keeps undoing what groupbinder does");
+                let api = Api::<Event>::namespaced(self.client.clone(), &namespace);
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Err(kube::Error::Api(status)) if status.code == 404 => {} // expired: create
+                    other => return other.map(|_| ()),
+                }
+            }
+            Decision::Create => {}
+        }
         let event = build(
             regarding,
             type_,
@@ -151,11 +275,16 @@ impl Publisher {
             &self.instance,
             Timestamp::now(),
         );
-        let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
-        Api::<Event>::namespaced(self.client.clone(), namespace)
+        let namespace = event.metadata.namespace.clone().unwrap_or_default();
+        let name = event.metadata.name.clone().unwrap_or_default();
+        Api::<Event>::namespaced(self.client.clone(), &namespace)
             .create(&PostParams::default(), &event)
-            .await
-            .map(|_| ())
+            .await?;
+        self.series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .created(key, &namespace, &name, now);
+        Ok(())
     }
 }
 
@@ -347,5 +476,36 @@ mod tests {
         let name = event.metadata.name.unwrap_or_default();
         assert!(name.len() <= 253, "{}", name.len());
         assert!(name.starts_with("aaaa"));
+    }
+
+    #[test]
+    fn repeats_are_counted_and_written_at_most_every_interval() {
+        let mut series = Series::default();
+        let key = ("uid-1".to_owned(), "Repaired".to_owned());
+        let t0 = Instant::now();
+        assert_eq!(series.decide(&key, t0), Decision::Create);
+        series.created(key.clone(), "default", "x.1", t0);
+        // A fight: many repeats within the interval are only counted.
+        for ms in 1..100 {
+            let at = t0 + Duration::from_millis(ms * 50);
+            assert_eq!(series.decide(&key, at), Decision::Count);
+        }
+        let later = t0 + SERIES_WRITE_INTERVAL + Duration::from_secs(1);
+        assert_eq!(
+            series.decide(&key, later),
+            Decision::Update {
+                namespace: "default".into(),
+                name: "x.1".into(),
+                count: 101
+            }
+        );
+        // Another object, or another reason, is another series.
+        let other = ("uid-2".to_owned(), "Repaired".to_owned());
+        assert_eq!(series.decide(&other, later), Decision::Create);
+        // After the series' lifetime, a new event.
+        let much_later = t0 + SERIES_LIFETIME + Duration::from_secs(1);
+        assert_eq!(series.decide(&key, much_later), Decision::Create);
+        series.created(other, "default", "y.1", much_later);
+        assert_eq!(series.by_key.len(), 1, "expired series are forgotten");
     }
 }

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     /// Bindings found without their AzureGroupBinding's ownerReference, by what was done.
     pub orphans: Family<WriteLabels, Counter>,
+    /// Bindings put back after someone else changed them, by kind: a count that keeps rising is
+    /// another writer fighting the operator.
+    pub repairs: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -68,6 +71,7 @@ impl Metrics {
         let bindings = Family::<KindLabels, Gauge>::default();
         let writes = Family::<WriteLabels, Counter>::default();
         let orphans = Family::<WriteLabels, Counter>::default();
+        let repairs = Family::<KindLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles of AzureGroupBindings",
@@ -103,6 +107,11 @@ impl Metrics {
             "Bindings labelled as groupbinder's found without their AzureGroupBinding's ownerReference, by action: adopted (ownerReference put back) or deleted",
             orphans.clone(),
         );
+        registry.register(
+            "repairs",
+            "Bindings put back as declared after another writer changed them, by kind; a count that keeps rising is a fight",
+            repairs.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -112,7 +121,13 @@ impl Metrics {
             bindings,
             writes,
             orphans,
+            repairs,
         }
+    }
+
+    /// Counts one binding of `kind` put back.
+    pub fn repair(&self, kind: &'static str) {
+        self.repairs.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Counts one orphaned binding `adopted` or `deleted`.

@@ -255,11 +255,13 @@ fn note(ensured: &[EnsuredBinding], changes: &mut Changes, ctx: &Context) {
             }
             Ensured::PutBack => {
                 ctx.metrics.write("apply");
+                ctx.metrics.repair(key.kind());
                 changes.put_back(key);
             }
             Ensured::Adopted => {
                 ctx.metrics.write("apply");
                 ctx.metrics.orphan("adopted");
+                ctx.metrics.repair(key.kind());
                 changes.adopted(key);
             }
             Ensured::Unchanged | Ensured::Conflict { .. } => {}
