@@ -2,8 +2,8 @@
 //! declare in place. [`run`] is the whole runtime.
 //!
 //! - [`runtime`](crate::run): wiring — start-up check, leader election, watches, controller loop;
-//! - `watch`, `relist`, `owners`, `triggers`: watch plumbing, caches, the owner index, and which
-//!   object a change of a binding, role or namespace concerns;
+//! - `watch`, `relist`, `owners`, `triggers`, `references`: watch plumbing, caches, the owner
+//!   index, and which object a change of a binding, role or namespace concerns;
 //! - `reconcile`: the driver of one reconcile, a pipeline of `observe` (caches → one value),
 //!   [`groupbinder_api::plan`] (pure), `apply` (writes only), [`status`] (pure) and `report`
 //!   (status and event writes), each step with its own error type;
@@ -15,12 +15,12 @@ mod context;
 pub mod events;
 pub mod leader;
 pub mod metrics;
-mod namespaces;
 mod observe;
 mod orphans;
 mod owners;
 mod per_object;
 mod reconcile;
+mod references;
 mod relist;
 mod report;
 mod runtime;

@@ -19,9 +19,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Caches, Context};
-use crate::namespaces::NamespaceIndex;
 use crate::reconcile::{self, Guarded};
-use crate::triggers::{self, Referent};
+use crate::references::ReferenceIndex;
+use crate::triggers;
 use crate::watch::{
     cached, identity_and_labels, identity_only, jittered_backoff, unread, watch_events,
 };
@@ -178,7 +178,7 @@ fn build_controller(
         .streaming_lists()
         .labels(MANAGED_SELECTOR);
     let settings = Arc::new(config.settings.clone());
-    let namespace_index = NamespaceIndex::new(settings.clone());
+    let references = ReferenceIndex::new(settings);
     let (agb_reader, agb_writer) = reflector::store::<Guarded>();
     let agbs = watch_events(
         Api::<Guarded>::all(client.clone()),
@@ -186,7 +186,7 @@ fn build_controller(
         identity_only,
     )
     .inspect({
-        let index = namespace_index.clone();
+        let index = references.clone();
         move |event| {
             if let Ok(event) = event {
                 index.apply(event);
@@ -253,17 +253,17 @@ fn build_controller(
         namespaces,
     };
 
-    let by = |referent: for<'a> fn(&'a str, Option<&'a str>) -> Referent<'a>| {
-        let (agbs, settings) = (agb_reader.clone(), settings.clone());
-        move |name: String, namespace: Option<String>| {
-            triggers::referring(&agbs, &settings, referent(&name, namespace.as_deref()))
+    // Roles and namespaces go to the objects that refer to them, found in the index.
+    let by_cluster_role = {
+        let index = references.clone();
+        move |r: PartialObjectMeta<ClusterRole>| index.by_cluster_role(&r.name_any())
+    };
+    let by_role = {
+        let index = references.clone();
+        move |r: PartialObjectMeta<Role>| {
+            index.by_role(&r.namespace().unwrap_or_default(), &r.name_any())
         }
     };
-    let by_cluster_role = by(|name, _| Referent::ClusterRole(name));
-    let by_role = by(|name, namespace| Referent::Role {
-        namespace: namespace.unwrap_or_default(),
-        name,
-    });
     // A namespace being deleted (every deleted namespace is first) selects nothing. Not the
     // cache: during a (re)list it is filled only once the list is complete.
     let by_namespace = move |n: PartialObjectMeta<Namespace>| {
@@ -272,7 +272,7 @@ fn build_controller(
             .deletion_timestamp
             .is_none()
             .then(|| n.metadata.labels.clone().unwrap_or_default());
-        let concerned = namespace_index.changed(&n.name_any(), labels);
+        let concerned = references.changed(&n.name_any(), labels);
         tracing::debug!(namespace = %n.name_any(), concerned = concerned.len(), "namespace event");
         concerned
     };
@@ -296,10 +296,8 @@ fn build_controller(
             let agbs = agb_reader.clone();
             move |b| triggers::claiming(b.meta(), &agbs)
         })
-        .watches_stream(cluster_role_events, move |r| {
-            by_cluster_role(r.name_any(), None)
-        })
-        .watches_stream(role_events, move |r| by_role(r.name_any(), r.namespace()))
+        .watches_stream(cluster_role_events, by_cluster_role)
+        .watches_stream(role_events, by_role)
         .watches_stream(namespace_events, by_namespace)
         .graceful_shutdown_on(async move { stop.cancelled().await });
     if let Some(every) = config.resync {

@@ -1,6 +1,11 @@
-//! Which AzureGroupBindings a Namespace event concerns, without scanning every object.
+//! Which AzureGroupBindings a Namespace, ClusterRole or Role event concerns, without scanning
+//! every object: an index of what each object refers to, kept from the AzureGroupBinding watch.
 //!
-//! Two kinds of object care about a namespace: those that name it in `roles[].namespace` (only
+//! Roles: an object refers to a ClusterRole by name (cluster-wide, or bound in namespaces), and to
+//! a Role by namespace and name (or by name alone, in whatever namespaces its selector selects).
+//! A role event costs a lookup.
+//!
+//! Namespaces: two kinds of object care about a namespace: those that name it in `roles[].namespace` (only
 //! whether it exists matters to them: they are woken when it is created or deleted), and those
 //! whose `namespaceSelector`s may select it (woken when it starts or stops matching one of their
 //! selectors: on creation, deletion or relabelling). The index keeps the first by namespace, the
@@ -13,7 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use groupbinder_api::desired::requested_roles;
 use groupbinder_api::selector::{Labels, matches};
-use groupbinder_api::{NamespaceSelector, Settings, Target};
+use groupbinder_api::{NamespaceSelector, RoleKind, Settings, Target};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
@@ -21,14 +26,14 @@ use crate::reconcile::Guarded;
 
 /// The index (cheap to clone: shared).
 #[derive(Clone)]
-pub(crate) struct NamespaceIndex {
+pub(crate) struct ReferenceIndex {
     settings: Arc<Settings>,
     inner: Arc<RwLock<Inner>>,
 }
 
-impl std::fmt::Debug for NamespaceIndex {
+impl std::fmt::Debug for ReferenceIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NamespaceIndex").finish_non_exhaustive()
+        f.debug_struct("ReferenceIndex").finish_non_exhaustive()
     }
 }
 
@@ -36,6 +41,10 @@ impl std::fmt::Debug for NamespaceIndex {
 struct Inner {
     /// Objects by the namespaces they name explicitly.
     naming: HashMap<String, HashSet<ObjectRef<Guarded>>>,
+    /// Objects by the ClusterRoles they bind.
+    cluster_roles: HashMap<String, HashSet<ObjectRef<Guarded>>>,
+    /// Objects by the Roles they bind: (namespace, name); no namespace for a selector's.
+    roles: HashMap<(Option<String>, String), HashSet<ObjectRef<Guarded>>>,
     /// What each object refers to: the namespaces it names, its selectors.
     refers: HashMap<ObjectRef<Guarded>, Refers>,
     /// The objects that have selectors.
@@ -50,6 +59,31 @@ struct Inner {
 struct Refers {
     namespaces: Vec<String>,
     selectors: Vec<NamespaceSelector>,
+    cluster_roles: Vec<String>,
+    roles: Vec<(Option<String>, String)>,
+}
+
+/// Removes `object` from the set at `key` of `map`, and the set once it is empty.
+fn unlink<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, HashSet<ObjectRef<Guarded>>>,
+    key: &K,
+    object: &ObjectRef<Guarded>,
+) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(object);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+/// Adds `object` to the set at `key` of `map`.
+fn link<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, HashSet<ObjectRef<Guarded>>>,
+    key: K,
+    object: &ObjectRef<Guarded>,
+) {
+    map.entry(key).or_default().insert(object.clone());
 }
 
 impl Inner {
@@ -57,13 +91,14 @@ impl Inner {
         let Some(refers) = self.refers.remove(object) else {
             return;
         };
-        for namespace in refers.namespaces {
-            if let Some(set) = self.naming.get_mut(&namespace) {
-                set.remove(object);
-                if set.is_empty() {
-                    self.naming.remove(&namespace);
-                }
-            }
+        for namespace in &refers.namespaces {
+            unlink(&mut self.naming, namespace, object);
+        }
+        for name in &refers.cluster_roles {
+            unlink(&mut self.cluster_roles, name, object);
+        }
+        for role in &refers.roles {
+            unlink(&mut self.roles, role, object);
         }
         self.selecting.remove(object);
     }
@@ -71,10 +106,13 @@ impl Inner {
     fn insert(&mut self, object: ObjectRef<Guarded>, refers: Refers) {
         self.remove(&object);
         for namespace in &refers.namespaces {
-            self.naming
-                .entry(namespace.clone())
-                .or_default()
-                .insert(object.clone());
+            link(&mut self.naming, namespace.clone(), &object);
+        }
+        for name in &refers.cluster_roles {
+            link(&mut self.cluster_roles, name.clone(), &object);
+        }
+        for role in &refers.roles {
+            link(&mut self.roles, role.clone(), &object);
         }
         if !refers.selectors.is_empty() {
             self.selecting.insert(object.clone());
@@ -83,10 +121,10 @@ impl Inner {
     }
 }
 
-impl NamespaceIndex {
+impl ReferenceIndex {
     /// An empty index; `settings` fill in the admin profile of objects that name no role.
     pub(crate) fn new(settings: Arc<Settings>) -> Self {
-        NamespaceIndex {
+        ReferenceIndex {
             settings,
             inner: Arc::default(),
         }
@@ -102,17 +140,34 @@ impl NamespaceIndex {
         let Ok(agb) = &object.0 else {
             return Refers::default();
         };
-        let (_, roles) = requested_roles(agb, &self.settings);
-        let mut refers = Refers::default();
+        let (cluster_roles, roles) = requested_roles(agb, &self.settings);
+        let mut refers = Refers {
+            cluster_roles: cluster_roles.into_iter().map(|r| r.0).collect(),
+            ..Refers::default()
+        };
         for role in &roles {
-            match role.target() {
-                Target::Namespace(namespace) => refers.namespaces.push(namespace.to_owned()),
-                Target::Selector(selector) => refers.selectors.push(selector.clone()),
-                Target::Invalid => {}
+            let namespace = match role.target() {
+                Target::Namespace(namespace) => {
+                    refers.namespaces.push(namespace.to_owned());
+                    Some(namespace.to_owned())
+                }
+                Target::Selector(selector) => {
+                    refers.selectors.push(selector.clone());
+                    None
+                }
+                Target::Invalid => continue,
+            };
+            match role.kind {
+                RoleKind::ClusterRole => refers.cluster_roles.push(role.name.0.clone()),
+                RoleKind::Role => refers.roles.push((namespace, role.name.0.clone())),
             }
         }
-        refers.namespaces.sort();
-        refers.namespaces.dedup();
+        for list in [&mut refers.namespaces, &mut refers.cluster_roles] {
+            list.sort();
+            list.dedup();
+        }
+        refers.roles.sort();
+        refers.roles.dedup();
         refers
     }
 
@@ -151,6 +206,38 @@ impl NamespaceIndex {
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The objects that bind the ClusterRole `name` (cluster-wide or in namespaces).
+    pub(crate) fn by_cluster_role(&self, name: &str) -> Vec<ObjectRef<Guarded>> {
+        let inner = self.read();
+        inner
+            .cluster_roles
+            .get(name)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The objects that bind the Role `namespace/name`, or a Role `name` wherever their
+    /// selectors select.
+    pub(crate) fn by_role(&self, namespace: &str, name: &str) -> Vec<ObjectRef<Guarded>> {
+        let inner = self.read();
+        let named = inner
+            .roles
+            .get(&(Some(namespace.to_owned()), name.to_owned()));
+        let selected = inner.roles.get(&(None, name.to_owned()));
+        let mut objects: HashSet<ObjectRef<Guarded>> = HashSet::new();
+        objects.extend(named.into_iter().flatten().cloned());
+        objects.extend(selected.into_iter().flatten().cloned());
+        objects.into_iter().collect()
+    }
+
     /// The objects concerned by namespace `name` now having `labels` (`None`: it is gone), and
     /// remembers them for the next event of that namespace.
     pub(crate) fn changed(&self, name: &str, labels: Option<Labels>) -> Vec<ObjectRef<Guarded>> {
@@ -183,7 +270,7 @@ impl NamespaceIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, RoleKind};
+    use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole};
     use kube::core::error_boundary::DeserializeGuard;
 
     fn object(name: &str, roles: Option<Vec<NamespacedRole>>) -> Guarded {
@@ -216,8 +303,8 @@ mod tests {
         names
     }
 
-    fn index() -> NamespaceIndex {
-        let index = NamespaceIndex::new(Arc::new(Settings::for_k10(
+    fn index() -> ReferenceIndex {
+        let index = ReferenceIndex::new(Arc::new(Settings::for_k10(
             "k10",
             "kasten-io",
             "michael_azure_",
@@ -279,5 +366,42 @@ mod tests {
         )));
         index.apply(&Event::InitDone);
         assert_eq!(names(index.changed("shop-1", team("shop"))), ["shop"]);
+    }
+
+    #[test]
+    fn a_role_wakes_the_objects_that_bind_it() {
+        let index = index();
+        let viewers = object(
+            "viewers",
+            Some(vec![
+                NamespacedRole::in_namespace("team-role", "team-a", RoleKind::Role),
+                NamespacedRole {
+                    kind: RoleKind::Role,
+                    name: "app-role".into(),
+                    ..selecting("shop")
+                },
+            ]),
+        );
+        index.apply(&Event::Apply(viewers));
+        // The admin profile binds K10's roles through the settings.
+        assert_eq!(names(index.by_cluster_role("k10-admin")), ["admins"]);
+        assert_eq!(names(index.by_cluster_role("k10-mc-admin")), ["admins"]);
+        assert_eq!(
+            names(index.by_role("kasten-io", "k10-ns-admin")),
+            ["admins"]
+        );
+        // A ClusterRole bound in namespaces counts; a Role of that name does not.
+        assert_eq!(
+            names(index.by_cluster_role("k10-basic")),
+            ["crm", "named", "shop"]
+        );
+        assert!(index.by_role("shop-1", "k10-basic").is_empty());
+        // A Role in its namespace; a selector's Role in any namespace.
+        assert_eq!(names(index.by_role("team-a", "team-role")), ["viewers"]);
+        assert!(index.by_role("team-b", "team-role").is_empty());
+        assert_eq!(names(index.by_role("anywhere", "app-role")), ["viewers"]);
+        assert!(index.by_cluster_role("team-role").is_empty());
+        index.apply(&Event::Delete(object("admins", None)));
+        assert!(index.by_cluster_role("k10-admin").is_empty());
     }
 }
