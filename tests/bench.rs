@@ -19,6 +19,8 @@
 //! bindings, and spec change to Ready. `--pprof DIR` also writes kube-apiserver CPU profiles of
 //! round 1's phases (`go tool pprof -top DIR/operator.pprof`) and the requests by verb.
 
+#[path = "bench_cold.rs"]
+mod cold;
 #[path = "bench_selectors.rs"]
 mod selectors;
 
@@ -396,6 +398,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--selectors") {
         return selectors::run().await;
+    }
+    if let Some(n) = flag("--cold-start").and_then(|v| v.parse().ok()) {
+        return cold::run(n).await;
     }
     let n = arg("--n", 1000);
     let rounds = arg("--rounds", 3);

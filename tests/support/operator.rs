@@ -92,6 +92,7 @@ impl Operator {
 #[derive(Debug)]
 pub struct OperatorProcess {
     child: std::process::Child,
+    port: u16,
 }
 
 impl OperatorProcess {
@@ -115,12 +116,27 @@ impl OperatorProcess {
             .stderr(stderr);
         Ok(OperatorProcess {
             child: command.spawn()?,
+            port,
         })
     }
 
     /// Its process id.
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The value of the metric sample `name` (e.g. `groupbinder_reconciles_total`) from its
+    /// `/metrics`, or `None` while it does not answer.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// The process, to kill or wait for it.
