@@ -106,7 +106,17 @@ impl OperatorProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let mut command = std::process::Command::new(binary);
+        // GROUPBINDER_OPERATOR_WRAPPER="valgrind --tool=massif" runs it under a profiler.
+        let wrapper = std::env::var("GROUPBINDER_OPERATOR_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = std::process::Command::new(program);
+                command.args(words).arg(binary);
+                command
+            }
+            None => std::process::Command::new(binary),
+        };
         command
             .arg("run")
             .env("KUBECONFIG", kubeconfig)
