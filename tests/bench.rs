@@ -21,6 +21,8 @@
 
 #[path = "bench_cold.rs"]
 mod cold;
+#[path = "bench_peer.rs"]
+mod peer;
 #[path = "bench_selectors.rs"]
 mod selectors;
 
@@ -251,7 +253,12 @@ fn operator(cp: &ControlPlane, resync: u64) -> anyhow::Result<OperatorProcess> {
 }
 
 fn peak_rss_kib(child: &OperatorProcess) -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+    rss_kib(child.id())
+}
+
+/// The peak resident set size of process `pid` (VmHWM), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -398,6 +405,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--selectors") {
         return selectors::run().await;
+    }
+    if std::env::args().any(|a| a == "--peer") {
+        return peer::run(arg("--n", 1000)).await;
     }
     if let Some(n) = flag("--cold-start").and_then(|v| v.parse().ok()) {
         return cold::run(n).await;
