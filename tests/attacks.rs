@@ -205,9 +205,11 @@ async fn a_refused_spec_keeps_no_old_grant() -> anyhow::Result<()> {
     apply_crd(&client, &loose_crd()).await?;
     let result = async {
         let patch = serde_json::json!({"spec": {"groupPrefix": "michael\u{a0}azure_"}});
-        agbs(&client)
-            .patch("atk-nbsp", &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        let (api, params, merge) = (agbs(&client), PatchParams::default(), Patch::Merge(&patch));
+        admitted("the patch through the loose CRD", || {
+            api.patch("atk-nbsp", &params, &merge)
+        })
+        .await?;
         let status = wait_for_reason(&client, "atk-nbsp", "False", "InvalidSpec").await?;
         assert_eq!(status.status.and_then(|s| s.group), None);
         admin_bindings_gone(&client, "atk-nbsp", Duration::from_secs(30)).await?;

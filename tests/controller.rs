@@ -653,12 +653,20 @@ async fn undecodable_and_unadmitted_objects_do_not_stop_the_others() -> anyhow::
             "apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding",
             "metadata": {"name": "undecodable"}, "spec": {"groupObjectId": 42}
         }))?;
-        raw.create(&PostParams::default(), &bad).await?;
+        let post = PostParams::default();
+        admitted("the undecodable object through the loose CRD", || {
+            raw.create(&post, &bad)
+        })
+        .await?;
         let upper = AzureGroupBindingSpec {
             group_object_id: SEED_GUID.to_uppercase(),
             ..seed_spec()
         };
-        apply(&client, &agb("unadmitted", upper)).await?;
+        let (unadmitted, all) = (agb("unadmitted", upper), agbs(&client));
+        admitted("the upper-case GUID through the loose CRD", || {
+            all.create(&post, &unadmitted)
+        })
+        .await?;
         let operator = Operator::start(&client, config(seed_settings()));
         seeded(&client, "good-neighbour", 300).await?;
         let refused = wait_for_reason(&client, "unadmitted", "False", "InvalidSpec").await?;

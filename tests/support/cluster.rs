@@ -190,3 +190,24 @@ pub fn kubectl_apply(
     );
     Ok(())
 }
+
+/// Runs `write` until the API server admits it: after a CRD's schema is replaced, the old one
+/// still validates for a moment (422), however established the CRD looks.
+pub async fn admitted<T, F, Fut>(what: &str, mut write: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match write().await {
+            Err(kube::Error::Api(status))
+                if status.code == 422 && started.elapsed() < Duration::from_secs(30) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => return Err(anyhow::anyhow!("{what}: {error}")),
+            Ok(value) => return Ok(value),
+        }
+    }
+}
