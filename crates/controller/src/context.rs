@@ -115,6 +115,10 @@ pub(crate) struct Context {
     /// Cancelled when this replica stops leading: running reconciles are abandoned at once, so no
     /// write is started after another replica may have taken over.
     pub(crate) lost: tokio_util::sync::CancellationToken,
+    /// Cancelled when the controller stops (shutdown or lost leadership). A reconcile still
+    /// waiting for the caches then gives up: the caches are no longer fed, and waiting would hold
+    /// up the graceful shutdown for ever.
+    pub(crate) stop: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Context {
@@ -123,6 +127,16 @@ impl std::fmt::Debug for Context {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// When reconciles stop: `lost` when leadership is lost (running ones are abandoned), `stop` when
+/// the controller stops for any reason.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Stopping {
+    /// Leadership lost.
+    pub(crate) lost: tokio_util::sync::CancellationToken,
+    /// Shutdown or leadership lost.
+    pub(crate) stop: tokio_util::sync::CancellationToken,
 }
 
 impl Context {
@@ -134,7 +148,7 @@ impl Context {
         metrics: Arc<Metrics>,
         events: Publisher,
         synced: tokio::sync::watch::Receiver<bool>,
-        lost: tokio_util::sync::CancellationToken,
+        Stopping { lost, stop }: Stopping,
     ) -> Self {
         Context {
             client,
@@ -147,6 +161,7 @@ impl Context {
             synced,
             conflict_retry: Duration::from_secs(60),
             lost,
+            stop,
         }
     }
 

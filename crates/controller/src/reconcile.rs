@@ -78,8 +78,14 @@ pub(crate) async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    // An error means the controller is shutting down; the reconcile then runs on what is cached.
-    let _ = ctx.synced.clone().wait_for(|synced| *synced).await;
+    // Not before every cache holds its initial list; a controller stopping before that (its
+    // watches no longer polled) abandons the reconcile rather than waiting for ever.
+    let mut synced = ctx.synced.clone();
+    tokio::select! {
+        biased;
+        _ = synced.wait_for(|synced| *synced) => {}
+        () = ctx.stop.cancelled() => return Err(ReconcileError::Abandoned),
+    }
     ctx.metrics.reconciles.inc();
     let work = async {
         match &object.0 {

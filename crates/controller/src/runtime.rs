@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{Caches, Context};
+use crate::context::{Caches, Context, Stopping};
 use crate::reconcile::{self, Guarded};
 use crate::references::ReferenceIndex;
 use crate::triggers;
@@ -125,7 +125,10 @@ pub async fn run(
         metrics,
         events,
         synced,
-        lost.clone(),
+        Stopping {
+            lost: lost.clone(),
+            stop: stop.clone(),
+        },
     ));
     let ready_health = health.clone();
     tokio::spawn(async move {

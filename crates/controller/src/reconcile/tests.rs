@@ -40,7 +40,8 @@ fn on_server<B: kube::Resource + Clone>(binding: &B) -> B {
 struct Harness {
     api: FakeApi,
     ctx: Arc<Context>,
-    _synced: tokio::sync::watch::Sender<bool>,
+    synced: tokio::sync::watch::Sender<bool>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Harness {
@@ -51,6 +52,7 @@ impl Harness {
         let api = FakeApi::new(answer);
         let client = api.client();
         let (synced_tx, synced) = tokio::sync::watch::channel(true);
+        let stop = tokio_util::sync::CancellationToken::new();
         let ctx = Context::new(
             client.clone(),
             settings(),
@@ -58,12 +60,16 @@ impl Harness {
             Arc::new(Metrics::new()),
             Publisher::new(client, "groupbinder", "test"),
             synced,
-            tokio_util::sync::CancellationToken::new(),
+            crate::context::Stopping {
+                stop: stop.clone(),
+                ..Default::default()
+            },
         );
         Harness {
             api,
             ctx: Arc::new(ctx),
-            _synced: synced_tx,
+            synced: synced_tx,
+            stop,
         }
     }
 
@@ -325,4 +331,29 @@ async fn the_backoff_of_objects_deleted_while_failing_is_forgotten() {
     assert!(held <= 2 + 64 + 1, "{held} entries held for 1 object");
     // The living object's count survived the pruning.
     assert_eq!(fail("k10-admins"), Action::requeue(Duration::from_secs(1)));
+}
+
+#[tokio::test]
+async fn a_controller_stopping_before_its_caches_sync_abandons_waiting_reconciles() {
+    // Stopped before the caches held their lists: a graceful shutdown waits for running
+    // reconciles, which would otherwise wait for caches no longer fed.
+    let h = Harness::new(FakeCaches::with_k10(), |seen| {
+        panic!("an unsynced reconcile wrote {}", seen.line())
+    });
+    let _ = h.synced.send(false);
+    let waiting = tokio::spawn({
+        let ctx = h.ctx.clone();
+        async move { reconcile(Arc::new(DeserializeGuard(Ok(seed(GUID)))), ctx).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "it waits for the caches");
+    h.stop.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("abandoned at once")
+        .unwrap();
+    assert!(
+        matches!(result, Err(ReconcileError::Abandoned)),
+        "{result:?}"
+    );
 }
