@@ -86,6 +86,18 @@ pub struct ApplyError {
     pub source: kube::Error,
 }
 
+impl ApplyError {
+    /// Makes the error of `action` on `binding` from the API server's answer.
+    fn of(action: &'static str, binding: &BindingKey) -> impl FnOnce(kube::Error) -> Self {
+        let binding = binding.clone();
+        move |source| ApplyError {
+            action,
+            binding,
+            source,
+        }
+    }
+}
+
 /// What was done for one planned binding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ensured {
@@ -192,13 +204,7 @@ pub(crate) async fn ensure<B: Binding>(
 ) -> Result<EnsuredBinding, ApplyError> {
     let key = &planned.key;
     let api = api::<B>(client, key);
-    let fail = |action: &'static str| {
-        move |source| ApplyError {
-            action,
-            binding: key.clone(),
-            source,
-        }
-    };
+    let fail = |action| ApplyError::of(action, key);
     // A 409 on create means the cache was behind or someone took the name: read it, decide
     // again, and create at most once more.
     let mut creates_left = 2;
@@ -286,13 +292,7 @@ pub(crate) async fn delete<B: Binding>(
     meta: &ObjectMeta,
 ) -> Result<(), ApplyError> {
     let api = api::<B>(client, key);
-    let fail = |action: &'static str| {
-        move |source| ApplyError {
-            action,
-            binding: key.clone(),
-            source,
-        }
-    };
+    let fail = |action| ApplyError::of(action, key);
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: meta.uid.clone(),
