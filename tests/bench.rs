@@ -171,17 +171,21 @@ fn not_the_operators(plan: &mut Plan, owner_api_version: &str) {
 }
 
 /// Creates the planned bindings, all at once as a reconcile does.
-async fn create_bindings(client: &kube::Client, plan: &Plan) -> anyhow::Result<()> {
+async fn create_bindings(
+    client: &kube::Client,
+    plan: &Plan,
+    params: &PostParams,
+) -> anyhow::Result<()> {
     let crbs = plan.cluster_role_bindings.iter().map(|crb| async move {
         Api::<ClusterRoleBinding>::all(client.clone())
-            .create(&PostParams::default(), &crb.object)
+            .create(params, &crb.object)
             .await
             .map(|_| ())
     });
     let rbs = plan.role_bindings.iter().map(|rb| async move {
         let namespace = rb.key.namespace().unwrap_or_default();
         Api::<RoleBinding>::namespaced(client.clone(), namespace)
-            .create(&PostParams::default(), &rb.object)
+            .create(params, &rb.object)
             .await
             .map(|_| ())
     });
@@ -190,6 +194,16 @@ async fn create_bindings(client: &kube::Client, plan: &Plan) -> anyhow::Result<(
         futures::future::try_join_all(rbs)
     )?;
     Ok(())
+}
+
+/// The status the operator gives `agb` once every binding of `plan` is in place.
+fn status_of(agb: &AzureGroupBinding, plan: &Plan) -> groupbinder_api::AzureGroupBindingStatus {
+    let bindings = (plan.cluster_role_bindings.iter().map(|b| (&b.key, &b.role)))
+        .chain(plan.role_bindings.iter().map(|b| (&b.key, &b.role)))
+        .map(|(key, role)| binding_status(key, &role.name))
+        .collect();
+    let outcome = Outcome::bound(plan.group.clone(), bindings, Vec::new());
+    desired_status(agb, &outcome, &Time(Timestamp::now()))
 }
 
 /// The operator's whole write set for one AzureGroupBinding, written directly: the object
@@ -210,13 +224,8 @@ async fn write_directly(
     agb.metadata.generation = created.metadata.generation;
     let mut plan = plan(&agb, settings, None)?;
     not_the_operators(&mut plan, &twin.api_version);
-    create_bindings(client, &plan).await?;
-    let bindings = (plan.cluster_role_bindings.iter().map(|b| (&b.key, &b.role)))
-        .chain(plan.role_bindings.iter().map(|b| (&b.key, &b.role)))
-        .map(|(key, role)| binding_status(key, &role.name))
-        .collect();
-    let outcome = Outcome::bound(plan.group.clone(), bindings, Vec::new());
-    let status = desired_status(&agb, &outcome, &Time(Timestamp::now()));
+    create_bindings(client, &plan, &PostParams::default()).await?;
+    let status = status_of(&agb, &plan);
     let patch = serde_json::json!({
         "apiVersion": twin.api_version,
         "kind": twin.kind,
@@ -305,6 +314,36 @@ fn print_requests(
             println!("  {verb:>6} {resource:<40} {:.2}", delta / n as f64);
         }
     }
+}
+
+/// Deletes 50 ClusterRoleBindings named by `name(i)` one by one, each waited for (up to `limit`)
+/// until it is back under another uid; returns the milliseconds each took.
+async fn drift(
+    client: &kube::Client,
+    limit: Duration,
+    name: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<f64>> {
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let mut times = Vec::new();
+    for i in 0..50 {
+        let name = name(i);
+        let old = crbs.get(&name).await?.metadata.uid;
+        let started = Instant::now();
+        crbs.delete(&name, &DeleteParams::default()).await?;
+        while crbs
+            .get_opt(&name)
+            .await?
+            .is_none_or(|b| b.metadata.uid == old)
+        {
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "{name} not restored in {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(times)
 }
 
 /// Runs `job(0..n)`, `concurrency` at once; returns the seconds it took.
@@ -458,7 +497,7 @@ async fn main() -> anyhow::Result<()> {
                 let agb = AzureGroupBinding::new(&format!("floor-{round}-{i}"), spec(round, i));
                 let mut plan = plan(&agb, settings, None)?;
                 not_the_operators(&mut plan, "");
-                create_bindings(client, &plan).await
+                create_bindings(client, &plan, &PostParams::default()).await
             }
         })
         .await?;
@@ -574,26 +613,10 @@ async fn main() -> anyhow::Result<()> {
 
     // Drift repair: 50 bindings deleted one by one, each waited for until it is back (another uid).
     eprintln!("drift repair ...");
-    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-    let mut repairs = Vec::new();
-    for i in 0..50 {
-        let name = format!("bench-0-{i}:k10-admin");
-        let old = crbs.get(&name).await?.metadata.uid;
-        let started = Instant::now();
-        crbs.delete(&name, &DeleteParams::default()).await?;
-        while crbs
-            .get_opt(&name)
-            .await?
-            .is_none_or(|b| b.metadata.uid == old)
-        {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "{name} not restored in 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        repairs.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
+    let repairs = drift(&client, Duration::from_secs(30), |i| {
+        format!("bench-0-{i}:k10-admin")
+    })
+    .await?;
     // A spec change (another group) until Ready for the new generation.
     let started = Instant::now();
     let patch = serde_json::json!({"spec": {"groupObjectId": guid(0xffff, 1)}});

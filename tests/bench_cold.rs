@@ -7,16 +7,14 @@ use std::time::{Duration, Instant};
 
 use groupbinder_api::names::FIELD_MANAGER;
 use groupbinder_api::{AzureGroupBinding, Settings, plan};
-use groupbinder_controller::status::{Outcome, binding_status, desired_status};
 use groupbinder_e2e::{apiserver_writes, install_crd, install_k10};
 use groupbinder_testenv::{ControlPlane, Options};
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 
-use super::{CONCURRENCY, WRITES, cpu_seconds, peak_rss_kib, run_all, spec};
+use super::{
+    CONCURRENCY, WRITES, cpu_seconds, create_bindings, peak_rss_kib, run_all, spec, status_of,
+};
 
 /// Creates object `i`, its bindings and its status, as the operator would have.
 async fn leave_behind(client: &kube::Client, settings: &Settings, i: usize) -> anyhow::Result<()> {
@@ -32,22 +30,8 @@ async fn leave_behind(client: &kube::Client, settings: &Settings, i: usize) -> a
         )
         .await?;
     let plan = plan(&agb, settings, None)?;
-    for crb in &plan.cluster_role_bindings {
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .create(&params, &crb.object)
-            .await?;
-    }
-    for rb in &plan.role_bindings {
-        Api::<RoleBinding>::namespaced(client.clone(), rb.key.namespace().unwrap_or_default())
-            .create(&params, &rb.object)
-            .await?;
-    }
-    let bindings = (plan.cluster_role_bindings.iter().map(|b| (&b.key, &b.role)))
-        .chain(plan.role_bindings.iter().map(|b| (&b.key, &b.role)))
-        .map(|(key, role)| binding_status(key, &role.name))
-        .collect();
-    let outcome = Outcome::bound(plan.group.clone(), bindings, Vec::new());
-    let status = desired_status(&agb, &outcome, &Time(Timestamp::now()));
+    create_bindings(client, &plan, &params).await?;
+    let status = status_of(&agb, &plan);
     let patch = serde_json::json!({
         "apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding", "status": status,
     });

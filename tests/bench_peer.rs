@@ -16,8 +16,7 @@ use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Api;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams,
+    ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 
 use super::{
@@ -93,31 +92,12 @@ where
     Ok(())
 }
 
-/// Deletes 50 ClusterRoleBindings named by `name(i)` one by one, each waited for until it is back.
+/// [`super::drift`] with a peer's patience: median and worst milliseconds.
 async fn drift(
     client: &kube::Client,
     name: impl Fn(usize) -> String,
 ) -> anyhow::Result<(f64, f64)> {
-    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-    let mut times = Vec::new();
-    for i in 0..50 {
-        let name = name(i);
-        let old = crbs.get(&name).await?.metadata.uid;
-        let started = Instant::now();
-        crbs.delete(&name, &DeleteParams::default()).await?;
-        while crbs
-            .get_opt(&name)
-            .await?
-            .is_none_or(|b| b.metadata.uid == old)
-        {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(120),
-                "{name} not restored in 120 s"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
+    let times = super::drift(client, Duration::from_secs(120), name).await?;
     let worst = times.iter().copied().fold(0.0, f64::max);
     Ok((super::median(times), worst))
 }
@@ -192,7 +172,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
             agb.metadata.uid = None;
             let mut plan = plan(&agb, &settings, None)?;
             super::not_the_operators(&mut plan, "none.example.com/v1");
-            create_bindings(&client, &plan).await
+            create_bindings(&client, &plan, &PostParams::default()).await
         }
     })
     .await?;
