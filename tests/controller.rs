@@ -356,13 +356,7 @@ async fn roles_outside_the_allowlist_grant_nothing() -> anyhow::Result<()> {
     );
     // The allowed entry of the same spec is bound, and shown.
     crbs(&client).get("greedy:k10-admin").await?;
-    let bound: Vec<String> = status
-        .status
-        .unwrap_or_default()
-        .bindings
-        .into_iter()
-        .map(|b| b.role)
-        .collect();
+    let bound = bound_roles(&status);
     assert_eq!(bound, ["k10-admin"]);
     assert!(
         !can(

@@ -67,13 +67,7 @@ async fn the_seed_scenario_holds_on_each_k10_version() -> anyhow::Result<()> {
         let group = format!("{SEED_PREFIX}{}", spec.group_object_id);
         apply(&client, &agb(&name, spec)).await?;
         let ready = wait_for_reason(&client, &name, "True", "Reconciled").await?;
-        let bound: Vec<String> = ready
-            .status
-            .unwrap_or_default()
-            .bindings
-            .into_iter()
-            .map(|b| b.role)
-            .collect();
+        let bound = bound_roles(&ready);
         let r = &k10.release;
         assert_eq!(
             bound,

@@ -38,6 +38,15 @@ pub fn ready(agb: &AzureGroupBinding) -> Option<&Condition> {
         .find(|c| c.type_ == "Ready")
 }
 
+/// The roles `agb`'s status lists as bound.
+pub fn bound_roles(agb: &AzureGroupBinding) -> Vec<String> {
+    agb.status
+        .iter()
+        .flat_map(|s| &s.bindings)
+        .map(|b| b.role.clone())
+        .collect()
+}
+
 /// Waits until AzureGroupBinding `name` reports `Ready` with `status` and `reason` for its current
 /// generation, and returns it; fails after 30 seconds.
 pub async fn wait_for_reason(
