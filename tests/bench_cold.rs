@@ -1,48 +1,23 @@
-//! `make bench BENCH_ARGS="--cold-start N"`: the operator started with N AzureGroupBindings, their
-//! bindings and statuses already in place, as a previous replica left them (a restart, a new
-//! leader, an upgrade). Measured: the time until every object has been reconciled (confirmed),
-//! the writes it makes (expected: none), and its peak RSS, against the chart's memory limit.
+//! `make bench BENCH_ARGS="--cold-start N"`: a restart at N objects, against the steady state at
+//! N. First an operator runs while N AzureGroupBindings are created and makes their bindings, as in
+//! production; once all are Ready and it has been idle for a while, its resident set is the
+//! steady state. Then it is stopped and a new operator starts with everything in place (a restart,
+//! a new leader, an upgrade). Measured: the time until the new one has reconciled (confirmed)
+//! every object, the writes it makes (expected: none), and its peak RSS against the steady state
+//! and the chart's memory limit.
 
 use std::time::{Duration, Instant};
 
-use groupbinder_api::names::FIELD_MANAGER;
-use groupbinder_api::{AzureGroupBinding, Settings, plan};
+use groupbinder_api::AzureGroupBinding;
 use groupbinder_e2e::{apiserver_writes, install_crd, install_k10};
 use groupbinder_testenv::{ControlPlane, Options};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 
 use super::{
-    CONCURRENCY, WRITES, cpu_seconds, create_bindings, peak_rss_kib, run_all, spec, status_of,
+    CONCURRENCY, ROUND_LABEL, WRITES, all_ready, cpu_seconds, current_rss_kib, peak_rss_kib,
+    run_all, spec,
 };
-
-/// Creates object `i`, its bindings and its status, as the operator would have.
-async fn leave_behind(client: &kube::Client, settings: &Settings, i: usize) -> anyhow::Result<()> {
-    let agbs: Api<AzureGroupBinding> = Api::all(client.clone());
-    let params = PostParams {
-        dry_run: false,
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-    };
-    let agb = agbs
-        .create(
-            &params,
-            &AzureGroupBinding::new(&format!("cold-{i}"), spec(0, i)),
-        )
-        .await?;
-    let plan = plan(&agb, settings, None)?;
-    create_bindings(client, &plan, &params).await?;
-    let status = status_of(&agb, &plan);
-    let patch = serde_json::json!({
-        "apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding", "status": status,
-    });
-    agbs.patch_status(
-        &format!("cold-{i}"),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(())
-}
 
 /// Runs the cold-start benchmark with `n` objects and prints its figures.
 pub async fn run(n: usize) -> anyhow::Result<()> {
@@ -50,20 +25,33 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let client = cp.client().await?;
     install_crd(&client).await?;
     install_k10(&client, "k10", "kasten-io").await?;
-    let settings = Settings::for_k10("k10", "kasten-io", "");
     println!(
-        "groupbinder cold start: {n} AzureGroupBindings ({} bindings) in place; MALLOC_ARENA_MAX={}",
+        "groupbinder cold start: {n} AzureGroupBindings ({} bindings); MALLOC_ARENA_MAX={}",
         2 * n,
         std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "(unset)".into())
     );
+
+    // The steady state: an operator that made the bindings itself, idle for a while.
+    let first = super::operator(&cp, 0)?;
+    let agbs: Api<AzureGroupBinding> = Api::all(client.clone());
     let made = run_all(n, CONCURRENCY, |i| {
-        let (client, settings) = (client.clone(), settings.clone());
-        async move { leave_behind(&client, &settings, i).await }
+        let agbs = &agbs;
+        async move {
+            let mut agb = AzureGroupBinding::new(&format!("cold-{i}"), spec(0, i));
+            agb.metadata.labels = Some([(ROUND_LABEL.to_owned(), "0".to_owned())].into());
+            agbs.create(&PostParams::default(), &agb).await?;
+            Ok(())
+        }
     })
     .await?;
-    eprintln!("{n} objects left behind in {made:.1} s");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    all_ready(&agbs, 0, n).await?;
+    eprintln!("{n} objects created in {made:.1} s and Ready");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let steady = current_rss_kib(first.id()) as f64 / 1024.0;
+    let steady_peak = peak_rss_kib(&first) as f64 / 1024.0;
+    drop(first);
 
+    // The restart.
     let before = apiserver_writes(&client, &WRITES).await?;
     let started = Instant::now();
     let child = super::operator(&cp, 0)?;
@@ -84,7 +72,11 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let cpu = cpu_seconds(child.id());
     let rss = peak_rss_kib(&child) as f64 / 1024.0;
     println!(
-        "cold start with {n} objects: every object confirmed in {confirmed:.2} s; writes {writes}; operator CPU {cpu:.2} s; peak RSS {rss:.1} MiB"
+        "steady state at {n} objects (the operator that made the bindings, idle 10 s): RSS {steady:.1} MiB (its peak {steady_peak:.1} MiB)"
+    );
+    println!(
+        "cold start with {n} objects: every object confirmed in {confirmed:.2} s; writes {writes}; operator CPU {cpu:.2} s; peak RSS {rss:.1} MiB = {:.2}x the steady state",
+        rss / steady
     );
     drop(child);
     Ok(())

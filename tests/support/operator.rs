@@ -1,6 +1,7 @@
 //! The operator under test: in this process (as `groupbinder run` runs it) or as the binary.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use groupbinder_api::Settings;
 use groupbinder_controller::{Config, Health, Metrics};
@@ -156,9 +157,10 @@ impl OperatorProcess {
 }
 
 impl Drop for OperatorProcess {
+    /// SIGTERM first, so that a profiler it runs under (`GROUPBINDER_OPERATOR_WRAPPER`) writes
+    /// its report.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        groupbinder_testenv::terminate(&mut self.child, Duration::from_secs(10));
     }
 }
 

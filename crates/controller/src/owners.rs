@@ -46,11 +46,13 @@ impl<K: Resource<DynamicType = ()>> Default for OwnerIndex<K> {
     }
 }
 
+/// Entries are kept small, as there is one per binding: keys carry no resource version or uid
+/// (an [`ObjectRef`] is equal without them), and each owner uid is one shared string.
 struct Inner<K: Resource<DynamicType = ()>> {
-    owned: HashMap<String, HashSet<ObjectRef<K>>>,
-    owner: HashMap<ObjectRef<K>, String>,
+    owned: HashMap<Arc<str>, HashSet<ObjectRef<K>>>,
+    owner: HashMap<ObjectRef<K>, Arc<str>>,
     /// What a relist has returned so far; it replaces the index when the relist is complete.
-    relisting: Option<HashMap<ObjectRef<K>, String>>,
+    relisting: Option<HashMap<ObjectRef<K>, Arc<str>>>,
 }
 
 impl<K: Resource<DynamicType = ()>> Inner<K> {
@@ -65,15 +67,23 @@ impl<K: Resource<DynamicType = ()>> Inner<K> {
         }
     }
 
-    fn insert(&mut self, object: ObjectRef<K>, uid: Option<String>) {
+    fn insert(&mut self, object: ObjectRef<K>, uid: Option<&str>) {
         self.remove(&object);
         if let Some(uid) = uid {
+            let uid = self.shared(uid);
             self.owned
                 .entry(uid.clone())
                 .or_default()
                 .insert(object.clone());
             self.owner.insert(object, uid);
         }
+    }
+
+    /// `uid` as the string the index already holds for it, if any.
+    fn shared(&self, uid: &str) -> Arc<str> {
+        self.owned
+            .get_key_value(uid)
+            .map_or_else(|| Arc::from(uid), |(shared, _)| shared.clone())
     }
 }
 
@@ -139,8 +149,14 @@ pub fn claimed_by(meta: &ObjectMeta) -> Option<&str> {
     }
 }
 
-fn controller_uid<K: Resource>(object: &K) -> Option<String> {
-    claimed_by(object.meta()).map(str::to_owned)
+/// The key of `object` in the index: its name and namespace only.
+fn key<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
+    let meta = object.meta();
+    let key = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
+    match meta.namespace.as_deref() {
+        Some(namespace) => key.within(namespace),
+        None => key,
+    }
 }
 
 impl<K: Resource<DynamicType = ()>> OwnerIndex<K> {
@@ -164,26 +180,24 @@ impl<K: Resource<DynamicType = ()>> OwnerIndex<K> {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
-            Event::Apply(object) => {
-                inner.insert(ObjectRef::from_obj(object), controller_uid(object))
-            }
-            Event::Delete(object) => inner.remove(&ObjectRef::from_obj(object)),
+            Event::Apply(object) => inner.insert(key(object), claimed_by(object.meta())),
+            Event::Delete(object) => inner.remove(&key(object)),
             Event::Init => inner.relisting = Some(HashMap::new()),
             Event::InitApply(object) => {
-                if let (Some(relisting), Some(uid)) =
-                    (inner.relisting.as_mut(), controller_uid(object))
-                {
-                    relisting.insert(ObjectRef::from_obj(object), uid);
+                if let Some(uid) = claimed_by(object.meta()) {
+                    let uid = inner.shared(uid);
+                    if let Some(relisting) = inner.relisting.as_mut() {
+                        relisting.insert(key(object), uid);
+                    }
                 }
             }
             Event::InitDone => {
                 let listed = inner.relisting.take().unwrap_or_default();
-                let mut owned: HashMap<String, HashSet<ObjectRef<K>>> = HashMap::new();
-                for (object, uid) in &listed {
-                    owned.entry(uid.clone()).or_default().insert(object.clone());
+                inner.owned = HashMap::new();
+                inner.owner = HashMap::with_capacity(listed.len());
+                for (object, uid) in listed {
+                    inner.insert(object, Some(&uid));
                 }
-                inner.owned = owned;
-                inner.owner = listed;
             }
         }
     }

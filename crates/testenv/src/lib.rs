@@ -29,6 +29,7 @@ pub use bins::{Binaries, Versions};
 use kubeconfig::Credentials;
 pub use pki::CertAndKey;
 use process::Process;
+pub use process::terminate;
 
 /// What can go wrong while starting or using a control plane.
 #[derive(Debug, thiserror::Error)]

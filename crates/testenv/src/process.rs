@@ -107,22 +107,29 @@ impl Process {
 
     /// Asks it to stop (SIGTERM), then kills it (SIGKILL) if it has not stopped within `grace`.
     pub fn stop(&mut self, grace: Duration) {
-        if self.exited().is_some() {
+        terminate(&mut self.child, grace);
+    }
+}
+
+/// Asks `child` to stop (SIGTERM), then kills it (SIGKILL) if it has not exited within `grace`;
+/// waits for it either way. A process that stops on its own flushes what it writes at exit
+/// (profilers, logs).
+pub fn terminate(child: &mut Child, grace: Duration) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
             return;
         }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.exited().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for Process {
