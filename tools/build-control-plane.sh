@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl,
-# helm) from their published Go modules, into a cache outside the clone keyed by version.
+# helm) and the test node's (kubelet, kube-scheduler, the pause image) from their published Go
+# modules, into a cache outside the clone keyed by version.
 # Idempotent: a binary set that is already cached is reused. Prints the binary directory last.
 #
 #   tools/build-control-plane.sh            build what is missing
@@ -58,11 +59,20 @@ done
 build k8s "$k8s_ldflags" \
   kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
   kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
-  kubectl=k8s.io/kubernetes/cmd/kubectl
+  kubectl=k8s.io/kubernetes/cmd/kubectl \
+  kubelet=k8s.io/kubernetes/cmd/kubelet \
+  kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler
 
 helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor"
 build helm "$helm_ldflags" helm=helm.sh/helm/v3/cmd/helm
+
+# The node's pod sandbox image: a static program that sleeps, in a one-layer image.
+build pause "-s -w" pause=groupbinder.dev/tools/pause
+if [ ! -f "$bin/pause.tar" ] || [ "$bin/pause" -nt "$bin/pause.tar" ]; then
+  "$here/image.sh" "$here/pause/Dockerfile" "$bin/pause" localhost/groupbinder-testenv/pause:1 "$bin/pause.tar.tmp"
+  mv -f "$bin/pause.tar.tmp" "$bin/pause.tar"
+fi
 
 # First line of each version report (sed reads everything, so no SIGPIPE under pipefail).
 for cmd in "kube-apiserver --version" "kubectl version --client=true" "etcd --version" "helm version --short"; do
