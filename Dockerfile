@@ -1,14 +1,13 @@
-# groupbinder container image: a static binary on a distroless base, running as non-root.
-# Not built in this project's CI (its machines have no container engine); build it with
+# groupbinder's container image: one static binary on an empty base, run as 65532 (non-root).
 #   docker build -t ghcr.io/groupbinder/groupbinder:0.1.0 .
+# `make image` builds the same image without a container engine: it runs the same build script
+# and reads this file's final stage (tools/image.sh), which must stay FROM scratch with one COPY.
 FROM rust:1.95-bookworm AS build
-RUN rustup target add x86_64-unknown-linux-musl && apt-get update && apt-get install -y --no-install-recommends musl-tools
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p groupbinder --target x86_64-unknown-linux-musl \
- && cp target/x86_64-unknown-linux-musl/release/groupbinder /groupbinder
+RUN tools/build-release.sh /groupbinder
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM scratch
 COPY --from=build /groupbinder /groupbinder
 USER 65532:65532
 EXPOSE 8080
