@@ -78,6 +78,26 @@ impl Binaries {
         ))
     }
 
+    /// The node's binaries (kubelet, kube-scheduler, the pause image), or how to build them.
+    pub(crate) fn node(&self) -> Result<crate::node::NodeBinaries, Error> {
+        let find = |binary: &str| {
+            let path = self.dir.join(binary);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(Error::MissingBinary {
+                    binary: binary.to_owned(),
+                    dir: self.dir.clone(),
+                })
+            }
+        };
+        Ok(crate::node::NodeBinaries {
+            kubelet: find("kubelet")?,
+            kube_scheduler: find("kube-scheduler")?,
+            pause_image: find("pause.tar")?,
+        })
+    }
+
     /// Finds every binary, or says how to build them.
     pub fn locate() -> Result<Self, Error> {
         let dir = Self::default_dir();

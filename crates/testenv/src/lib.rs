@@ -17,6 +17,7 @@
 
 mod bins;
 mod kubeconfig;
+mod node;
 mod pki;
 mod process;
 
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 pub use bins::{Binaries, Versions};
 use kubeconfig::Credentials;
+pub use node::{NODE_NAME, Node};
 pub use pki::CertAndKey;
 use process::Process;
 pub use process::terminate;
@@ -68,9 +70,12 @@ pub enum Error {
     /// Building a client failed.
     #[error("building a client: {0}")]
     Kubeconfig(String),
+    /// A node cannot run on this machine, or did not come up.
+    #[error("node: {0}")]
+    NodeUnavailable(String),
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
     move |source| Error::Io { what, source }
 }
@@ -85,6 +90,9 @@ pub struct Options {
     pub extra_apiserver_args: Vec<String>,
     /// Leave kube-controller-manager out (no garbage collection, no namespace deletion).
     pub without_controller_manager: bool,
+    /// Also start a node ([`Node`]: containerd, kubelet, kube-scheduler) and the controllers
+    /// Deployments need, so that pods run. Needs root and `make node-deps`.
+    pub node: bool,
 }
 
 /// The running processes, stopped in reverse order of start.
@@ -114,6 +122,7 @@ impl Processes {
 #[derive(Debug)]
 pub struct ControlPlane {
     processes: Mutex<Processes>,
+    node: Mutex<Option<Node>>,
     dir: Mutex<Option<tempfile::TempDir>>,
     path: PathBuf,
     binaries: Binaries,
@@ -143,7 +152,14 @@ impl ControlPlane {
         };
         write(OWNER_FILE, &std::process::id().to_string())?;
         let ca_file = write("ca.crt", &ca.cert_pem())?;
-        let serving = ca.serving(&["127.0.0.1", "localhost"])?;
+        // Pods reach the API server as the `kubernetes` Service, by its ClusterIP or name.
+        let serving = ca.serving(&[
+            "127.0.0.1",
+            "localhost",
+            node::KUBERNETES_SERVICE_IP,
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ])?;
         let serving_cert = write("apiserver.crt", &serving.cert_pem)?;
         let serving_key = write("apiserver.key", &serving.key_pem)?;
         let (sa_private, sa_public) = pki::signing_key_pem()?;
@@ -168,7 +184,6 @@ impl ControlPlane {
             format!("--tls-cert-file={}", serving_cert.display()),
             format!("--tls-private-key-file={}", serving_key.display()),
             format!("--client-ca-file={}", ca_file.display()),
-            "--authorization-mode=RBAC".into(),
             format!("--service-account-issuer={server}"),
             format!("--service-account-key-file={}", sa_pub.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
@@ -178,6 +193,23 @@ impl ControlPlane {
             "--profiling=false".into(),
             format!("--cert-dir={}", path.join("apiserver-certs").display()),
         ];
+        if options.node {
+            node::check_system()?;
+            // The Node authorizer and NodeRestriction limit the kubelet to its own node and pods;
+            // the API server reaches the kubelet (logs, exec) with a client certificate.
+            let kubelet_client = ca.client("kube-apiserver-kubelet-client", &["system:masters"])?;
+            let cert = write("kubelet-client.crt", &kubelet_client.cert_pem)?;
+            let key = write("kubelet-client.key", &kubelet_client.key_pem)?;
+            apiserver_args.extend([
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                format!("--kubelet-client-certificate={}", cert.display()),
+                format!("--kubelet-client-key={}", key.display()),
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]);
+        } else {
+            apiserver_args.push("--authorization-mode=RBAC".into());
+        }
         if let Some(config) = &options.authentication_config {
             let file = write("authentication-config.yaml", config)?;
             apiserver_args.push(format!("--authentication-config={}", file.display()));
@@ -196,6 +228,7 @@ impl ControlPlane {
         ];
         let cp = ControlPlane {
             processes: Mutex::new(Processes::default()),
+            node: Mutex::new(None),
             dir: Mutex::new(Some(dir)),
             path,
             binaries,
@@ -221,11 +254,8 @@ impl ControlPlane {
             )?;
             let args = vec![
                 format!("--kubeconfig={}", kcm_kubeconfig.display()),
-                // The garbage collector and namespace deletion, plus ClusterRole aggregation: without
-                // it the built-in admin/edit/view roles have no rules, and RBAC's escalation check
-                // would let anyone bind them.
-                "--controllers=garbage-collector-controller,namespace-controller,clusterrole-aggregation-controller"
-                    .into(),
+                format!("--controllers={}", controllers(options.node)),
+                format!("--root-ca-file={}", ca_file.display()),
                 "--leader-elect=false".into(),
                 "--secure-port=0".into(),
                 "--use-service-account-credentials=false".into(),
@@ -237,6 +267,19 @@ impl ControlPlane {
                 &args,
             )?;
             cp.lock().controller_manager = Some(kcm);
+        }
+        if options.node {
+            let binaries = cp.binaries.node()?;
+            let node = Node::start(
+                &cp.path,
+                &binaries,
+                &cp.ca,
+                &cp.server,
+                node::Network::for_this_process(),
+            );
+            let node = node.await?;
+            *cp.node_lock() = Some(node);
+            cp.wait_node_ready().await?;
         }
         tracing::info!(server = %cp.server, dir = %cp.path.display(), elapsed = ?started.elapsed(), "control plane ready");
         Ok(cp)
@@ -353,6 +396,7 @@ impl ControlPlane {
         .into_iter()
         .flatten()
         .map(|p| (p.name(), p.pid()))
+        .chain(self.node_lock().iter().flat_map(|n| n.pids()))
         .collect()
     }
 
@@ -392,6 +436,10 @@ impl ControlPlane {
 
     /// Stops every process and deletes the directory. Idempotent; also done on drop.
     pub fn shutdown(&self) {
+        if let Some(mut node) = self.node_lock().take() {
+            // Pods first, while the API server still answers the kubelet.
+            node.shutdown();
+        }
         self.lock().stop_all();
         let dir = self
             .dir
@@ -400,6 +448,77 @@ impl ControlPlane {
             .take();
         if let Some(dir) = dir {
             let _ = dir.close();
+        }
+    }
+
+    fn node_lock(&self) -> std::sync::MutexGuard<'_, Option<Node>> {
+        self.node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Imports an image tarball (docker-archive or OCI, e.g. from `make image`) into the node's
+    /// containerd, so that pods run it without a registry.
+    pub fn import_image(&self, tarball: &Path) -> Result<(), Error> {
+        match self.node_lock().as_ref() {
+            Some(node) => node.import_image(tarball),
+            None => Err(Error::NodeUnavailable(
+                "this control plane was started without a node (Options::node)".into(),
+            )),
+        }
+    }
+
+    /// The host pid of the node's running container `id` (see [`Node::container_pid`]).
+    pub fn container_pid(&self, id: &str) -> Result<Option<u32>, Error> {
+        match self.node_lock().as_ref() {
+            Some(node) => node.container_pid(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The node's directory (kubelet, containerd and their logs), if there is a node.
+    pub fn node_dir(&self) -> Option<PathBuf> {
+        self.node_lock().as_ref().map(|n| n.dir().to_owned())
+    }
+
+    /// Waits until the node is registered and Ready.
+    async fn wait_node_ready(&self) -> Result<(), Error> {
+        use k8s_openapi::api::core::v1::Node as NodeObject;
+        let client = self.client().await?;
+        let nodes: kube::Api<NodeObject> = kube::Api::all(client);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(node) = self.node_lock().as_mut() {
+                node.check_alive()?;
+            }
+            let ready = nodes
+                .get_opt(NODE_NAME)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|n| {
+                    n.status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = self
+                    .node_dir()
+                    .and_then(|d| std::fs::read_to_string(d.join("kubelet.log")).ok())
+                    .map(|l| l.lines().rev().take(30).collect::<Vec<_>>().join("\n"))
+                    .unwrap_or_default();
+                return Err(Error::NotReady {
+                    component: "kubelet",
+                    reason: format!("node {NODE_NAME} not Ready after 120 s"),
+                    log,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -497,6 +616,32 @@ pub async fn config_from_kubeconfig(file: &Path) -> Result<kube::Config, Error> 
     kubeconfig::config(file).await
 }
 
+/// The kube-controller-manager controllers to run: the garbage collector and namespace deletion,
+/// plus ClusterRole aggregation (without it the built-in admin/edit/view roles have no rules, and
+/// RBAC's escalation check would let anyone bind them); with a node, also what Deployments and
+/// their pods need.
+fn controllers(node: bool) -> String {
+    let mut controllers = vec![
+        "garbage-collector-controller",
+        "namespace-controller",
+        "clusterrole-aggregation-controller",
+    ];
+    if node {
+        controllers.extend([
+            "deployment-controller",
+            "replicaset-controller",
+            "disruption-controller",
+            "serviceaccount-controller",
+            "root-ca-certificate-publisher-controller",
+            "pod-garbage-collector-controller",
+            "endpointslice-controller",
+            // Takes the not-ready taint off the node once kubelet reports it Ready.
+            "node-lifecycle-controller",
+        ]);
+    }
+    controllers.join(",")
+}
+
 /// A GET request for a raw API path.
 pub fn http_get(path: &str) -> http::Request<Vec<u8>> {
     let mut request = http::Request::new(Vec::new());
@@ -504,7 +649,7 @@ pub fn http_get(path: &str) -> http::Request<Vec<u8>> {
     request
 }
 
-fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
+pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
     // Hold every listener until all ports are chosen, so that no two are the same.
     let listeners = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))

@@ -15,7 +15,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a control plane, print how to use it, and run until Ctrl-C or SIGTERM.
-    Up,
+    Up {
+        /// Also start a node (containerd, kubelet, kube-scheduler) so that pods run; needs root
+        /// and `make node-deps`.
+        #[arg(long)]
+        node: bool,
+        /// With --node: image tarballs (e.g. from `make image`) to import into the node.
+        #[arg(long = "image", requires = "node")]
+        images: Vec<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -28,15 +36,25 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let Cli {
-        command: Command::Up,
+        command: Command::Up { node, images },
     } = Cli::parse();
-    let cp = match ControlPlane::start(Options::default()).await {
+    let options = Options {
+        node,
+        ..Options::default()
+    };
+    let cp = match ControlPlane::start(options).await {
         Ok(cp) => cp,
         Err(e) => {
             eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
+    for image in &images {
+        if let Err(e) = cp.import_image(image) {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let bins = cp.binaries();
     println!(
         "Kubernetes {} is up at {}",
@@ -44,6 +62,13 @@ async fn main() -> std::process::ExitCode {
         cp.server()
     );
     println!("kubeconfig: {}", cp.kubeconfig().display());
+    if let Some(dir) = cp.node_dir() {
+        println!(
+            "node {} is Ready (logs and state in {})",
+            groupbinder_testenv::NODE_NAME,
+            dir.display()
+        );
+    }
     println!("export KUBECONFIG={}", cp.kubeconfig().display());
     println!(
         "export PATH={}:$PATH   # kubectl and helm of the same version",
