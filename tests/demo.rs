@@ -5,6 +5,9 @@
 //! AzureGroupBinding; shows what it created and what the group's members may now do; binds an
 //! application team by namespace label; migrates hand-written bindings with `audit` and `import`.
 //! Exits non-zero if anything is not as shown.
+//!
+//! `groupbinder-demo --node` (`make demo-node`) tells the same story with the operator as users
+//! run it: the image, installed by the chart as a pod on a real node (root; `make image` first).
 
 use std::process::{Command, ExitCode, Stdio};
 
@@ -73,8 +76,17 @@ async fn demo() -> anyhow::Result<()> {
         groupbinder.display()
     );
 
-    section("A local control plane");
-    let cp = ControlPlane::start(Options::default()).await?;
+    let on_node = std::env::args().any(|a| a == "--node");
+    section(if on_node {
+        "A local control plane with a node (containerd, kubelet, kube-scheduler)"
+    } else {
+        "A local control plane"
+    });
+    let cp = ControlPlane::start(Options {
+        node: on_node,
+        ..Options::default()
+    })
+    .await?;
     println!(
         "Kubernetes {} at {} (kubeconfig {})",
         cp.binaries().versions.kubernetes,
@@ -108,18 +120,66 @@ async fn demo() -> anyhow::Result<()> {
         ],
     )?;
 
-    section("groupbinder run");
     let log = cp.dir().join("groupbinder.log");
-    let mut operator = OperatorProcess::spawn(
-        &groupbinder,
-        cp.kubeconfig(),
-        &[],
-        std::fs::File::create(&log)?.into(),
-    )?;
-    println!(
-        "operator pid {} (release k10 in kasten-io; allowlist k10-admin, k10-mc-admin, k10-ns-admin, k10-basic, k10-config-view)",
-        operator.id()
-    );
+    let operator = if on_node {
+        section("helm install: the image, as a pod on the node");
+        let image = std::env::var_os("GROUPBINDER_IMAGE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| repo().join("target/image/groupbinder.tar"));
+        anyhow::ensure!(
+            image.is_file(),
+            "{} not built: run `make demo-node`",
+            image.display()
+        );
+        cp.import_image(&image)?;
+        let chart = repo().join("charts/groupbinder").display().to_string();
+        let args = [
+            "install",
+            "groupbinder",
+            &chart,
+            "-n",
+            "groupbinder-system",
+            "--create-namespace",
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout",
+            "120s",
+        ];
+        println!("$ helm {}", args.join(" "));
+        let out = cp.helm().args(args).output()?;
+        print!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check(
+            out.status.success(),
+            "the chart is installed and its Deployment Available",
+        )?;
+        let pods = show(
+            &cp,
+            &["get", "pods", "-n", "groupbinder-system", "-o", "wide"],
+        )?;
+        check(
+            pods.contains("1/1") && pods.contains("Running"),
+            "the pod runs on the node, its probes passing",
+        )?;
+        Operator::Pod
+    } else {
+        section("groupbinder run");
+        let operator = OperatorProcess::spawn(
+            &groupbinder,
+            cp.kubeconfig(),
+            &[],
+            std::fs::File::create(&log)?.into(),
+        )?;
+        println!(
+            "operator pid {} (release k10 in kasten-io; allowlist k10-admin, k10-mc-admin, k10-ns-admin, k10-basic, k10-config-view)",
+            operator.id()
+        );
+        Operator::Process(operator)
+    };
 
     let result = async {
         section("The seed scenario: one AzureGroupBinding instead of two hand-written bindings");
@@ -204,19 +264,37 @@ async fn demo() -> anyhow::Result<()> {
     }
     .await;
 
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(operator.id().to_string())
-        .status();
-    let _ = operator.child().wait();
-    if result.is_err() {
-        eprintln!(
-            "--- operator log ({}) ---\n{}",
-            log.display(),
+    let operator_log = match operator {
+        Operator::Process(mut operator) => {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(operator.id().to_string())
+                .status();
+            let _ = operator.child().wait();
             std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        }
+        Operator::Pod => {
+            let logs = cp
+                .kubectl()
+                .args(["logs", "-n", "groupbinder-system", "deploy/groupbinder"])
+                .output()?;
+            String::from_utf8_lossy(&logs.stdout).into_owned()
+        }
+    };
+    if result.is_err() {
+        eprintln!("--- operator log ---\n{operator_log}");
     }
     result?;
-    section("Done: the control plane and operator are stopped and removed");
+    section(if on_node {
+        "Done: the node, its pods, the control plane are stopped and removed"
+    } else {
+        "Done: the control plane and operator are stopped and removed"
+    });
     Ok(())
+}
+
+/// Where the operator runs: a host process, or the chart's pod on the node.
+enum Operator {
+    Process(OperatorProcess),
+    Pod,
 }
