@@ -270,6 +270,42 @@ fn restarts(pod: &Pod) -> i32 {
 #[ignore = "needs root, a node and the image: make test-node"]
 async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
     logs();
+    let cp = std::sync::OnceLock::new();
+    let result = story(&cp).await;
+    if let (Err(_), Some(cp)) = (&result, cp.get()) {
+        diagnose(cp);
+    }
+    result
+}
+
+/// What a failed run leaves to look at: pods, their events, the operator's and kubelet's logs.
+fn diagnose(cp: &ControlPlane) {
+    for args in [
+        &["get", "pods", "-A", "-o", "wide"][..],
+        &["describe", "pods", "-n", NAMESPACE],
+        &["logs", "-n", NAMESPACE, "-l", SELECTOR, "--tail", "30"],
+    ] {
+        if let Ok(out) = cp.kubectl().args(args).output() {
+            eprintln!(
+                "$ kubectl {}\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    if let Some(dir) = cp.node_dir() {
+        let log = std::fs::read_to_string(dir.join("kubelet.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("--- kubelet.log (last 40 lines) ---");
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// The story, in steps; `slot` keeps the control plane for [`diagnose`] when a step fails.
+async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
     let (tarball, tag) = image()?;
     let started = Instant::now();
     let cp = ControlPlane::start(Options {
@@ -277,6 +313,7 @@ async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
         ..Options::default()
     })
     .await?;
+    let cp = slot.get_or_init(|| cp);
     eprintln!(
         "control plane and node Ready in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -286,7 +323,7 @@ async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
     install_k10(&client, "k10", "kasten-io").await?;
 
     // 1. helm install: the Deployment becomes Available, its probes passing.
-    helm_release(&cp, "install", &tag, &[])?;
+    helm_release(cp, "install", &tag, &[])?;
     let pods = available(&client, 1, Duration::from_secs(120)).await?;
     let first = &pods[0];
     for path in ["/healthz", "/readyz"] {
@@ -294,12 +331,13 @@ async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
         let status = answer.lines().next().unwrap_or_default();
         assert!(status.contains(" 200 "), "{path}: {status}");
     }
-    check_enforced(pid_of(&cp, first)?)?;
+    let pid = pid_of(cp, first)?;
+    check_enforced(pid)?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.get("azuregroupbindings.groupbinder.dev").await?;
 
     // 2. The seed: Ready, and the group's access as the RBAC authorizer decides it.
-    kubectl_apply(&cp, &repo().join("examples/k10-admins.yaml"))?;
+    kubectl_apply(cp, &repo().join("examples/k10-admins.yaml"))?;
     wait_for_reason_within(
         &client,
         "k10-admins",
@@ -320,6 +358,11 @@ async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
         )
         .await?;
     alice.may("get", "", "secrets", Some("kasten-io")).await?;
+    eprintln!(
+        "the pod at rest with the seed: RSS {:.1} MiB (peak {:.1} MiB)",
+        kib(&status_field(pid, "VmRSS:")?)? as f64 / 1024.0,
+        kib(&status_field(pid, "VmHWM:")?)? as f64 / 1024.0
+    );
     alice
         .may_not(
             "create",
@@ -373,7 +416,7 @@ async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
     );
 
     // 4. Two replicas: exactly one leader; deleting it moves leadership within the lease duration.
-    helm_release(&cp, "upgrade", &tag, &["replicaCount=2"])?;
+    helm_release(cp, "upgrade", &tag, &["replicaCount=2"])?;
     let pods = available(&client, 2, Duration::from_secs(120)).await?;
     let leader = eventually("a lease holder", Duration::from_secs(60), || async {
         lease_holder(&client).await
@@ -384,7 +427,7 @@ async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
         "lease holder {leader} is not one of the pods"
     );
     // Make the leader reconcile, then only it may have.
-    kubectl_apply(&cp, &repo().join("examples/k10-basic-in-shop.yaml"))?;
+    kubectl_apply(cp, &repo().join("examples/k10-basic-in-shop.yaml"))?;
     let leaders = eventually("one pod reconciling", Duration::from_secs(30), || async {
         let names = reconciling(&pods).await?;
         Ok((!names.is_empty()).then_some(names))
@@ -419,7 +462,7 @@ async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
         .map(ResourceExt::name_any)
         .collect();
     helm_release(
-        &cp,
+        cp,
         "upgrade",
         &tag,
         &["replicaCount=1", "resyncSeconds=300"],
@@ -440,11 +483,11 @@ async fn the_chart_runs_on_a_real_node() -> anyhow::Result<()> {
 
     // 6. The memory limit is real: a restart with the largest supported number of objects in
     // place stays inside it (no OOM kill).
-    restart_at_scale(&cp, &client).await?;
+    restart_at_scale(cp, &client).await?;
 
     // 7. helm uninstall leaves the CRD and the AzureGroupBindings (all 6,001 of them).
     helm(
-        &cp,
+        cp,
         &["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait"],
     )?;
     crds.get("azuregroupbindings.groupbinder.dev").await?;
