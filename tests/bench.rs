@@ -19,6 +19,8 @@
 //! bindings, and spec change to Ready. `--pprof DIR` also writes kube-apiserver CPU profiles of
 //! round 1's phases (`go tool pprof -top DIR/operator.pprof`) and the requests by verb.
 
+#[path = "bench_churn.rs"]
+mod churn;
 #[path = "bench_cold.rs"]
 mod cold;
 #[path = "bench_peer.rs"]
@@ -609,6 +611,8 @@ async fn main() -> anyhow::Result<()> {
         "{direct} of the write-set floor's {} RoleBindings are left",
         n * rounds
     );
+    // Many roles and namespaces changing while the objects exist.
+    churn::run(&client, &child, n * rounds).await?;
     let rss = peak_rss_kib(&child);
     drop(child);
 
@@ -681,5 +685,12 @@ async fn main() -> anyhow::Result<()> {
         median(repairs)
     );
     println!("spec change to Ready: {spec_change:.1} ms");
-    Ok(())
+    drop(cp);
+
+    // The peer users would pick instead, beside groupbinder on a control plane of their own.
+    if std::env::args().any(|a| a == "--no-peer") {
+        return Ok(());
+    }
+    println!("\n--- beside rbac-manager (--no-peer to skip) ---");
+    peer::run(n).await
 }
