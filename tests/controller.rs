@@ -76,15 +76,7 @@ async fn seed_scenario_grants_k10_admin_to_the_group_and_nothing_more() -> anyho
     // What the real RBAC authorizer decides for a member of the group, and for a non-member.
     let member = ["system:authenticated", group.as_str()];
     let alice = Who::new(&client, "alice@example.com", &member);
-    alice
-        .may(
-            "create",
-            "actions.kio.kasten.io",
-            "backupactions",
-            Some("app"),
-        )
-        .await?;
-    alice.may("get", "", "secrets", Some("kasten-io")).await?;
+    alice.administers_k10().await?;
     // K10's multi-cluster role (which K10's chart gives its admins too) reads Secrets everywhere;
     // nothing in the profile touches nodes or RBAC itself.
     alice.may("get", "", "secrets", Some("default")).await?;

@@ -258,6 +258,20 @@ async fn reconciling(pods: &[Pod]) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Deletes the seed's ClusterRoleBinding and waits until `who` has put it back.
+async fn repaired(client: &kube::Client, who: &str) -> anyhow::Result<()> {
+    crbs(client)
+        .delete("k10-admins:k10-admin", &DeleteParams::default())
+        .await?;
+    eventually(
+        &format!("{who} to repair the deleted binding"),
+        Duration::from_secs(30),
+        || async { Ok(crbs(client).get_opt("k10-admins:k10-admin").await?) },
+    )
+    .await
+    .map(drop)
+}
+
 fn restarts(pod: &Pod) -> i32 {
     pod.status
         .as_ref()
@@ -349,15 +363,7 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
     let group = format!("{SEED_PREFIX}{SEED_GUID}");
     let member = ["system:authenticated", group.as_str()];
     let alice = Who::new(&client, "alice@example.com", &member);
-    alice
-        .may(
-            "create",
-            "actions.kio.kasten.io",
-            "backupactions",
-            Some("app"),
-        )
-        .await?;
-    alice.may("get", "", "secrets", Some("kasten-io")).await?;
+    alice.administers_k10().await?;
     eprintln!(
         "the pod at rest with the seed: RSS {:.1} MiB (peak {:.1} MiB)",
         kib(&status_field(pid, "VmRSS:")?)? as f64 / 1024.0,
@@ -392,23 +398,8 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
         Ok(pods.into_iter().find(|p| p.name_any() != first.name_any()))
     })
     .await?;
-    crbs(&client)
-        .delete("k10-admins:k10-admin", &DeleteParams::default())
-        .await?;
-    eventually(
-        "the deleted binding back",
-        Duration::from_secs(30),
-        || async { Ok(crbs(&client).get_opt("k10-admins:k10-admin").await?) },
-    )
-    .await?;
-    alice
-        .may(
-            "create",
-            "actions.kio.kasten.io",
-            "backupactions",
-            Some("app"),
-        )
-        .await?;
+    repaired(&client, "the new pod").await?;
+    alice.administers_k10().await?;
     eprintln!(
         "{} took over from {}",
         replaced.name_any(),
@@ -445,15 +436,7 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
     let moved = deleted.elapsed();
     eprintln!("leadership moved from {leader} to {next} in {moved:?}");
     assert!(moved <= LEASE_DURATION, "leadership took {moved:?}");
-    crbs(&client)
-        .delete("k10-admins:k10-admin", &DeleteParams::default())
-        .await?;
-    eventually(
-        "the new leader to repair drift",
-        Duration::from_secs(30),
-        || async { Ok(crbs(&client).get_opt("k10-admins:k10-admin").await?) },
-    )
-    .await?;
+    repaired(&client, "the new leader").await?;
 
     // 5. helm upgrade with a changed value rolls the pods.
     let before: Vec<String> = available(&client, 2, Duration::from_secs(120))

@@ -119,6 +119,20 @@ impl std::fmt::Debug for Who<'_> {
 }
 
 impl<'a> Who<'a> {
+    /// Waits until this identity has what the seed's admin profile gives a member: K10's
+    /// backup actions in an application namespace (`k10-admin`) and K10's Secrets in `kasten-io`
+    /// (`k10-ns-admin`).
+    pub async fn administers_k10(&self) -> anyhow::Result<()> {
+        self.may(
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("app"),
+        )
+        .await?;
+        self.may("get", "", "secrets", Some("kasten-io")).await
+    }
+
     /// `user` in `groups`, asked about through `client`.
     pub fn new(client: &'a kube::Client, user: &'a str, groups: &'a [&'a str]) -> Self {
         Who {
