@@ -1,6 +1,6 @@
 //! Where the control-plane binaries are: the cache that `tools/build-control-plane.sh` fills.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::Error;
 
@@ -80,17 +80,7 @@ impl Binaries {
 
     /// The node's binaries (kubelet, kube-scheduler, the pause image), or how to build them.
     pub(crate) fn node(&self) -> Result<crate::node::NodeBinaries, Error> {
-        let find = |binary: &str| {
-            let path = self.dir.join(binary);
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(Error::MissingBinary {
-                    binary: binary.to_owned(),
-                    dir: self.dir.clone(),
-                })
-            }
-        };
+        let find = |binary| built(&self.dir, binary);
         Ok(crate::node::NodeBinaries {
             kubelet: find("kubelet")?,
             kube_scheduler: find("kube-scheduler")?,
@@ -101,17 +91,7 @@ impl Binaries {
     /// Finds every binary, or says how to build them.
     pub fn locate() -> Result<Self, Error> {
         let dir = Self::default_dir();
-        let find = |binary: &str| {
-            let path = dir.join(binary);
-            if path.is_file() {
-                Ok(path)
-            } else {
-                Err(Error::MissingBinary {
-                    binary: binary.to_owned(),
-                    dir: dir.clone(),
-                })
-            }
-        };
+        let find = |binary| built(&dir, binary);
         Ok(Binaries {
             etcd: find("etcd")?,
             kube_apiserver: find("kube-apiserver")?,
@@ -120,6 +100,19 @@ impl Binaries {
             helm: find("helm")?,
             versions: Versions::pinned(),
             dir,
+        })
+    }
+}
+
+/// `dir/binary` if the build script made it, or which one is missing and where.
+fn built(dir: &Path, binary: &str) -> Result<PathBuf, Error> {
+    let path = dir.join(binary);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::MissingBinary {
+            binary: binary.to_owned(),
+            dir: dir.to_owned(),
         })
     }
 }

@@ -20,6 +20,24 @@ pub enum Credentials<'a> {
     Token(&'a str),
 }
 
+/// Mints a client certificate for `user` in `groups` from `ca` and writes a kubeconfig for
+/// `server` that authenticates with it: the identity of a component or a test user.
+pub fn for_identity(
+    file: &Path,
+    server: &str,
+    ca: &crate::pki::Ca,
+    user: &str,
+    groups: &[&str],
+) -> Result<PathBuf, Error> {
+    let identity = ca.client(user, groups)?;
+    write(
+        file,
+        server,
+        &ca.cert_pem(),
+        Credentials::Certificate(&identity),
+    )
+}
+
 /// Writes a kubeconfig for `server`, trusting `ca_pem`, authenticating with `credentials`.
 pub fn write(
     file: &Path,

@@ -168,12 +168,12 @@ impl ControlPlane {
 
         let [etcd_port, etcd_peer_port, apiserver_port] = free_ports()?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
-        let admin = ca.client("groupbinder-testenv-admin", &["system:masters"])?;
-        let kubeconfig = kubeconfig::write(
+        let kubeconfig = kubeconfig::for_identity(
             &path.join("kubeconfig"),
             &server,
-            &ca.cert_pem(),
-            Credentials::Certificate(&admin),
+            &ca,
+            "groupbinder-testenv-admin",
+            &["system:masters"],
         )?;
 
         let mut apiserver_args: Vec<String> = vec![
@@ -243,14 +243,12 @@ impl ControlPlane {
         cp.start_apiserver().await?;
 
         if !options.without_controller_manager {
-            let kcm = cp
-                .ca
-                .client("system:kube-controller-manager", &["system:masters"])?;
-            let kcm_kubeconfig = kubeconfig::write(
+            let kcm_kubeconfig = kubeconfig::for_identity(
                 &cp.path.join("kcm.kubeconfig"),
                 &cp.server,
-                &cp.ca.cert_pem(),
-                Credentials::Certificate(&kcm),
+                &cp.ca,
+                "system:kube-controller-manager",
+                &["system:masters"],
             )?;
             let args = vec![
                 format!("--kubeconfig={}", kcm_kubeconfig.display()),
@@ -331,16 +329,10 @@ impl ControlPlane {
     /// A client identity for `user` in `groups` (a client certificate with CN and O), with its own
     /// kubeconfig file, to test what that user may do.
     pub fn user(&self, user: &str, groups: &[&str]) -> Result<User, Error> {
-        let identity = self.ca.client(user, groups)?;
         let file = self
             .path
             .join(format!("user-{}.kubeconfig", sanitize(user)));
-        let kubeconfig = kubeconfig::write(
-            &file,
-            &self.server,
-            &self.ca.cert_pem(),
-            Credentials::Certificate(&identity),
-        )?;
+        let kubeconfig = kubeconfig::for_identity(&file, &self.server, &self.ca, user, groups)?;
         Ok(User {
             name: user.to_owned(),
             kubeconfig,
@@ -476,6 +468,11 @@ impl ControlPlane {
         }
     }
 
+    /// The last `lines` lines of the node's kubelet log, if there is a node.
+    pub fn kubelet_log_tail(&self, lines: usize) -> Option<String> {
+        self.node_lock().as_ref().map(|n| n.kubelet_log_tail(lines))
+    }
+
     /// The node's directory (kubelet, containerd and their logs), if there is a node.
     pub fn node_dir(&self) -> Option<PathBuf> {
         self.node_lock().as_ref().map(|n| n.dir().to_owned())
@@ -507,11 +504,7 @@ impl ControlPlane {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let log = self
-                    .node_dir()
-                    .and_then(|d| std::fs::read_to_string(d.join("kubelet.log")).ok())
-                    .map(|l| l.lines().rev().take(30).collect::<Vec<_>>().join("\n"))
-                    .unwrap_or_default();
+                let log = self.kubelet_log_tail(30).unwrap_or_default();
                 return Err(Error::NotReady {
                     component: "kubelet",
                     reason: format!("node {NODE_NAME} not Ready after 120 s"),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::kubeconfig::{self, Credentials};
+use crate::kubeconfig;
 use crate::process::Process;
 use crate::{Error, io};
 
@@ -61,9 +61,9 @@ impl Network {
 pub struct Node {
     dir: PathBuf,
     network: Network,
+    /// The DNAT rule of the `kubernetes` Service, as `iptables` arguments after the chain.
     dnat: Vec<String>,
     socket: PathBuf,
-    kubeconfig: PathBuf,
     containerd: Option<Process>,
     kubelet: Option<Process>,
     scheduler: Option<Process>,
@@ -128,7 +128,8 @@ pub(crate) fn check_system() -> Result<(), Error> {
 
 impl Node {
     /// Starts containerd, kubelet and kube-scheduler for the control plane at `server` (with CA
-    /// `ca`), in `dir`, and waits until the node is Ready.
+    /// `ca`), in `dir`. The caller has run [`check_system`] (before starting anything) and waits
+    /// for the node to be Ready.
     pub(crate) async fn start(
         dir: &Path,
         binaries: &NodeBinaries,
@@ -136,7 +137,6 @@ impl Node {
         server: &str,
         network: Network,
     ) -> Result<Self, Error> {
-        check_system()?;
         let started = Instant::now();
         let dir = dir.join("node");
         for sub in ["containerd", "cni/net.d", "cni/ipam", "kubelet", "pki"] {
@@ -156,9 +156,6 @@ impl Node {
         let socket = dir.join("containerd/containerd.sock");
         let mut node = Node {
             dnat: vec![
-                "-t".into(),
-                "nat".into(),
-                "PREROUTING".into(),
                 "-i".into(),
                 network.bridge.clone(),
                 "-d".into(),
@@ -179,7 +176,6 @@ impl Node {
             dir: dir.clone(),
             network,
             socket: socket.clone(),
-            kubeconfig: dir.join("kubelet.kubeconfig"),
             containerd: None,
             kubelet: None,
             scheduler: None,
@@ -200,11 +196,7 @@ impl Node {
             node.ctr(&["version"]).is_ok()
         })
         .await?;
-        node.ctr(&[
-            "images",
-            "import",
-            &binaries.pause_image.display().to_string(),
-        ])?;
+        node.import_image(&binaries.pause_image)?;
 
         write(
             "cni/net.d/10-groupbinder.conflist",
@@ -212,12 +204,12 @@ impl Node {
         )?;
 
         let ca_file = write("pki/ca.crt", &ca.cert_pem())?;
-        let kubelet_identity = ca.client(&format!("system:node:{NODE_NAME}"), &["system:nodes"])?;
-        kubeconfig::write(
-            &node.kubeconfig,
+        let kubelet_kubeconfig = kubeconfig::for_identity(
+            &dir.join("kubelet.kubeconfig"),
             server,
-            &ca.cert_pem(),
-            Credentials::Certificate(&kubelet_identity),
+            ca,
+            &format!("system:node:{NODE_NAME}"),
+            &["system:nodes"],
         )?;
         let [kubelet_port, healthz_port] = crate::free_ports::<2>()?;
         let kubelet_config = write(
@@ -229,7 +221,7 @@ impl Node {
             &binaries.kubelet,
             &[
                 format!("--config={}", kubelet_config.display()),
-                format!("--kubeconfig={}", node.kubeconfig.display()),
+                format!("--kubeconfig={}", kubelet_kubeconfig.display()),
                 format!("--root-dir={}", dir.join("kubelet").display()),
                 format!("--cert-dir={}", dir.join("kubelet/pki").display()),
                 format!("--node-ip={}", node.network.gateway),
@@ -241,13 +233,12 @@ impl Node {
         .map_err(io("starting kubelet"))?;
         node.kubelet = Some(kubelet);
 
-        let scheduler_identity = ca.client("system:kube-scheduler", &[])?;
-        let scheduler_kubeconfig = dir.join("scheduler.kubeconfig");
-        kubeconfig::write(
-            &scheduler_kubeconfig,
+        let scheduler_kubeconfig = kubeconfig::for_identity(
+            &dir.join("scheduler.kubeconfig"),
             server,
-            &ca.cert_pem(),
-            Credentials::Certificate(&scheduler_identity),
+            ca,
+            "system:kube-scheduler",
+            &[],
         )?;
         let scheduler = Process::start(
             "kube-scheduler",
@@ -277,11 +268,6 @@ impl Node {
     /// The node's working directory (configuration, logs, kubelet and containerd state).
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The node's address (its bridge's gateway).
-    pub fn address(&self) -> &str {
-        &self.network.gateway
     }
 
     /// Runs `ctr` against this node's containerd, in the `k8s.io` namespace (the one kubelet
@@ -319,6 +305,14 @@ impl Node {
                 .then(|| fields.next().and_then(|pid| pid.parse().ok()))
                 .flatten()
         }))
+    }
+
+    /// The last `lines` lines of kubelet's log.
+    pub(crate) fn kubelet_log_tail(&self, lines: usize) -> String {
+        self.kubelet
+            .as_ref()
+            .map(|k| k.log_tail(lines))
+            .unwrap_or_default()
     }
 
     /// Fails with the log of any node process that has exited.
@@ -385,10 +379,15 @@ impl Node {
         // DNAT to 127.0.0.1 for packets from the bridge: allowed on this interface only.
         let sysctl = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
         std::fs::write(&sysctl, "1").map_err(io(format!("writing {sysctl}")))?;
-        let mut add: Vec<&str> = self.dnat.iter().map(String::as_str).collect();
-        add.insert(2, "-A");
-        run("iptables", &add)?;
+        run("iptables", &self.dnat_rule("-A"))?;
         Ok(())
+    }
+
+    /// `iptables` arguments that apply `action` (`-A`, `-D`) to the DNAT rule.
+    fn dnat_rule(&self, action: &'static str) -> Vec<&str> {
+        let mut args = vec!["-t", "nat", action, "PREROUTING"];
+        args.extend(self.dnat.iter().map(String::as_str));
+        args
     }
 
     /// Stops everything and removes what the node made. Idempotent.
@@ -406,10 +405,8 @@ impl Node {
             containerd.stop(Duration::from_secs(10));
         }
         unmount_under(&self.dir);
-        let mut delete: Vec<&str> = self.dnat.iter().map(String::as_str).collect();
-        delete.insert(2, "-D");
         // Delete the rule as often as it was added (once; twice would mean a retried start).
-        while run("iptables", &delete).is_ok() {}
+        while run("iptables", &self.dnat_rule("-D")).is_ok() {}
         run_quietly("ip", &["link", "delete", &self.network.bridge]);
         remove_kubelet_chains();
     }
@@ -438,14 +435,17 @@ impl Node {
         // The network namespaces the CRI plugin made for sandboxes (named cni-<uuid>).
         if let Ok(entries) = std::fs::read_dir("/var/run/netns") {
             let ours = self.network.subnet.trim_end_matches(".0/24");
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
+            let names = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("cni-"));
+            for name in names {
                 let addresses = run(
                     "ip",
                     &["-n", &name, "-4", "-o", "addr", "show", "dev", "eth0"],
                 )
                 .unwrap_or_default();
-                if name.starts_with("cni-") && addresses.contains(&format!("{ours}.")) {
+                if addresses.contains(&format!("{ours}.")) {
                     run_quietly("ip", &["netns", "delete", &name]);
                 }
             }
