@@ -123,14 +123,7 @@ async fn demo() -> anyhow::Result<()> {
     let log = cp.dir().join("groupbinder.log");
     let operator = if on_node {
         section("helm install: the image, as a pod on the node");
-        let image = std::env::var_os("GROUPBINDER_IMAGE")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| repo().join("target/image/groupbinder.tar"));
-        anyhow::ensure!(
-            image.is_file(),
-            "{} not built: run `make demo-node`",
-            image.display()
-        );
+        let image = groupbinder_e2e::image_tarball()?;
         cp.import_image(&image)?;
         let chart = repo().join("charts/groupbinder").display().to_string();
         let args = [

@@ -5,16 +5,15 @@
 //! `make test-node` (part of `make test`) runs it. One test, in steps, as one node serves it.
 
 use std::path::PathBuf;
-
-use futures::{StreamExt, TryStreamExt};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use groupbinder_api::AzureGroupBinding;
 use groupbinder_e2e::*;
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -36,14 +35,7 @@ const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// The image tarball from `make image`, tagged `REPOSITORY:<the chart's appVersion>`.
 fn image() -> anyhow::Result<(PathBuf, String)> {
-    let tarball = std::env::var_os("GROUPBINDER_IMAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/image/groupbinder.tar"));
-    anyhow::ensure!(
-        tarball.is_file(),
-        "{} is missing: build the image first with `make image` (or run `make test-node`)",
-        tarball.display()
-    );
+    let tarball = image_tarball()?;
     let chart = std::fs::read_to_string(repo().join("charts/groupbinder/Chart.yaml"))?;
     let tag = chart
         .lines()
@@ -53,22 +45,17 @@ fn image() -> anyhow::Result<(PathBuf, String)> {
     Ok((tarball, tag))
 }
 
-/// Runs helm as the admin, failing with its own message.
+/// Runs helm as the admin, failing with what it printed.
 fn helm(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
-    let out = cp.helm().args(args).output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "helm {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    succeeded(
+        cp.helm().args(args).output()?,
+        &format!("helm {}", args.join(" ")),
+    )
 }
 
 /// `helm install` or `helm upgrade` of the chart, unchanged, with values only.
 fn helm_release(cp: &ControlPlane, verb: &str, tag: &str, values: &[&str]) -> anyhow::Result<()> {
-    let chart = repo().join("charts/groupbinder");
-    let chart = chart.display().to_string();
+    let chart = chart_dir();
     let image_repository = format!("image.repository={REPOSITORY}");
     let image_tag = format!("image.tag={tag}");
     let mut args = vec![
@@ -144,13 +131,14 @@ async fn available(
     .await
 }
 
+/// The status of `pod`'s one container, groupbinder.
+fn container(pod: &Pod) -> Option<&ContainerStatus> {
+    pod.status.as_ref()?.container_statuses.as_ref()?.first()
+}
+
 /// The host pid of `pod`'s groupbinder container.
 fn pid_of(cp: &ControlPlane, pod: &Pod) -> anyhow::Result<u32> {
-    let id = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
+    let id = container(pod)
         .and_then(|c| c.container_id.clone())
         .ok_or_else(|| anyhow::anyhow!("{} has no container id", pod.name_any()))?;
     let id = id.trim_start_matches("containerd://");
@@ -160,16 +148,7 @@ fn pid_of(cp: &ControlPlane, pod: &Pod) -> anyhow::Result<u32> {
 
 /// A field of `/proc/<pid>/status`.
 fn status_field(pid: u32, field: &str) -> anyhow::Result<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))
-}
-
-fn kib(value: &str) -> anyhow::Result<u64> {
-    Ok(value.trim_end_matches(" kB").trim().parse()?)
+    proc_status(pid, field).ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))
 }
 
 /// The memory cgroup (v1) directory of `pid`.
@@ -213,29 +192,19 @@ fn check_enforced(pid: u32) -> anyhow::Result<()> {
 }
 
 /// GET `http://<pod ip>:8080<path>` from the host, over the node's bridge.
-async fn pod_http(pod: &Pod, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+fn pod_http(pod: &Pod, path: &str) -> anyhow::Result<String> {
     let ip = pod
         .status
         .as_ref()
         .and_then(|s| s.pod_ip.clone())
         .ok_or_else(|| anyhow::anyhow!("{} has no IP", pod.name_any()))?;
-    let mut stream = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response)
+    Ok(http_get((ip.as_str(), 8080), path)?)
 }
 
-/// A counter or gauge from the pod's `/metrics` (0 when absent).
-async fn pod_metric(pod: &Pod, name: &str) -> anyhow::Result<f64> {
-    let text = pod_http(pod, "/metrics").await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+/// The pod's count of reconciles (0 before its first).
+fn pod_reconciles(pod: &Pod) -> anyhow::Result<f64> {
+    let text = pod_http(pod, "/metrics")?;
+    Ok(metric(&text, "groupbinder_reconciles_total").unwrap_or(0.0))
 }
 
 async fn lease_holder(client: &kube::Client) -> anyhow::Result<Option<String>> {
@@ -248,10 +217,10 @@ async fn lease_holder(client: &kube::Client) -> anyhow::Result<Option<String>> {
 
 /// How many of `pods` report holding leadership: only a leader reconciles, so only a leader's
 /// reconcile counter moves.
-async fn reconciling(pods: &[Pod]) -> anyhow::Result<Vec<String>> {
+fn reconciling(pods: &[Pod]) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for pod in pods {
-        if pod_metric(pod, "groupbinder_reconciles_total").await? > 0.0 {
+        if pod_reconciles(pod)? > 0.0 {
             names.push(pod.name_any());
         }
     }
@@ -273,11 +242,7 @@ async fn repaired(client: &kube::Client, who: &str) -> anyhow::Result<()> {
 }
 
 fn restarts(pod: &Pod) -> i32 {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
-        .map_or(0, |c| c.restart_count)
+    container(pod).map_or(0, |c| c.restart_count)
 }
 
 #[tokio::test]
@@ -308,13 +273,8 @@ fn diagnose(cp: &ControlPlane) {
             );
         }
     }
-    if let Some(dir) = cp.node_dir() {
-        let log = std::fs::read_to_string(dir.join("kubelet.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        eprintln!("--- kubelet.log (last 40 lines) ---");
-        for line in tail.into_iter().rev() {
-            eprintln!("{line}");
-        }
+    if let Some(log) = cp.kubelet_log_tail(40) {
+        eprintln!("--- kubelet.log (last 40 lines) ---\n{log}");
     }
 }
 
@@ -341,7 +301,7 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
     let pods = available(&client, 1, Duration::from_secs(120)).await?;
     let first = &pods[0];
     for path in ["/healthz", "/readyz"] {
-        let answer = pod_http(first, path).await?;
+        let answer = pod_http(first, path)?;
         let status = answer.lines().next().unwrap_or_default();
         assert!(status.contains(" 200 "), "{path}: {status}");
     }
@@ -366,8 +326,8 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
     alice.administers_k10().await?;
     eprintln!(
         "the pod at rest with the seed: RSS {:.1} MiB (peak {:.1} MiB)",
-        kib(&status_field(pid, "VmRSS:")?)? as f64 / 1024.0,
-        kib(&status_field(pid, "VmHWM:")?)? as f64 / 1024.0
+        proc_status_kib(pid, "VmRSS:") as f64 / 1024.0,
+        proc_status_kib(pid, "VmHWM:") as f64 / 1024.0
     );
     alice
         .may_not(
@@ -420,7 +380,7 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
     // Make the leader reconcile, then only it may have.
     kubectl_apply(cp, &repo().join("examples/k10-basic-in-shop.yaml"))?;
     let leaders = eventually("one pod reconciling", Duration::from_secs(30), || async {
-        let names = reconciling(&pods).await?;
+        let names = reconciling(&pods)?;
         Ok((!names.is_empty()).then_some(names))
     })
     .await?;
@@ -534,7 +494,7 @@ async fn restart_at_scale(cp: &ControlPlane, client: &kube::Client) -> anyhow::R
     .await?;
     let pods = available(client, 1, Duration::from_secs(60)).await?;
     let steady = &pods[0];
-    let steady_rss = kib(&status_field(pid_of(cp, steady)?, "VmRSS:")?)?;
+    let steady_rss = proc_status_kib(pid_of(cp, steady)?, "VmRSS:");
 
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     pods_api
@@ -550,14 +510,12 @@ async fn restart_at_scale(cp: &ControlPlane, client: &kube::Client) -> anyhow::R
     eventually(
         "every object confirmed",
         Duration::from_secs(300),
-        || async {
-            Ok((pod_metric(&next, "groupbinder_reconciles_total").await? >= total).then_some(()))
-        },
+        || async { Ok((pod_reconciles(&next)? >= total).then_some(())) },
     )
     .await?;
     let confirmed = restarted.elapsed();
     let pid = pid_of(cp, &next)?;
-    let peak = kib(&status_field(pid, "VmHWM:")?)?;
+    let peak = proc_status_kib(pid, "VmHWM:");
     let cgroup = memory_cgroup(pid)?;
     let cgroup_peak = read_number(cgroup.join("memory.max_usage_in_bytes"))?;
     let failcnt = read_number(cgroup.join("memory.failcnt"))?;

@@ -171,6 +171,36 @@ pub fn repo() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The chart's directory, `charts/groupbinder`.
+pub fn chart_dir() -> String {
+    repo().join("charts/groupbinder").display().to_string()
+}
+
+/// The standard output of a command that `out` says succeeded; otherwise an error naming `what`
+/// with everything it printed.
+pub fn succeeded(out: std::process::Output, what: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The image tarball `make image` builds (or `$GROUPBINDER_IMAGE`), for a node to import.
+pub fn image_tarball() -> anyhow::Result<std::path::PathBuf> {
+    let tarball = std::env::var_os("GROUPBINDER_IMAGE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/image/groupbinder.tar"));
+    anyhow::ensure!(
+        tarball.is_file(),
+        "{} is missing: build the image first with `make image` (`make test-node` and `make demo-node` do)",
+        tarball.display()
+    );
+    Ok(tarball)
+}
+
 /// `kubectl apply --server-side -f <file or directory>` as the admin, failing with kubectl's own
 /// message: files are applied as a user would apply them.
 pub fn kubectl_apply(
@@ -182,13 +212,7 @@ pub fn kubectl_apply(
         .args(["apply", "--server-side", "-f"])
         .arg(file)
         .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl apply -f {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    succeeded(out, &format!("kubectl apply -f {}", file.display())).map(drop)
 }
 
 /// Runs `write` until the API server admits it: after a CRD's schema is replaced, the old one

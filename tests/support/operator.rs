@@ -139,21 +139,48 @@ impl OperatorProcess {
     /// The value of the metric sample `name` (e.g. `groupbinder_reconciles_total`) from its
     /// `/metrics`, or `None` while it does not answer.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).ok()?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        let text = http_get(("127.0.0.1", self.port), "/metrics").ok()?;
+        metric(&text, name)
     }
 
     /// The process, to kill or wait for it.
     pub fn child(&mut self) -> &mut std::process::Child {
         &mut self.child
     }
+}
+
+/// A field of `/proc/<pid>/status` (e.g. `Uid:`), its words joined by one space; `None` when the
+/// process or the field is not there.
+pub fn proc_status(pid: u32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// A size in `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB; 0 when it is not there.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    proc_status(pid, field)
+        .and_then(|v| v.trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0)
+}
+
+/// GET `path` over HTTP/1.0 from the operator's metrics server at `address`: the whole answer,
+/// status line and headers included.
+pub fn http_get(address: impl std::net::ToSocketAddrs, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: groupbinder\r\n\r\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// The value of the unlabelled sample `name` in a `/metrics` answer.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Drop for OperatorProcess {

@@ -2,8 +2,8 @@
 //! privilege of the chart's ServiceAccount (running the real binary as that identity), examples.
 
 use groupbinder_e2e::{
-    OperatorProcess, SEED_GUID, SEED_PREFIX, apply_crd, can, install_k10, kubectl_apply, repo,
-    stand_in_crd, wait_for_reason,
+    OperatorProcess, SEED_GUID, SEED_PREFIX, apply_crd, can, chart_dir, install_k10, kubectl_apply,
+    repo, stand_in_crd, succeeded, wait_for_reason,
 };
 use groupbinder_testenv::ControlPlane;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -14,21 +14,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Output, Stdio};
-
-fn chart() -> String {
-    repo().join("charts/groupbinder").display().to_string()
-}
-
-fn ok(out: Output, what: &str) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        out.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
+use std::process::Stdio;
 
 fn kinds(manifests: &str) -> Vec<String> {
     let mut kinds: Vec<String> = manifests
@@ -43,8 +29,10 @@ fn kinds(manifests: &str) -> Vec<String> {
 #[tokio::test]
 async fn lint_template_and_values_schema() -> anyhow::Result<()> {
     let cp = ControlPlane::shared().await?;
-    ok(
-        cp.helm().args(["lint", "--strict", &chart()]).output()?,
+    succeeded(
+        cp.helm()
+            .args(["lint", "--strict", &chart_dir()])
+            .output()?,
         "helm lint",
     )?;
     let custom = [
@@ -63,17 +51,17 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         "--set",
         "log.format=text",
     ];
-    ok(
+    succeeded(
         cp.helm()
-            .args(["lint", "--strict", &chart()])
+            .args(["lint", "--strict", &chart_dir()])
             .args(custom)
             .output()?,
         "helm lint (custom values)",
     )?;
 
-    let defaults = ok(
+    let defaults = succeeded(
         cp.helm()
-            .args(["template", "gb", &chart(), "-n", "gb-system"])
+            .args(["template", "gb", &chart_dir(), "-n", "gb-system"])
             .output()?,
         "helm template",
     )?;
@@ -163,9 +151,9 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
             && defaults.contains("type: RuntimeDefault")
     );
 
-    let custom = ok(
+    let custom = succeeded(
         cp.helm()
-            .args(["template", "gb", &chart(), "-n", "gb-system"])
+            .args(["template", "gb", &chart_dir(), "-n", "gb-system"])
             .args(custom)
             .output()?,
         "helm template (custom)",
@@ -198,7 +186,7 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
     ] {
         let out = cp
             .helm()
-            .args(["template", "gb", &chart(), "--set", set])
+            .args(["template", "gb", &chart_dir(), "--set", set])
             .output()?;
         assert!(!out.status.success(), "{set} was accepted");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -225,12 +213,12 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
     let client = cp.client().await?;
     // The chart's Role that may bind K10's ns-admin Role goes in K10's namespace: it must exist.
     groupbinder_e2e::ensure_namespace(&client, "kasten-io").await?;
-    ok(
+    succeeded(
         cp.helm()
             .args([
                 "install",
                 "gb",
-                &chart(),
+                &chart_dir(),
                 "-n",
                 "gb-system",
                 "--create-namespace",
@@ -238,7 +226,7 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
             .output()?,
         "helm install",
     )?;
-    let listed = ok(
+    let listed = succeeded(
         cp.kubectl()
             .args(["get", "serviceaccounts,deployments,services,roles,rolebindings,clusterroles,clusterrolebindings", "-A"])
             .args(["-l", "app.kubernetes.io/instance=gb", "-o", "name"])
@@ -263,7 +251,7 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
     ]
     .into();
     assert_eq!(objects, expected);
-    ok(
+    succeeded(
         cp.kubectl()
             .args(["get", "crd", "azuregroupbindings.groupbinder.dev"])
             .output()?,
@@ -276,12 +264,12 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
         .to_string();
     kubectl_apply(cp, Path::new(&example))?;
 
-    ok(
+    succeeded(
         cp.helm()
             .args([
                 "upgrade",
                 "gb",
-                &chart(),
+                &chart_dir(),
                 "-n",
                 "gb-system",
                 "--set",
@@ -290,7 +278,7 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
             .output()?,
         "helm upgrade",
     )?;
-    let env = ok(
+    let env = succeeded(
         cp.kubectl()
             .args([
                 "get",
@@ -309,13 +297,13 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
         "{env}"
     );
 
-    ok(
+    succeeded(
         cp.helm()
             .args(["uninstall", "gb", "-n", "gb-system", "--wait"])
             .output()?,
         "helm uninstall",
     )?;
-    let left = ok(
+    let left = succeeded(
         cp.kubectl()
             .args([
                 "get",
@@ -330,13 +318,13 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
         "get",
     )?;
     assert_eq!(left.trim(), "", "uninstall left {left}");
-    ok(
+    succeeded(
         cp.kubectl()
             .args(["get", "crd", "azuregroupbindings.groupbinder.dev"])
             .output()?,
         "the CRD survives uninstall",
     )?;
-    ok(
+    succeeded(
         cp.kubectl().args(["get", "agb", "k10-admins"]).output()?,
         "the AzureGroupBinding survives uninstall",
     )?;
@@ -351,12 +339,12 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
     let admin = cp.client().await?;
     install_k10(&admin, "k10", "kasten-io").await?;
     let _serial = groupbinder_e2e::exclusive().await; // one operator at a time
-    ok(
+    succeeded(
         cp.helm()
             .args([
                 "install",
                 "lp",
-                &chart(),
+                &chart_dir(),
                 "-n",
                 "lp-system",
                 "--create-namespace",
@@ -633,7 +621,7 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
     }
     .await;
     drop(operator);
-    ok(
+    succeeded(
         cp.helm()
             .args(["uninstall", "lp", "-n", "lp-system"])
             .output()?,
@@ -707,7 +695,7 @@ async fn every_example_applies_and_the_seed_becomes_ready() -> anyhow::Result<()
             .args(["apply", "--server-side", "--dry-run=server", "-f"])
             .arg(&path)
             .output()?;
-        ok(out, &format!("server-side dry run of {name}"))?;
+        succeeded(out, &format!("server-side dry run of {name}"))?;
         applied += 1;
     }
     assert!(applied >= 4, "only {applied} examples");
