@@ -41,7 +41,7 @@ use groupbinder_controller::events::{Changes, Publisher};
 use groupbinder_controller::status::{Outcome, binding_status, desired_status};
 use groupbinder_e2e::{
     OperatorProcess, SEED_PREFIX, apiserver_requests, apiserver_writes, install_crd, install_k10,
-    ready,
+    proc_status_kib, ready,
 };
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
@@ -277,19 +277,26 @@ fn current_rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmRSS:")
 }
 
-/// A size in `/proc/<pid>/status`, in KiB.
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The label that marks a round's AzureGroupBindings, so that the watch waiting for them lists
 /// and receives only those, however many earlier rounds left behind.
 const ROUND_LABEL: &str = "bench.groupbinder.dev/round";
+
+/// Creates the `n` AzureGroupBindings of `round`, `<prefix>-<i>` with `spec(round, i)` and the
+/// round's label (which [`all_ready`] watches), [`CONCURRENCY`] at a time; returns the seconds.
+async fn create_round(
+    agbs: &Api<AzureGroupBinding>,
+    prefix: &str,
+    round: usize,
+    n: usize,
+) -> anyhow::Result<f64> {
+    run_all(n, CONCURRENCY, |i| async move {
+        let mut agb = AzureGroupBinding::new(&format!("{prefix}-{i}"), spec(round, i));
+        agb.metadata.labels = Some([(ROUND_LABEL.to_owned(), round.to_string())].into());
+        agbs.create(&PostParams::default(), &agb).await?;
+        Ok(())
+    })
+    .await
+}
 
 /// Waits until the `n` objects of `round` are Ready for their generation, from a watch (a list
 /// every few milliseconds would load the API server the operator is measured on).
@@ -550,16 +557,8 @@ async fn main() -> anyhow::Result<()> {
         let requests_before = apiserver_requests(&client).await?;
         let cpu = probe("operator", 4 * thousands)?;
         let started = Instant::now();
-        let create = run_all(n, CONCURRENCY, |i| {
-            let agbs = &agbs;
-            async move {
-                let mut agb = AzureGroupBinding::new(&format!("bench-{round}-{i}"), spec(round, i));
-                let labels = [(ROUND_LABEL.to_owned(), round.to_string())];
-                agb.metadata.labels = Some(labels.into());
-                agbs.create(&PostParams::default(), &agb).await?;
-                Ok(())
-            }
-        });
+        let prefix = format!("bench-{round}");
+        let create = create_round(&agbs, &prefix, round, n);
         let (created, ready) = tokio::join!(create, all_ready(&agbs, round, n));
         created?;
         ready?;

@@ -12,7 +12,7 @@ use groupbinder_e2e::{OperatorProcess, apiserver_writes};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use super::{CONCURRENCY, SETTLE, WRITES, cpu_seconds, run_all};
 
@@ -74,10 +74,11 @@ where
     })
 }
 
+/// The label the phase sets on what it changes (every churn namespace has it when it is deleted).
+const CHURN_LABEL: &str = "bench.groupbinder.dev/churn";
+
 fn labelled(value: &str) -> Patch<serde_json::Value> {
-    Patch::Merge(
-        serde_json::json!({"metadata": {"labels": {"bench.groupbinder.dev/churn": value}}}),
-    )
+    Patch::Merge(serde_json::json!({"metadata": {"labels": {CHURN_LABEL: value}}}))
 }
 
 /// Runs the churn phase against `child` with `objects` AzureGroupBindings in place, and prints it.
@@ -149,21 +150,13 @@ pub async fn run(
         })
         .await?;
         // The namespace controller empties them (its writes must not land in the next phase).
-        loop {
-            let left = namespaces.list_metadata(&Default::default()).await?;
-            let churning = left
-                .items
-                .iter()
-                .filter(|n| {
-                    n.metadata
-                        .name
-                        .as_deref()
-                        .is_some_and(|n| n.starts_with("churn-"))
-                })
-                .count();
-            if churning == 0 {
-                break;
-            }
+        let labelled_namespaces = ListParams::default().labels(CHURN_LABEL);
+        while !namespaces
+            .list_metadata(&labelled_namespaces)
+            .await?
+            .items
+            .is_empty()
+        {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(())

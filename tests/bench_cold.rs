@@ -12,12 +12,8 @@ use groupbinder_api::AzureGroupBinding;
 use groupbinder_e2e::{apiserver_writes, install_crd, install_k10};
 use groupbinder_testenv::{ControlPlane, Options};
 use kube::Api;
-use kube::api::PostParams;
 
-use super::{
-    CONCURRENCY, ROUND_LABEL, WRITES, all_ready, cpu_seconds, current_rss_kib, peak_rss_kib,
-    run_all, spec,
-};
+use super::{WRITES, all_ready, cpu_seconds, create_round, current_rss_kib, peak_rss_kib};
 
 /// Runs the cold-start benchmark with `n` objects and prints its figures.
 pub async fn run(n: usize) -> anyhow::Result<()> {
@@ -34,16 +30,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     // The steady state: an operator that made the bindings itself, idle for a while.
     let first = super::operator(&cp, 0)?;
     let agbs: Api<AzureGroupBinding> = Api::all(client.clone());
-    let made = run_all(n, CONCURRENCY, |i| {
-        let agbs = &agbs;
-        async move {
-            let mut agb = AzureGroupBinding::new(&format!("cold-{i}"), spec(0, i));
-            agb.metadata.labels = Some([(ROUND_LABEL.to_owned(), "0".to_owned())].into());
-            agbs.create(&PostParams::default(), &agb).await?;
-            Ok(())
-        }
-    })
-    .await?;
+    let made = create_round(&agbs, "cold", 0, n).await?;
     all_ready(&agbs, 0, n).await?;
     eprintln!("{n} objects created in {made:.1} s and Ready");
     tokio::time::sleep(Duration::from_secs(10)).await;

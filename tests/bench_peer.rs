@@ -202,16 +202,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let (api_cpu, started) = (cpu_seconds(apiserver), Instant::now());
     let child = super::operator(&cp, 0)?;
     let agbs: Api<AzureGroupBinding> = Api::all(client.clone());
-    run_all(n, CONCURRENCY, |i| {
-        let agbs = agbs.clone();
-        async move {
-            let mut agb = AzureGroupBinding::new(&format!("gb-{i}"), spec(8, i));
-            agb.metadata.labels = Some([(super::ROUND_LABEL.to_owned(), "8".to_owned())].into());
-            agbs.create(&PostParams::default(), &agb).await?;
-            Ok(())
-        }
-    })
-    .await?;
+    super::create_round(&agbs, "gb", 8, n).await?;
     wait_for("groupbinder's bindings", || async {
         Ok(count(&client, "app.kubernetes.io/managed-by=groupbinder").await? >= 2 * n)
     })
