@@ -89,7 +89,7 @@ impl K10 {
     /// The API group `<x>.kio.kasten.io`, or with `useNamespacedAPI`
     /// `<x>.kio.<namespace, '-' → '.'>`.
     pub fn group(&self, x: &str) -> String {
-        groupbinder_api::desired::k10_api_group(x, &self.namespace, self.namespaced_api)
+        groupbinder_api::k10::api_group(x, &self.namespace, self.namespaced_api)
     }
 
     fn groups(&self, xs: &[&str]) -> Vec<String> {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::k10;
 use crate::v1alpha1::RoleKind;
 
 /// The roles an AzureGroupBinding may bind. Nothing else is ever bound.
@@ -55,11 +56,11 @@ impl Allowlist {
     /// and the Role `<namespace>/<release>-ns-admin`.
     pub fn k10(release: &str, namespace: &str) -> Self {
         Allowlist {
-            cluster_roles: ["admin", "basic", "config-view", "mc-admin"]
-                .iter()
-                .map(|suffix| format!("{release}-{suffix}"))
-                .collect(),
-            roles: BTreeSet::from([(namespace.to_owned(), format!("{release}-ns-admin"))]),
+            cluster_roles: k10::cluster_roles(release).collect(),
+            roles: BTreeSet::from([(
+                namespace.to_owned(),
+                k10::role(release, k10::NS_ADMIN_SUFFIX),
+            )]),
         }
     }
 

@@ -6,10 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::allowlist::Allowlist;
+use crate::k10;
 use crate::names::{self, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, OWNER_UID_LABEL};
 use crate::selector::{self, Namespaces, is_selectable, is_specific};
 use crate::v1alpha1::{AzureGroupBinding, NamespacedRole, RoleKind, RoleName, Target};
@@ -46,11 +47,11 @@ impl Settings {
     fn admin_profile(&self) -> (Vec<RoleName>, Vec<NamespacedRole>) {
         let release = &self.k10_release;
         let cluster = vec![
-            RoleName(format!("{release}-admin")),
+            RoleName(k10::role(release, "admin")),
             RoleName(self.mc_admin()),
         ];
         let namespaced = vec![NamespacedRole::in_namespace(
-            &format!("{release}-ns-admin"),
+            &k10::role(release, k10::NS_ADMIN_SUFFIX),
             &self.k10_namespace,
             RoleKind::Role,
         )];
@@ -60,7 +61,7 @@ impl Settings {
     /// `<release>-mc-admin`: K10's multi-cluster role. The admin profile binds it, and a K10
     /// without it still works: its binding is made, and grants once the role exists.
     pub fn mc_admin(&self) -> String {
-        format!("{}-mc-admin", self.k10_release)
+        k10::role(&self.k10_release, "mc-admin")
     }
 }
 
@@ -430,20 +431,10 @@ pub fn plan(
     })
 }
 
-/// K10's API group `<x>.kio.kasten.io`, or with K10's `useNamespacedAPI`
-/// `<x>.kio.<namespace with '-' replaced by '.'>`.
-pub fn k10_api_group(x: &str, k10_namespace: &str, namespaced_api: bool) -> String {
-    if namespaced_api {
-        format!("{x}.kio.{}", k10_namespace.replace('-', "."))
-    } else {
-        format!("{x}.kio.kasten.io")
-    }
-}
-
 /// What is allowed but probably a mistake in `plan`: K10's `<release>-basic` bound in K10's own
 /// namespace, where it lets members manage K10's own policies and actions.
 pub fn warnings(plan: &Plan, settings: &Settings) -> Vec<String> {
-    let basic = format!("{}-basic", settings.k10_release);
+    let basic = k10::role(&settings.k10_release, "basic");
     plan.role_bindings
         .iter()
         .filter(|b| b.role.name == basic && b.key.namespace() == Some(settings.k10_namespace.as_str()))
@@ -483,42 +474,6 @@ pub fn is_lower_guid(s: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
-}
-
-/// Whether `actual` already has everything `desired` sets: the same role, subjects, our labels
-/// and our ownerReference. Fields that other managers added are ignored, as server-side apply
-/// leaves them alone too. When this holds, applying `desired` would change nothing.
-pub fn is_satisfied(
-    desired_meta: &ObjectMeta,
-    desired_role: &RoleRef,
-    desired_subjects: &Option<Vec<Subject>>,
-    actual_meta: &ObjectMeta,
-    actual_role: &RoleRef,
-    actual_subjects: &Option<Vec<Subject>>,
-) -> bool {
-    let labels_present = desired_meta
-        .labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| actual_meta.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
-    let owners_present = desired_meta.owner_references.iter().flatten().all(|o| {
-        actual_meta
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|a| same_owner(a, o))
-    });
-    desired_role == actual_role
-        && desired_subjects == actual_subjects
-        && labels_present
-        && owners_present
-}
-
-fn same_owner(a: &OwnerReference, b: &OwnerReference) -> bool {
-    a.uid == b.uid
-        && a.controller == b.controller
-        && a.kind == b.kind
-        && a.api_version == b.api_version
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@
 
 use std::sync::Arc;
 
-use groupbinder_api::desired::{BindingKey, BoundRole, Planned, is_satisfied};
+use groupbinder_api::desired::{BindingKey, BoundRole, Planned};
 use groupbinder_api::names::FIELD_MANAGER;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use groupbinder_api::{RbacBinding, is_satisfied};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
@@ -20,43 +21,19 @@ use serde::Serialize;
 use crate::observe::{Found, Observed, Stale, look};
 use crate::watch::Watched;
 
-/// ClusterRoleBinding or RoleBinding.
-pub(crate) trait Binding: Watched + Serialize {
-    /// The binding's role.
-    fn role_ref(&self) -> &RoleRef;
-    /// The binding's subjects.
-    fn subjects(&self) -> &Option<Vec<Subject>>;
-    /// Its key; `None` if it lacks a name (or a RoleBinding a namespace): never guessed.
-    fn key(&self) -> Option<BindingKey>;
+/// ClusterRoleBinding or RoleBinding, as the controller watches and writes it.
+pub(crate) trait Binding: Watched + Serialize + RbacBinding {
     /// The API for the binding `key` (see [`api`]).
     fn api_for(client: Client, key: &BindingKey) -> Api<Self>;
 }
 
 impl Binding for ClusterRoleBinding {
-    fn role_ref(&self) -> &RoleRef {
-        &self.role_ref
-    }
-    fn subjects(&self) -> &Option<Vec<Subject>> {
-        &self.subjects
-    }
-    fn key(&self) -> Option<BindingKey> {
-        BindingKey::of_cluster_role_binding(&self.metadata)
-    }
     fn api_for(client: Client, _: &BindingKey) -> Api<Self> {
         Api::all(client)
     }
 }
 
 impl Binding for RoleBinding {
-    fn role_ref(&self) -> &RoleRef {
-        &self.role_ref
-    }
-    fn subjects(&self) -> &Option<Vec<Subject>> {
-        &self.subjects
-    }
-    fn key(&self) -> Option<BindingKey> {
-        BindingKey::of_role_binding(&self.metadata)
-    }
     fn api_for(client: Client, key: &BindingKey) -> Api<Self> {
         match key.namespace() {
             Some(namespace) => Api::namespaced(client, namespace),
@@ -155,14 +132,7 @@ pub(crate) fn step<B: Binding>(planned: &Planned<B>, found: &Found<B>) -> Step {
             } else {
                 Ensured::PutBack
             };
-            if is_satisfied(
-                desired.meta(),
-                desired.role_ref(),
-                desired.subjects(),
-                current.meta(),
-                current.role_ref(),
-                current.subjects(),
-            ) {
+            if is_satisfied(desired, current) {
                 Step::Nothing(Ensured::Unchanged)
             } else if current.role_ref() != desired.role_ref() {
                 Step::Replace(done)

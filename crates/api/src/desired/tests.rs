@@ -374,16 +374,7 @@ fn satisfied_ignores_foreign_fields_but_not_ours() {
         .unwrap()
         .insert("team".into(), "ops".into());
     have.metadata.resource_version = Some("42".into());
-    let sat = |h: &ClusterRoleBinding| {
-        is_satisfied(
-            &want.metadata,
-            &want.role_ref,
-            &want.subjects,
-            &h.metadata,
-            &h.role_ref,
-            &h.subjects,
-        )
-    };
+    let sat = |h: &ClusterRoleBinding| crate::is_satisfied(want, h);
     assert!(sat(&have));
 
     let mut edited = have.clone();
