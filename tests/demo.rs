@@ -233,11 +233,10 @@ async fn demo() -> anyhow::Result<()> {
         show(&cp, &["apply", "--server-side", "-f", &file.display().to_string()])?;
         show(&cp, &["wait", "--for=condition=Ready", "azuregroupbinding", "-l", "!nothing", "--all", "--timeout=60s"])?;
         let (redundant, _) = run_groupbinder(&cp, &groupbinder, &["import", "--redundant", prefix[0], prefix[1]])?;
-        for binding in redundant.lines() {
-            let mut args = vec!["delete"];
-            args.extend(binding.split_whitespace());
-            show(&cp, &args)?;
-        }
+        // `groupbinder import --redundant | kubectl delete -f -`: a List of references, data.
+        let redundant_file = cp.dir().join("redundant.yaml");
+        std::fs::write(&redundant_file, &redundant)?;
+        show(&cp, &["delete", "-f", &redundant_file.display().to_string()])?;
         let (after, _) = audit(&cp)?;
         // Rows of the table, not the legend under it.
         let unmanaged = |table: &str| table.lines().filter(|l| l.contains("NotManaged") && !l.trim_start().starts_with("NotManaged:")).count();

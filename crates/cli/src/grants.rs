@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 
 use groupbinder_api::desired::is_lower_guid;
-use groupbinder_api::{RoleKind, Settings};
+use groupbinder_api::{RbacBinding, RoleKind, Settings, k10, ownership};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use kube::Api;
 use kube::api::ListParams;
-use kube::core::ObjectMeta;
 use serde::Serialize;
+
+use crate::manifests::{self, ManifestError};
+use crate::output::shown;
 
 /// A ClusterRoleBinding or RoleBinding, as far as access goes.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,23 +29,16 @@ pub struct Binding {
 }
 
 impl Binding {
-    fn new(meta: &ObjectMeta, role_ref: &RoleRef, subjects: &Option<Vec<Subject>>) -> Self {
-        let managed_by = meta
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| {
-                o.controller == Some(true)
-                    && o.kind == "AzureGroupBinding"
-                    && o.api_version.starts_with("groupbinder.dev/")
-            })
-            .map(|o| o.name.clone());
+    /// What `binding` grants, and the AzureGroupBinding that controls it by groupbinder's
+    /// ownership rule ([`groupbinder_api::ownership`]).
+    pub fn of<B: RbacBinding>(binding: &B) -> Self {
+        let meta = binding.meta();
         Binding {
-            namespace: meta.namespace.clone(),
+            namespace: RbacBinding::namespace(binding).map(str::to_owned),
             name: meta.name.clone().unwrap_or_default(),
-            role_ref: role_ref.clone(),
-            subjects: subjects.clone().unwrap_or_default(),
-            managed_by,
+            role_ref: binding.role_ref().clone(),
+            subjects: binding.subjects().clone().unwrap_or_default(),
+            managed_by: ownership::controller_name(meta).map(str::to_owned),
         }
     }
 
@@ -55,87 +50,35 @@ impl Binding {
         }
     }
 
-    /// As `kubectl delete` takes it: `clusterrolebinding/NAME` or `rolebinding/NAME -n NS`.
-    pub fn kubectl(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("rolebinding/{} -n {ns}", self.name),
-            None => format!("clusterrolebinding/{}", self.name),
+    /// `ClusterRoleBinding` or `RoleBinding`.
+    pub fn kind(&self) -> &'static str {
+        if self.namespace.is_some() {
+            "RoleBinding"
+        } else {
+            "ClusterRoleBinding"
         }
     }
 }
 
-impl From<&ClusterRoleBinding> for Binding {
-    fn from(b: &ClusterRoleBinding) -> Self {
-        let mut binding = Binding::new(&b.metadata, &b.role_ref, &b.subjects);
-        binding.namespace = None;
-        binding
-    }
-}
-
-impl From<&RoleBinding> for Binding {
-    fn from(b: &RoleBinding) -> Self {
-        Binding::new(&b.metadata, &b.role_ref, &b.subjects)
-    }
-}
-
-/// Bindings could not be read: exit code 2.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// A file could not be read or parsed.
-    #[error("{0}: {1}")]
-    File(String, String),
-    /// A document is a binding that does not decode.
-    #[error("{0}: {1}: not a valid {2}")]
-    Invalid(String, String, &'static str),
-}
-
 /// The bindings in `files` (YAML or JSON documents, or Lists, as `kubectl get
 /// clusterrolebindings,rolebindings -A -o yaml` prints); other kinds are skipped.
-pub fn from_files(files: &[PathBuf]) -> Result<Vec<Binding>, ReadError> {
+pub fn from_files(files: &[PathBuf]) -> Result<Vec<Binding>, ManifestError> {
+    let documents = manifests::read_all(files)?;
     let mut bindings = Vec::new();
-    for file in files {
-        let name = file.display().to_string();
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| ReadError::File(name.clone(), e.to_string()))?;
-        let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&text)
-            .map_err(|e| ReadError::File(name.clone(), format!("not YAML: {e}")))?;
-        let items = docs.into_iter().flat_map(|doc| match doc["kind"].as_str() {
-            Some(kind) if kind.ends_with("List") => {
-                doc["items"].as_array().cloned().unwrap_or_default()
+    for document in &documents {
+        if document.is(None, "ClusterRoleBinding") {
+            let b: ClusterRoleBinding = document.decode("ClusterRoleBinding")?;
+            bindings.push(Binding::of(&b));
+        } else if document.is(None, "RoleBinding") {
+            let b: RoleBinding = document.decode("RoleBinding")?;
+            if b.metadata.namespace.is_none() {
+                return Err(ManifestError::Decode {
+                    origin: document.describe(),
+                    kind: "RoleBinding".into(),
+                    error: "no metadata.namespace".into(),
+                });
             }
-            _ => vec![doc],
-        });
-        for item in items {
-            let what = item["metadata"]["name"]
-                .as_str()
-                .unwrap_or("(no name)")
-                .to_owned();
-            match item["kind"].as_str() {
-                Some("ClusterRoleBinding") => {
-                    let b: ClusterRoleBinding = serde_json::from_value(item).map_err(|e| {
-                        ReadError::Invalid(
-                            name.clone(),
-                            format!("{what}: {e}"),
-                            "ClusterRoleBinding",
-                        )
-                    })?;
-                    bindings.push(Binding::from(&b));
-                }
-                Some("RoleBinding") => {
-                    let b: RoleBinding = serde_json::from_value(item).map_err(|e| {
-                        ReadError::Invalid(name.clone(), format!("{what}: {e}"), "RoleBinding")
-                    })?;
-                    if b.metadata.namespace.is_none() {
-                        return Err(ReadError::Invalid(
-                            name.clone(),
-                            format!("{what}: no metadata.namespace"),
-                            "RoleBinding",
-                        ));
-                    }
-                    bindings.push(Binding::from(&b));
-                }
-                _ => {}
-            }
+            bindings.push(Binding::of(&b));
         }
     }
     Ok(bindings)
@@ -152,8 +95,8 @@ pub async fn from_cluster(client: &kube::Client) -> anyhow::Result<Vec<Binding>>
     Ok(crbs
         .items
         .iter()
-        .map(Binding::from)
-        .chain(rbs.items.iter().map(Binding::from))
+        .map(Binding::of)
+        .chain(rbs.items.iter().map(Binding::of))
         .collect())
 }
 
@@ -199,17 +142,11 @@ pub fn group_name(name: &str, expected: &str) -> GroupName {
     }
 }
 
-/// K10's roles for the settings' release: `(kind, name)` of admin, basic, config-view, mc-admin
-/// and ns-admin.
+/// Whether `role_ref` is one of K10's roles for the settings' release (see
+/// [`groupbinder_api::k10::is_k10_role`]).
 pub fn is_k10_role(settings: &Settings, role_ref: &RoleRef) -> bool {
-    let r = &settings.k10_release;
-    match role_ref.kind.as_str() {
-        "ClusterRole" => ["admin", "basic", "config-view", "mc-admin"]
-            .iter()
-            .any(|s| role_ref.name == format!("{r}-{s}")),
-        "Role" => role_ref.name == format!("{r}-ns-admin"),
-        _ => false,
-    }
+    (role_ref.kind == "ClusterRole" || role_ref.kind == "Role")
+        && k10::is_k10_role(&settings.k10_release, role_kind(role_ref), &role_ref.name)
 }
 
 /// The role's kind, typed.
@@ -282,7 +219,7 @@ pub struct Grant {
 /// Every grant of a K10 role in `bindings`, sorted, with its warnings; `prefix` is K10's
 /// `groupPrefix`.
 pub fn grants(bindings: &[Binding], settings: &Settings, prefix: &str) -> Vec<Grant> {
-    let basic = format!("{}-basic", settings.k10_release);
+    let basic = k10::role(&settings.k10_release, "basic");
     let mut out = Vec::new();
     for b in bindings
         .iter()
@@ -342,22 +279,19 @@ pub fn grants(bindings: &[Binding], settings: &Settings, prefix: &str) -> Vec<Gr
 
 /// Reads the bindings from `files`, or the cluster when there are none; prints the error and
 /// returns `None` (exit code 2) when files cannot be read.
-pub fn load(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Binding>>> {
+pub async fn load(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Binding>>> {
     if !files.is_empty() {
         return match from_files(files) {
             Ok(bindings) => Ok(Some(bindings)),
             Err(error) => {
-                eprintln!("error: {error}");
+                eprintln!("error: {}", shown(&error.to_string()));
                 Ok(None)
             }
         };
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(Some(runtime.block_on(async {
-        from_cluster(&kube::Client::try_default().await?).await
-    })?))
+    Ok(Some(
+        from_cluster(&kube::Client::try_default().await?).await?,
+    ))
 }
 
 /// The name of a binding's subject list entry, for messages.

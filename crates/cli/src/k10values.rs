@@ -36,8 +36,7 @@ fn strings(value: &Value) -> Vec<String> {
 
 /// K10's Helm values from `file`.
 pub fn read(file: &std::path::Path) -> anyhow::Result<Value> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let text = crate::manifests::text(file)?;
     serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not YAML: {e}", file.display()))
 }
 

@@ -10,6 +10,8 @@ use kube::Api;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 
+use crate::manifests::{self, ManifestError};
+
 /// Where the namespaces come from.
 #[derive(Debug, Args)]
 pub struct NamespaceArgs {
@@ -26,37 +28,36 @@ pub struct NamespaceArgs {
 pub type Listed = Vec<(String, Labels)>;
 
 impl NamespaceArgs {
-    /// Whether the namespaces are to be read from the cluster.
-    pub fn wants_cluster(&self) -> bool {
-        self.namespaces_from_cluster
-    }
-
     /// The namespaces from the file, if one was given.
-    pub fn read_file(&self) -> anyhow::Result<Option<Listed>> {
+    pub fn read_file(&self) -> Result<Option<Listed>, ManifestError> {
         let Some(file) = &self.file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&text)
-            .map_err(|e| anyhow::anyhow!("{}: not YAML: {e}", file.display()))?;
-        let mut listed = Listed::new();
-        for doc in docs {
-            let items = match doc["kind"].as_str() {
-                Some("List" | "NamespaceList") => {
-                    doc["items"].as_array().cloned().unwrap_or_default()
-                }
-                _ => vec![doc],
-            };
-            for item in items.into_iter().filter(|i| i["kind"] == "Namespace") {
-                let ns: Namespace = serde_json::from_value(item)
-                    .map_err(|e| anyhow::anyhow!("{}: a Namespace: {e}", file.display()))?;
-                if let Some(name) = ns.metadata.name {
-                    listed.push((name, ns.metadata.labels.unwrap_or_default()));
-                }
-            }
+        let documents = manifests::read_all(std::slice::from_ref(file))?;
+        let (namespaces, failures) = manifests::of_kind::<Namespace>(&documents, None, "Namespace");
+        if let Some(failure) = failures.into_iter().next() {
+            return Err(failure);
         }
-        Ok(Some(listed))
+        Ok(Some(
+            namespaces
+                .into_iter()
+                .filter_map(|ns| Some((ns.metadata.name?, ns.metadata.labels.unwrap_or_default())))
+                .collect(),
+        ))
+    }
+
+    /// The namespaces: from the file when one was given, else from the cluster when asked or
+    /// when `cluster` is true, else none (selectors then select nothing and say so).
+    pub async fn read(&self, cluster: bool) -> anyhow::Result<Option<Listed>> {
+        if let Some(listed) = self.read_file()? {
+            return Ok(Some(listed));
+        }
+        if !(cluster || self.namespaces_from_cluster) {
+            return Ok(None);
+        }
+        Ok(Some(
+            from_cluster(&kube::Client::try_default().await?).await?,
+        ))
     }
 }
 

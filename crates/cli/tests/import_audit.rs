@@ -8,10 +8,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use groupbinder_e2e::{
-    Operator, SEED_PREFIX, Who, config, ensure_namespace, eventually, install_crd, install_k10,
-    kubectl_apply, ready, repo, seed_settings,
+    Operator, SEED_PREFIX, Who, apply, config, ensure_namespace, eventually, foreign_binding,
+    install_crd, install_k10, kubectl_apply, ready, repo, seed_settings,
 };
 use groupbinder_testenv::{ControlPlane, Options};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Api;
 
 /// `groupbinder <args[0]> --default-group-prefix michael_azure_ <args[1..]>`.
@@ -102,6 +104,53 @@ fn import_and_audit_of_a_file_match_their_golden_outputs() -> anyhow::Result<()>
         assert!(out.stdout.is_empty());
     }
     Ok(())
+}
+
+/// K10's basic role for `group` in namespace `shop`, as a team's namespace admin may write it.
+fn team_basic(name: &str, group: &str) -> RoleBinding {
+    let crb = foreign_binding(name);
+    let mut subjects = crb.subjects.unwrap_or_default();
+    for s in &mut subjects {
+        s.name = group.into();
+    }
+    RoleBinding {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        },
+        role_ref: crb.role_ref,
+        subjects: Some(subjects),
+    }
+}
+
+/// Runs the README's step-5 line that deletes the redundant bindings, exactly as written there,
+/// with `sh`, with `groupbinder` and `kubectl` on the path and the control plane's kubeconfig.
+fn readme_migration_pipeline(cp: &ControlPlane) -> anyhow::Result<Output> {
+    let readme = std::fs::read_to_string(repo().join("README.md"))?;
+    let line = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("groupbinder import --redundant"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("the README has no `groupbinder import --redundant` line")
+        })?;
+    let command = line.split(" #").next().unwrap_or(line);
+    let groupbinder = Path::new(env!("CARGO_BIN_EXE_groupbinder"));
+    let dirs = [
+        groupbinder.parent().unwrap_or(Path::new(".")),
+        cp.binaries().kubectl.parent().unwrap_or(Path::new(".")),
+    ];
+    let path = std::env::join_paths(dirs.iter().map(|d| d.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
+    Ok(Command::new("sh")
+        .args(["-c", command])
+        .env("PATH", path)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("KUBECACHEDIR", cp.dir().join("kubectl-cache"))
+        .env("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX)
+        .output()?)
 }
 
 /// The access each group has: what the authorizer answers for the checks K10's users care about.
@@ -231,30 +280,85 @@ async fn migrating_hand_written_bindings_keeps_every_grant() -> anyhow::Result<(
             "shop ClusterRole k10-basic michael_azure_5b1e7c9a-3f2d-4e8b-9a61-2c4d8e0f7a13",
         ]
     );
-    // ... and the hand-written bindings they replace are listed, exactly those.
-    let redundant = with_cluster(&["import", "--redundant"])?;
-    let mut listed: Vec<String> = stdout(&redundant).lines().map(str::to_owned).collect();
-    listed.sort();
+    // ... and the README's step 5 deletes the hand-written bindings they replace, exactly those:
+    // not the redundant ones whose names would be words for a shell (a namespace admin's
+    // RoleBinding named to delete namespace `victim` and ClusterRoleBinding `victim-crb`), and
+    // nothing those names mention.
+    ensure_namespace(&client, "victim").await?;
+    let mut victim = foreign_binding("victim-crb");
+    victim.role_ref.name = "view".into();
+    apply(&client, &victim).await?;
+    let hostile = [
+        "team-basic\nnamespace victim\nclusterrolebinding victim-crb",
+        "team-basic namespaces --all",
+        "team-basic\u{1b}]0;owned\u{7}",
+    ];
+    let shop_group = "michael_azure_5b1e7c9a-3f2d-4e8b-9a61-2c4d8e0f7a13";
+    let shop: Api<RoleBinding> = Api::namespaced(client.clone(), "shop");
+    for name in hostile {
+        // POST: the name travels in the body (kube does not escape it into a URL path).
+        shop.create(&Default::default(), &team_basic(name, shop_group))
+            .await?;
+    }
+    let deleted = readme_migration_pipeline(&cp)?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let victim_ns = namespaces.get("victim").await?;
+    assert!(
+        victim_ns.metadata.deletion_timestamp.is_none(),
+        "{victim_ns:?}"
+    );
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    assert!(crbs.get_opt("victim-crb").await?.is_some());
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&deleted.stderr);
     assert_eq!(
-        listed,
+        stderr.matches("not listed: RoleBinding shop/").count(),
+        3,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains("victim\n"),
+        "{stderr}"
+    );
+    let printed = stdout(&deleted);
+    let mut gone: Vec<&str> = printed.lines().collect();
+    gone.sort_unstable();
+    assert_eq!(
+        gone,
         [
-            "clusterrolebinding/k10-admins",
-            "clusterrolebinding/shop-config-view",
-            "rolebinding/k10-admins-ns -n kasten-io",
-            "rolebinding/ops-basic -n kasten-io",
-            "rolebinding/shop-basic -n shop",
+            "clusterrolebinding.rbac.authorization.k8s.io \"k10-admins\" deleted",
+            "clusterrolebinding.rbac.authorization.k8s.io \"shop-config-view\" deleted",
+            "rolebinding.rbac.authorization.k8s.io \"k10-admins-ns\" deleted from kasten-io namespace",
+            "rolebinding.rbac.authorization.k8s.io \"ops-basic\" deleted from kasten-io namespace",
+            "rolebinding.rbac.authorization.k8s.io \"shop-basic\" deleted from shop namespace",
         ]
     );
-    for binding in &listed {
-        let mut args = vec!["delete"];
-        args.extend(binding.split_whitespace());
-        let out = cp.kubectl().args(&args).output()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let left: Vec<String> = shop
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|b| b.metadata.name)
+        .filter(|n| hostile.contains(&n.as_str()))
+        .collect();
+    assert_eq!(left.len(), hostile.len(), "{left:?}");
+    // Deleted by hand, as standard error said: kubectl escapes the names into the request.
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": hostile.map(|name| serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": "shop"},
+    }))});
+    let file = cp.dir().join("hostile.json");
+    std::fs::write(&file, list.to_string())?;
+    let out = cp.kubectl().arg("delete").arg("-f").arg(&file).output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Deleted: every group's access is what it was (the authorizer's cache lags a moment).
     eventually(
         "the same access without the hand-written bindings",

@@ -10,6 +10,8 @@ use clap::Args;
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, RoleKind};
 
 use crate::grants::{self, Binding, GroupName, group_name, is_k10_role, role_kind, subject_name};
+use crate::k10values::PrefixArgs;
+use crate::output::{is_plain, reference_list, shown};
 use crate::settings::SettingsArgs;
 
 /// Flags of `groupbinder import`.
@@ -22,14 +24,16 @@ pub struct ImportArgs {
     /// Write one file per AzureGroupBinding into this directory instead of standard output.
     #[arg(long)]
     output_dir: Option<PathBuf>,
-    /// Print the hand-written bindings whose every grant a groupbinder-managed binding now gives
-    /// (`kubectl delete` takes them as printed), instead of AzureGroupBindings.
+    /// Print the hand-written bindings whose every grant a groupbinder-managed binding now gives,
+    /// as a List of references for `kubectl delete -f -`, instead of AzureGroupBindings. A name
+    /// with white space, control or non-ASCII characters is not listed but reported on standard
+    /// error.
     #[arg(long)]
     redundant: bool,
     #[command(flatten)]
     settings: SettingsArgs,
     #[command(flatten)]
-    prefix: crate::k10values::PrefixArgs,
+    prefix: PrefixArgs,
 }
 
 /// One grant that cannot be expressed as an AzureGroupBinding, and why.
@@ -189,14 +193,32 @@ pub fn redundant<'a>(
 }
 
 /// Runs `groupbinder import`. Exit code 2 when the bindings cannot be read.
-pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
-    let Some(bindings) = grants::load(&args.files)? else {
+    let Some(bindings) = grants::load(&args.files).await? else {
         return Ok(ExitCode::from(2));
     };
     if args.redundant {
-        for b in redundant(&bindings, &settings) {
-            println!("{}", b.kubectl());
+        let (plain, odd): (Vec<&Binding>, Vec<&Binding>) = redundant(&bindings, &settings)
+            .into_iter()
+            .partition(|b| is_plain(&b.name) && b.namespace.as_deref().is_none_or(is_plain));
+        print!(
+            "{}",
+            reference_list(plain.iter().map(|b| {
+                (
+                    "rbac.authorization.k8s.io/v1",
+                    b.kind(),
+                    b.namespace.as_deref(),
+                    b.name.as_str(),
+                )
+            }))?
+        );
+        for b in odd {
+            eprintln!(
+                "not listed: {} is redundant, but its name holds white space, control or non-ASCII characters: look at it (kubectl get {} -A -o yaml) and delete it yourself",
+                shown(&b.display()),
+                b.kind().to_lowercase()
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -216,7 +238,7 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     }
     print!("{out}");
     for r in &refused {
-        eprintln!("not imported: {}: {}", r.what, r.why);
+        eprintln!("not imported: {}: {}", shown(&r.what), shown(&r.why));
     }
     Ok(ExitCode::SUCCESS)
 }

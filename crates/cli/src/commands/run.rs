@@ -118,42 +118,34 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Runs the controller until SIGTERM or Ctrl-C, and exits at most [`SHUTDOWN_DEADLINE`] later.
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format, &args.log_level)?;
-    // One thread: the controller waits on the API server most of the time (a quarter of a core
-    // while it converges 5000 objects), and one thread keeps one malloc arena: 5 to 10 % less
-    // memory than a thread per core.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let config = args.config();
-        tracing::info!(
-            k10_release = %config.settings.k10_release,
-            k10_namespace = %config.settings.k10_namespace,
-            allowed_roles = %config.settings.allowed,
-            leader_election = config.leader_election.is_some(),
-            "starting groupbinder"
-        );
-        let client = kube::Client::try_default().await?;
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let metrics = Arc::new(Metrics::new());
-        let health = Arc::new(Health::default());
-        let listener = server::bind(args.metrics_address).await?;
-        let http = tokio::spawn(server::serve(
-            listener,
-            metrics.clone(),
-            health.clone(),
-            shutdown.clone(),
-        ));
-        let result =
-            groupbinder_controller::run(client, config, metrics, health, shutdown.clone()).await;
-        shutdown.cancel();
-        let _ = http.await;
-        result?;
-        Ok(ExitCode::SUCCESS)
-    })
+    let config = args.config();
+    tracing::info!(
+        k10_release = %config.settings.k10_release,
+        k10_namespace = %config.settings.k10_namespace,
+        allowed_roles = %config.settings.allowed,
+        leader_election = config.leader_election.is_some(),
+        "starting groupbinder"
+    );
+    let client = kube::Client::try_default().await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let listener = server::bind(args.metrics_address).await?;
+    let http = tokio::spawn(server::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
+    let result =
+        groupbinder_controller::run(client, config, metrics, health, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = http.await;
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

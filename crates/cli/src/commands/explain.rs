@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use groupbinder_api::{AzureGroupBinding, Planned};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -15,20 +15,11 @@ use kube::{Api, ResourceExt};
 use serde::Serialize;
 
 use crate::k10values::K10Values;
+use crate::manifests;
 use crate::namespaces::NamespaceArgs;
+use crate::output::{self, Output, shown};
 use crate::settings::SettingsArgs;
 use crate::token::{self, Identity, Mapping};
-
-/// Output format.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Output {
-    /// A readable report.
-    Table,
-    /// JSON, for scripts.
-    Json,
-    /// YAML, for scripts.
-    Yaml,
-}
 
 /// Flags of `groupbinder explain-token`.
 #[derive(Debug, Args)]
@@ -135,7 +126,7 @@ fn read_limited(reader: impl Read) -> Result<String, String> {
 }
 
 /// Exit code 2: the token could not be read.
-pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let input = match (&args.token, &args.token_file) {
         (_, Some(file)) => {
             let opened = std::fs::File::open(file)
@@ -181,37 +172,28 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     identity.warnings.extend(extra);
     let namespaced_api = args.k10_namespaced_api.unwrap_or(k10.namespaced_api);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(async {
-        let settings = args.settings.settings();
-        let (bindings, bindings_error) = match agbs(args).await {
-            Ok((agbs, namespaces)) => (
-                matches(&agbs, &settings, namespaces.as_ref(), &identity),
-                None,
-            ),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        };
-        let checks = if args.check {
-            check(&identity, &settings, namespaced_api).await?
-        } else {
-            Vec::new()
-        };
-        anyhow::Ok(Report {
-            signature,
-            identity,
-            mapping,
-            bindings,
-            bindings_error,
-            checks,
-        })
-    })?;
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Yaml => print!("{}", serde_saphyr::to_string(&report)?),
-        Output::Table => print!("{}", table(&report)),
-    }
+    let settings = args.settings.settings();
+    let (bindings, bindings_error) = match agbs(args).await {
+        Ok((agbs, namespaces)) => (
+            matches(&agbs, &settings, namespaces.as_ref(), &identity),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let checks = if args.check {
+        check(&identity, &settings, namespaced_api).await?
+    } else {
+        Vec::new()
+    };
+    let report = Report {
+        signature,
+        identity,
+        mapping,
+        bindings,
+        bindings_error,
+        checks,
+    };
+    print!("{}", output::render(args.output, &report, table)?);
     // A signature that was asked for and does not verify fails the command.
     Ok(if signature_ok {
         ExitCode::SUCCESS
@@ -256,26 +238,20 @@ async fn agbs(
     args: &ExplainArgs,
 ) -> anyhow::Result<(Vec<AzureGroupBinding>, Option<crate::namespaces::Listed>)> {
     let from_files = !args.files.is_empty();
-    if from_files && !args.namespaces.wants_cluster() {
-        return Ok((
-            crate::plan::read_all(&args.files)?,
-            args.namespaces.read_file()?,
-        ));
-    }
-    let client = kube::Client::try_default().await?;
-    let namespaces = match args.namespaces.read_file()? {
-        Some(listed) => listed,
-        None => crate::namespaces::from_cluster(&client).await?,
-    };
+    let namespaces = args.namespaces.read(!from_files).await?;
     let agbs = if from_files {
-        crate::plan::read_all(&args.files)?
+        let (agbs, failures) = manifests::azure_group_bindings(&args.files);
+        if let Some(failure) = failures.into_iter().next() {
+            return Err(failure.into());
+        }
+        agbs
     } else {
-        Api::<AzureGroupBinding>::all(client)
+        Api::<AzureGroupBinding>::all(kube::Client::try_default().await?)
             .list(&ListParams::default())
             .await?
             .items
     };
-    Ok((agbs, Some(namespaces)))
+    Ok((agbs, namespaces))
 }
 
 fn matches(
@@ -358,7 +334,7 @@ async fn check(
         let group = if api.is_empty() {
             String::new()
         } else {
-            groupbinder_api::desired::k10_api_group(api, &settings.k10_namespace, namespaced_api)
+            groupbinder_api::k10::api_group(api, &settings.k10_namespace, namespaced_api)
         };
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
@@ -394,22 +370,6 @@ async fn check(
         });
     }
     Ok(checks)
-}
-
-/// `text` safe to print on a terminal: control characters (escape sequences, carriage returns,
-/// new lines) and bidirectional overrides, which a token's claims may carry to forge or hide a
-/// line of this report, are written as escapes (`\u{1b}`).
-pub fn shown(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
-            if c.is_control() || bidi {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 fn table(report: &Report) -> String {

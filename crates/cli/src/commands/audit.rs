@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::explain::{Output, shown};
 use crate::grants::{self, Grant, Warning};
+use crate::k10values::PrefixArgs;
+use crate::output::{self, Output};
 use crate::settings::SettingsArgs;
 
 /// Flags of `groupbinder audit`.
@@ -23,23 +24,19 @@ pub struct AuditArgs {
     #[command(flatten)]
     settings: SettingsArgs,
     #[command(flatten)]
-    prefix: crate::k10values::PrefixArgs,
+    prefix: PrefixArgs,
 }
 
 /// Runs `groupbinder audit`: exit code 1 when a grant has a warning, 2 when the bindings cannot
 /// be read.
-pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
-    let Some(bindings) = grants::load(&args.files)? else {
+    let Some(bindings) = grants::load(&args.files).await? else {
         return Ok(ExitCode::from(2));
     };
     let prefix = args.prefix.prefix(&settings.default_group_prefix)?;
     let grants = grants::grants(&bindings, &settings, &prefix);
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&grants)?),
-        Output::Yaml => print!("{}", serde_saphyr::to_string(&grants)?),
-        Output::Table => print!("{}", table(&grants)),
-    }
+    print!("{}", output::render(args.output, &grants, |g| table(g))?);
     Ok(if grants.iter().any(|g| !g.warnings.is_empty()) {
         ExitCode::FAILURE
     } else {
@@ -48,7 +45,7 @@ pub fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The grants as a table for people, then what each warning means.
-pub fn table(grants: &[Grant]) -> String {
+fn table(grants: &[Grant]) -> String {
     let header = [
         "BINDING",
         "ROLE",
@@ -57,16 +54,17 @@ pub fn table(grants: &[Grant]) -> String {
         "MANAGED BY",
         "WARNINGS",
     ];
+    let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
     let rows: Vec<[String; 6]> = grants
         .iter()
         .map(|g| {
             let warnings: Vec<String> = g.warnings.iter().map(|w| format!("{w:?}")).collect();
             [
-                shown(&g.binding),
-                shown(&g.role),
-                shown(&g.subject),
-                g.object_id.clone().unwrap_or_else(|| "-".into()),
-                g.managed_by.as_deref().map_or_else(|| "-".into(), shown),
+                g.binding.clone(),
+                g.role.clone(),
+                g.subject.clone(),
+                or_dash(g.object_id.as_deref()),
+                or_dash(g.managed_by.as_deref()),
                 if warnings.is_empty() {
                     "-".into()
                 } else {
@@ -75,26 +73,9 @@ pub fn table(grants: &[Grant]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        format!("{}\n", padded.join("   ").trim_end())
-    };
-    let mut out = line(&header.map(str::to_owned));
+    let mut out = output::table(header, &rows);
     if rows.is_empty() {
         out.push_str("(no binding to a K10 role)\n");
-    }
-    for row in &rows {
-        out.push_str(&line(row));
     }
     let mut seen: Vec<&Warning> = grants.iter().flat_map(|g| &g.warnings).collect();
     seen.sort();
