@@ -37,8 +37,7 @@ use groupbinder_api::names::FIELD_MANAGER;
 use groupbinder_api::{
     AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, Plan, RoleKind, Settings, plan,
 };
-use groupbinder_controller::events::{Changes, Publisher};
-use groupbinder_controller::status::{Outcome, binding_status, desired_status};
+use groupbinder_controller::bench::{Changes, Outcome, Publisher, binding_status, desired_status};
 use groupbinder_e2e::{
     OperatorProcess, SEED_PREFIX, apiserver_requests, apiserver_writes, install_crd, install_k10,
     proc_status_kib, ready,

@@ -145,3 +145,40 @@ fn the_cycle_finder_finds_cycles() {
         Some("a -> b -> c -> a".to_owned())
     );
 }
+
+#[test]
+fn the_controllers_imports_run_one_way() -> anyhow::Result<()> {
+    let graph = imports(&repo().join("crates/controller/src"))?;
+    assert_eq!(cycle(&graph), None, "{graph:#?}");
+    let uses = |module: &str| -> &BTreeSet<String> {
+        graph
+            .get(module)
+            .unwrap_or_else(|| panic!("no module {module} in {graph:#?}"))
+    };
+    // The leaves: the kinds watched and written, and a reconcile's outcome.
+    for leaf in ["kinds", "reconcile::outcome"] {
+        assert!(uses(leaf).is_empty(), "{leaf} imports {:?}", uses(leaf));
+    }
+    // The pipeline's steps import only the steps before them (and the leaves).
+    let steps = [
+        "reconcile::outcome",
+        "reconcile::observe",
+        "reconcile::apply",
+        "reconcile::status",
+        "reconcile::report",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        let later: Vec<&String> = uses(step)
+            .iter()
+            .filter(|m| *m == "reconcile" || steps[i..].contains(&m.as_str()))
+            .collect();
+        assert!(later.is_empty(), "{step} imports {later:?}");
+    }
+    // What a reconcile reads depends on neither the driver nor a step.
+    let context: Vec<&String> = uses("context")
+        .iter()
+        .filter(|m| m.starts_with("reconcile"))
+        .collect();
+    assert!(context.is_empty(), "context imports {context:?}");
+    Ok(())
+}

@@ -19,9 +19,9 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
-use crate::context::Caches;
-use crate::owners::OwnerIndex;
-use crate::reconcile::Guarded;
+use crate::kinds::Guarded;
+use crate::watch::caches::Caches;
+use crate::watch::owners::OwnerIndex;
 
 /// One request as the fake API server saw it.
 #[derive(Clone, Debug)]

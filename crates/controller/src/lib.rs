@@ -1,41 +1,48 @@
 //! The groupbinder controller: watches `AzureGroupBinding`s and keeps the K10 RBAC bindings they
 //! declare in place. [`run`] is the whole runtime.
 //!
+//! Every import runs one way (`tests/layout.rs` holds it):
+//!
 //! - [`runtime`](crate::run): wiring — start-up check, leader election, watches, controller loop;
-//! - `watch`, `relist`, `owners`, `triggers`, `references`: watch plumbing, caches, the owner
-//!   index, and which object a change of a binding, role or namespace concerns;
-//! - `reconcile`: the driver of one reconcile, a pipeline of `observe` (caches → one value),
-//!   [`groupbinder_api::plan`] (pure), `apply` (writes only), [`status`] (pure) and `report`
-//!   (status and event writes), each step with its own error type;
-//! - `orphans`: the sweeper of bindings whose object is gone; [`events`], [`metrics`],
+//! - `reconcile`: the driver of one reconcile over its steps, each in `reconcile/` and importing
+//!   only the steps before it: `observe` (caches → one value), [`groupbinder_api::plan`] (pure),
+//!   `apply` (writes only), `status` (pure) and `report` (status and event writes), each with its
+//!   own error type; `reconcile/outcome` (pure, a leaf) holds the values they pass on;
+//! - `watch`: watch plumbing, and in `watch/` the caches, 410 relists, the owner index, and which
+//!   object a change of a binding, role or namespace concerns (`triggers`, `references`);
+//! - `kinds` (a leaf): the kinds watched and written; `context`: what a reconcile reads;
+//!   `per_object`: backoff and statuses written, forgotten once an object is gone;
+//! - `orphans`: the sweeper of bindings whose object is gone; `events`, [`metrics`],
 //!   [`server`] (health and metrics endpoints), [`leader`] (leader election).
 
-mod apply;
 mod context;
-pub mod events;
+mod events;
+mod kinds;
 pub mod leader;
 pub mod metrics;
-mod observe;
 mod orphans;
-mod owners;
 mod per_object;
 mod reconcile;
-mod references;
-mod relist;
-mod report;
 mod runtime;
 pub mod server;
-pub mod status;
-mod triggers;
 mod watch;
 
 #[cfg(test)]
 mod fakes;
 
+pub use kinds::Watched;
 pub use leader::LeaderElection;
 pub use metrics::Metrics;
-pub use owners::OwnerIndex;
 pub use reconcile::ReconcileError;
 pub use runtime::{Config, RunError, run};
 pub use server::Health;
-pub use watch::{Watched, cached};
+pub use watch::cached;
+pub use watch::owners::OwnerIndex;
+
+/// What the benchmark builds the operator's own write set with, to measure a floor: not an API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::events::{Changes, Publisher};
+    pub use crate::reconcile::outcome::Outcome;
+    pub use crate::reconcile::status::{binding_status, desired_status};
+}

@@ -21,10 +21,11 @@ use kube::{Api, Client, Resource};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, Binding};
 use crate::events::{Publisher, Type};
+use crate::kinds::Binding;
 use crate::metrics::Metrics;
-use crate::owners::{Claim, claim};
+use crate::reconcile::apply;
+use crate::watch::owners::{Claim, claim};
 
 /// Where a watch sends the bindings it saw orphaned.
 pub(crate) type Sender<B> = mpsc::UnboundedSender<ObjectRef<B>>;
@@ -160,7 +161,7 @@ impl Sweeper {
     }
 }
 
-/// Sends `binding` to `orphans` if it is an orphan (see [`crate::owners::Claim::Orphaned`]).
+/// Sends `binding` to `orphans` if it is an orphan (see [`crate::watch::owners::Claim::Orphaned`]).
 pub(crate) fn report<B: Binding>(orphans: &Sender<B>, binding: &B) {
     if matches!(claim(binding.meta()), Claim::Orphaned(_)) {
         let _ = orphans.send(ObjectRef::from_obj(binding));

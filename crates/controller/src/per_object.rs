@@ -6,8 +6,12 @@
 //! costs O(entries) once per O(objects) inserts. An entry is for one uid: an object recreated
 //! under the same name does not inherit it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
+
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingStatus};
+use kube::ResourceExt;
 
 /// Values by object name, for one uid each.
 #[derive(Debug)]
@@ -55,6 +59,7 @@ impl<V> PerObject<V> {
     }
 
     /// How many entries are held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_name.len()
     }
@@ -103,9 +108,75 @@ pub(crate) fn retry_delay(attempts: u32) -> Duration {
         .min(Duration::from_secs(300))
 }
 
+/// The statuses this process wrote that the watch cache may not show yet, by object.
+///
+/// The bindings a reconcile creates trigger the next reconcile of their owner before the owner's
+/// status update has come back through the watch: without this, that reconcile would see no
+/// status and write the same one again.
+#[derive(Debug, Default)]
+pub(crate) struct Written(PerObject<WrittenStatus>);
+
+/// A status written, and the version of the object it was written over.
+#[derive(Debug)]
+struct WrittenStatus {
+    over: Option<String>,
+    status: AzureGroupBindingStatus,
+}
+
+impl Written {
+    /// `agb` with the status last written to it while the cache still shows the version it was
+    /// written over; `agb` itself once the cache has moved on (the entry is then dropped).
+    pub(crate) fn apply<'a>(&mut self, agb: &'a AzureGroupBinding) -> Cow<'a, AzureGroupBinding> {
+        let name = agb.name_any();
+        let uid = agb.uid().unwrap_or_default();
+        let Some(entry) = self.0.get(&name, &uid) else {
+            self.0.remove(&name);
+            return Cow::Borrowed(agb);
+        };
+        if entry.over == agb.metadata.resource_version {
+            let mut newer = agb.clone();
+            newer.status = Some(entry.status.clone());
+            return Cow::Owned(newer);
+        }
+        self.0.remove(&name);
+        Cow::Borrowed(agb)
+    }
+
+    /// Notes that `status` was written over `agb`. Entries of objects deleted before their next
+    /// reconcile are dropped when there are more than twice as many as `objects`, keeping those
+    /// for which `exists`.
+    pub(crate) fn remember(
+        &mut self,
+        agb: &AzureGroupBinding,
+        status: AzureGroupBindingStatus,
+        objects: usize,
+        exists: impl Fn(&str) -> bool,
+    ) {
+        let entry = WrittenStatus {
+            over: agb.metadata.resource_version.clone(),
+            status,
+        };
+        let uid = agb.uid().unwrap_or_default();
+        self.0.insert(&agb.name_any(), &uid, entry, objects, exists);
+    }
+
+    /// How many statuses are held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none is held.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use groupbinder_api::AzureGroupBindingSpec;
 
     #[test]
     fn retry_delay_doubles_up_to_five_minutes() {
@@ -145,5 +216,51 @@ mod tests {
         }
         assert!(failures.len() <= 2 + 64 + 1, "{} entries", failures.len());
         assert_eq!(failures.record("o0", "u", 1, alive).0, 2, "o0 still exists");
+    }
+
+    fn versioned(name: &str, uid: &str, rv: &str) -> AzureGroupBinding {
+        let mut agb = AzureGroupBinding::new(name, AzureGroupBindingSpec::default());
+        agb.metadata.uid = Some(uid.into());
+        agb.metadata.resource_version = Some(rv.into());
+        agb
+    }
+
+    fn status(group: &str) -> AzureGroupBindingStatus {
+        AzureGroupBindingStatus {
+            group: Some(group.into()),
+            ..AzureGroupBindingStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_written_status_stands_in_until_the_cache_moves_on() {
+        let mut written = Written::default();
+        let cached = versioned("a", "uid-a", "10");
+        written.remember(&cached, status("g"), 1, |_| true);
+        // The cache still shows version 10: the status written over it stands in.
+        let seen = written.apply(&cached);
+        assert_eq!(seen.status, Some(status("g")));
+        // Version 11 (our write, or anything later) is in the cache: it is the truth again.
+        let newer = versioned("a", "uid-a", "11");
+        assert_eq!(written.apply(&newer).status, None);
+        assert!(written.is_empty());
+    }
+
+    #[test]
+    fn a_recreated_object_does_not_get_the_old_status() {
+        let mut written = Written::default();
+        written.remember(&versioned("a", "uid-1", "10"), status("g"), 1, |_| true);
+        let recreated = versioned("a", "uid-2", "10");
+        assert_eq!(written.apply(&recreated).status, None);
+    }
+
+    #[test]
+    fn entries_of_deleted_objects_are_dropped() {
+        let mut written = Written::default();
+        for n in 0..200 {
+            let agb = versioned(&format!("o{n}"), "u", "1");
+            written.remember(&agb, status("g"), 10, |name| name == "o199");
+        }
+        assert!(written.len() <= 2 * 10 + 64 + 1, "{}", written.len());
     }
 }

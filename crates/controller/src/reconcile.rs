@@ -20,19 +20,23 @@ use groupbinder_api::AzureGroupBinding;
 use groupbinder_api::conditions::reason;
 use groupbinder_api::desired::BindingKey;
 use kube::ResourceExt;
-use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
 
-use crate::apply::{self, ApplyError, Ensured, EnsuredBinding};
+pub(crate) mod apply;
+pub(crate) mod observe;
+pub(crate) mod outcome;
+pub(crate) mod report;
+pub(crate) mod status;
+
 use crate::context::Context;
 use crate::events::Changes;
+use crate::kinds::Guarded;
 use crate::metrics::CategoryLabels;
-use crate::observe::{self, ObserveError, Stale};
-use crate::report::{self, StatusError};
-use crate::status::{self, Outcome};
-
-/// The watched object: an `AzureGroupBinding`, or what could be read of one that does not decode.
-pub type Guarded = DeserializeGuard<AzureGroupBinding>;
+use apply::{ApplyError, Ensured, EnsuredBinding};
+use observe::{ObserveError, Stale};
+use outcome::Outcome;
+use report::StatusError;
 
 /// Why a reconcile failed. Each is retried with per-object exponential backoff; a spec that is
 /// wrong is not an error but a `Ready=False` status, and is not retried.

@@ -18,10 +18,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{Caches, Context, Stopping};
-use crate::reconcile::{self, Guarded};
-use crate::references::ReferenceIndex;
-use crate::triggers;
+use crate::context::{Context, Stopping};
+use crate::kinds::Guarded;
+use crate::reconcile;
+use crate::watch::caches::Caches;
+use crate::watch::references::ReferenceIndex;
+use crate::watch::triggers;
 use crate::watch::{
     cached, identity_and_labels, identity_only, jittered_backoff, unread, watch_events,
 };

@@ -1,5 +1,7 @@
 //! Watch plumbing: every watch the controller runs relists at once on 410, backs off on other
-//! errors, and drops what no reconcile reads before it is cached.
+//! errors, and drops what no reconcile reads before it is cached. Below it: the caches a
+//! reconcile reads, the 410 relists, the owner index, and the indexes of which object a change
+//! concerns.
 
 use std::time::Duration;
 
@@ -10,8 +12,14 @@ use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 
-use crate::owners::OwnerIndex;
-use crate::relist;
+pub(crate) mod caches;
+pub(crate) mod owners;
+pub(crate) mod references;
+pub(crate) mod relist;
+pub(crate) mod triggers;
+
+use crate::kinds::Watched;
+use owners::OwnerIndex;
 
 /// Exponential backoff with jitter from `min` to `max`, reset after 60 s without errors.
 pub(crate) fn jittered_backoff(
@@ -56,29 +64,6 @@ pub(crate) fn identity_and_labels<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     meta.owner_references = None;
     meta.finalizers = None;
-}
-
-/// What a watch can cache: a cluster-known kind that decodes from the API server's answers.
-pub trait Watched:
-    Resource<DynamicType = ()>
-    + Clone
-    + std::fmt::Debug
-    + serde::de::DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<K> Watched for K where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static
-{
 }
 
 /// The events of a watch of every `K` (or those matching `config`): a 410 relists at once (see

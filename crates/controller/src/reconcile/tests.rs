@@ -13,6 +13,7 @@ use groupbinder_api::AzureGroupBindingStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::ObjectMeta;
+use kube::core::error_boundary::DeserializeGuard;
 use serde_json::{Value, json};
 
 const STATUS: &str = "/apis/groupbinder.dev/v1alpha1/azuregroupbindings/k10-admins/status";

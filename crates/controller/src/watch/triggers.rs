@@ -1,12 +1,12 @@
 //! Which AzureGroupBinding a change to a binding concerns: the object that claims it (roles and
-//! namespaces: see [`crate::references`]).
+//! namespaces: see [`crate::watch::references`]).
 
 use kube::ResourceExt;
 use kube::core::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::owners::{self, Claim};
-use crate::reconcile::Guarded;
+use crate::kinds::Guarded;
+use crate::watch::owners::{self, Claim};
 
 /// The AzureGroupBinding that claims the binding with `meta` (see [`owners::claim`]), if any
 /// (cluster-scoped: no namespace in the reference). An orphan is found by its uid label among

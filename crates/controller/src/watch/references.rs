@@ -22,7 +22,7 @@ use groupbinder_api::{NamespaceSelector, RoleKind, Settings, Target};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
-use crate::reconcile::Guarded;
+use crate::kinds::Guarded;
 
 /// The index (cheap to clone: shared).
 #[derive(Clone)]

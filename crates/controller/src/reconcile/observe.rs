@@ -13,10 +13,10 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::apply::{Binding, api};
-use crate::context::Caches;
-use crate::owners::{Claim, OwnerIndex, claim, controller_of};
-use crate::status::Problem;
+use super::outcome::Problem;
+use crate::kinds::{Binding, api};
+use crate::watch::caches::Caches;
+use crate::watch::owners::{Claim, OwnerIndex, claim, controller_of};
 
 /// What has a planned binding's name now.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,7 +38,7 @@ pub(crate) enum Found<B> {
 }
 
 impl<B: Binding> Found<B> {
-    /// What `current` is to the AzureGroupBinding with `uid` (see [`crate::owners::claim`]).
+    /// What `current` is to the AzureGroupBinding with `uid` (see [`crate::watch::owners::claim`]).
     pub(crate) fn of(current: Option<Arc<B>>, uid: &str) -> Self {
         let Some(current) = current else {
             return Found::Absent;

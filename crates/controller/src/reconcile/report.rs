@@ -11,10 +11,11 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 
+use super::outcome::Outcome;
+use super::status::desired_status;
 use crate::context::Context;
 use crate::events::Changes;
 use crate::metrics::{CategoryLabels, KindLabels};
-use crate::status::{Outcome, desired_status};
 
 /// Writing the status failed.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +154,7 @@ pub(crate) async fn patch_status(
 
 fn record_metrics(ctx: &Context, status: &AzureGroupBindingStatus) {
     if let Some(ready) = ready(status).filter(|c| c.status == "False") {
-        let category = crate::status::reason_label(&ready.reason);
+        let category = super::status::reason_label(&ready.reason);
         ctx.metrics
             .not_ready
             .get_or_create(&CategoryLabels { category })

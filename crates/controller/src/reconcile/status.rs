@@ -1,107 +1,16 @@
 //! Status: what an `AzureGroupBinding` should show after a reconcile, from its plan and what
-//! observe and apply found and did. Pure: no client (the writes are in [`crate::report`]).
+//! observe and apply found and did. Pure: no client (the writes are in [`super::report`]).
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use groupbinder_api::conditions::{self, READY, reason};
 use groupbinder_api::desired::{BindingKey, refusal_message};
 use groupbinder_api::{
-    Allowlist, AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, PlanError,
-    RoleKind, SelectedNamespaces,
+    Allowlist, AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, SelectedNamespaces,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 
-use crate::apply::{Ensured, EnsuredBinding};
-use crate::per_object::PerObject;
-
-/// Something that keeps an `AzureGroupBinding` from being `Ready`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Problem {
-    /// Roles the spec names are outside the allowlist: nothing is bound for them.
-    RoleNotAllowed {
-        /// Which, and how to fix it.
-        message: String,
-    },
-    /// A binding with the target name exists and is not ours; it was left untouched.
-    Conflict {
-        /// The binding.
-        binding: BindingKey,
-        /// Who controls it, if anyone.
-        holder: String,
-    },
-    /// The namespace of a RoleBinding does not exist; the binding waits for it.
-    NamespaceNotFound {
-        /// The namespace.
-        namespace: String,
-    },
-    /// A bound role does not exist; its binding exists and grants nothing until it does.
-    RoleNotFound {
-        /// `Role` or `ClusterRole`.
-        kind: RoleKind,
-        /// The role's namespace, for a Role.
-        namespace: Option<String>,
-        /// The role's name.
-        name: String,
-    },
-}
-
-impl Problem {
-    fn reason(&self) -> &'static str {
-        match self {
-            Problem::RoleNotAllowed { .. } => reason::ROLE_NOT_ALLOWED,
-            Problem::Conflict { .. } => reason::CONFLICT,
-            Problem::NamespaceNotFound { .. } => reason::NAMESPACE_NOT_FOUND,
-            Problem::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            Problem::RoleNotAllowed { message } => message.clone(),
-            Problem::Conflict { binding, holder } => format!(
-                "{binding} already exists and is not managed by this AzureGroupBinding ({holder}); it was left untouched: delete or rename it, or rename this AzureGroupBinding"
-            ),
-            Problem::NamespaceNotFound { namespace } => format!(
-                "namespace {namespace} does not exist (yet); its RoleBindings are created as soon as it does"
-            ),
-            Problem::RoleNotFound {
-                kind,
-                namespace,
-                name,
-            } => {
-                let role = match namespace {
-                    Some(ns) => format!("{} {ns}/{name}", kind.as_str()),
-                    None => format!("{} {name}", kind.as_str()),
-                };
-                format!(
-                    "{role} does not exist (yet): its binding is in place and grants access once the role exists; if K10 is installed, check that its Helm release name matches the operator's --k10-release"
-                )
-            }
-        }
-    }
-}
-
-/// What a reconcile found and did.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    /// No group can be computed for the spec: every binding of the object was deleted.
-    Refused(PlanError),
-    /// The plan was carried out as far as possible.
-    Bound {
-        /// The RBAC group subject.
-        group: String,
-        /// The bindings now in place and managed for this object.
-        bindings: Vec<BindingStatus>,
-        /// What keeps it from being ready.
-        problems: Vec<Problem>,
-        /// The namespaces the selectors select.
-        selected: BTreeSet<String>,
-        /// What is worth saying but does not keep it from being ready.
-        notes: Vec<String>,
-    },
-}
+use super::outcome::{Ensured, EnsuredBinding, Outcome, Problem};
 
 /// What a reconcile that carried out `plan` found and did: the roles and namespaces `missing`,
 /// what was done for each planned binding (`ensured`), and the roles the allowlist refused.
@@ -144,27 +53,6 @@ pub(crate) fn in_conflict(agb: &AzureGroupBinding) -> bool {
         .iter()
         .flat_map(|s| &s.conditions)
         .any(|c| c.type_ == READY && c.reason == reason::CONFLICT)
-}
-
-impl Outcome {
-    /// A plan carried out with `bindings` in place and `problems`, no selector, nothing more to
-    /// say.
-    pub fn bound(group: String, bindings: Vec<BindingStatus>, problems: Vec<Problem>) -> Self {
-        Outcome::Bound {
-            group,
-            bindings,
-            problems,
-            selected: BTreeSet::new(),
-            notes: Vec::new(),
-        }
-    }
-
-    /// Whether a binding's name is taken by someone else (looked at again after a while: the
-    /// foreign binding is not watched).
-    pub(crate) fn has_conflict(&self) -> bool {
-        matches!(self, Outcome::Bound { problems, .. }
-            if problems.iter().any(|p| matches!(p, Problem::Conflict { .. })))
-    }
 }
 
 /// The status `agb` should have after `outcome`. `lastTransitionTime` is kept when `Ready` keeps
@@ -305,73 +193,10 @@ fn ready_message(group: &str, bindings: &[BindingStatus]) -> String {
     format!("group {group} is bound to {}", roles.join(", "))
 }
 
-/// The statuses this process wrote that the watch cache may not show yet, by object.
-///
-/// The bindings a reconcile creates trigger the next reconcile of their owner before the owner's
-/// status update has come back through the watch: without this, that reconcile would see no
-/// status and write the same one again.
-#[derive(Debug, Default)]
-pub struct Written(PerObject<WrittenStatus>);
-
-/// A status written, and the version of the object it was written over.
-#[derive(Debug)]
-struct WrittenStatus {
-    over: Option<String>,
-    status: AzureGroupBindingStatus,
-}
-
-impl Written {
-    /// `agb` with the status last written to it while the cache still shows the version it was
-    /// written over; `agb` itself once the cache has moved on (the entry is then dropped).
-    pub fn apply<'a>(&mut self, agb: &'a AzureGroupBinding) -> Cow<'a, AzureGroupBinding> {
-        let name = agb.name_any();
-        let uid = agb.uid().unwrap_or_default();
-        let Some(entry) = self.0.get(&name, &uid) else {
-            self.0.remove(&name);
-            return Cow::Borrowed(agb);
-        };
-        if entry.over == agb.metadata.resource_version {
-            let mut newer = agb.clone();
-            newer.status = Some(entry.status.clone());
-            return Cow::Owned(newer);
-        }
-        self.0.remove(&name);
-        Cow::Borrowed(agb)
-    }
-
-    /// Notes that `status` was written over `agb`. Entries of objects deleted before their next
-    /// reconcile are dropped when there are more than twice as many as `objects`, keeping those
-    /// for which `exists`.
-    pub fn remember(
-        &mut self,
-        agb: &AzureGroupBinding,
-        status: AzureGroupBindingStatus,
-        objects: usize,
-        exists: impl Fn(&str) -> bool,
-    ) {
-        let entry = WrittenStatus {
-            over: agb.metadata.resource_version.clone(),
-            status,
-        };
-        let uid = agb.uid().unwrap_or_default();
-        self.0.insert(&agb.name_any(), &uid, entry, objects, exists);
-    }
-
-    /// How many statuses are held.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.0.len() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use groupbinder_api::AzureGroupBindingSpec;
+    use groupbinder_api::{AzureGroupBindingSpec, PlanError, RoleKind};
     use k8s_openapi::jiff::Timestamp;
 
     fn at(secs: i64) -> Time {
@@ -511,51 +336,5 @@ mod tests {
             first, second,
             "a later reconcile with the same outcome must not write"
         );
-    }
-
-    fn versioned(name: &str, uid: &str, rv: &str) -> AzureGroupBinding {
-        let mut agb = AzureGroupBinding::new(name, AzureGroupBindingSpec::default());
-        agb.metadata.uid = Some(uid.into());
-        agb.metadata.resource_version = Some(rv.into());
-        agb
-    }
-
-    fn status(group: &str) -> AzureGroupBindingStatus {
-        AzureGroupBindingStatus {
-            group: Some(group.into()),
-            ..AzureGroupBindingStatus::default()
-        }
-    }
-
-    #[test]
-    fn a_written_status_stands_in_until_the_cache_moves_on() {
-        let mut written = Written::default();
-        let cached = versioned("a", "uid-a", "10");
-        written.remember(&cached, status("g"), 1, |_| true);
-        // The cache still shows version 10: the status written over it stands in.
-        let seen = written.apply(&cached);
-        assert_eq!(seen.status, Some(status("g")));
-        // Version 11 (our write, or anything later) is in the cache: it is the truth again.
-        let newer = versioned("a", "uid-a", "11");
-        assert_eq!(written.apply(&newer).status, None);
-        assert!(written.is_empty());
-    }
-
-    #[test]
-    fn a_recreated_object_does_not_get_the_old_status() {
-        let mut written = Written::default();
-        written.remember(&versioned("a", "uid-1", "10"), status("g"), 1, |_| true);
-        let recreated = versioned("a", "uid-2", "10");
-        assert_eq!(written.apply(&recreated).status, None);
-    }
-
-    #[test]
-    fn entries_of_deleted_objects_are_dropped() {
-        let mut written = Written::default();
-        for n in 0..200 {
-            let agb = versioned(&format!("o{n}"), "u", "1");
-            written.remember(&agb, status("g"), 10, |name| name == "o199");
-        }
-        assert!(written.len() <= 2 * 10 + 64 + 1, "{}", written.len());
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fakes::{CRBS, FakeApi, RBS, Seen, UID, deleted, echo, failure, seed_plan};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
 

@@ -1,4 +1,4 @@
-//! Apply: the writes, and nothing else. It carries out what [`crate::observe`] found against the
+//! Apply: the writes, and nothing else. It carries out what [`super::observe`] found against the
 //! plan, without touching anyone else's bindings, and returns what it did, typed.
 //!
 //! A binding that is already right costs no request at all. A new binding is created with POST,
@@ -9,46 +9,16 @@
 
 use std::sync::Arc;
 
-use groupbinder_api::desired::{BindingKey, BoundRole, Planned};
+use groupbinder_api::desired::{BindingKey, Planned};
+use groupbinder_api::is_satisfied;
 use groupbinder_api::names::FIELD_MANAGER;
-use groupbinder_api::{RbacBinding, is_satisfied};
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::{Api, Client};
-use serde::Serialize;
 
-use crate::observe::{Found, Observed, Stale, look};
-use crate::watch::Watched;
-
-/// ClusterRoleBinding or RoleBinding, as the controller watches and writes it.
-pub(crate) trait Binding: Watched + Serialize + RbacBinding {
-    /// The API for the binding `key` (see [`api`]).
-    fn api_for(client: Client, key: &BindingKey) -> Api<Self>;
-}
-
-impl Binding for ClusterRoleBinding {
-    fn api_for(client: Client, _: &BindingKey) -> Api<Self> {
-        Api::all(client)
-    }
-}
-
-impl Binding for RoleBinding {
-    fn api_for(client: Client, key: &BindingKey) -> Api<Self> {
-        match key.namespace() {
-            Some(namespace) => Api::namespaced(client, namespace),
-            // Never "default": a ClusterRoleBinding's key given for a RoleBinding addresses no
-            // namespace, and the API server refuses every write to it.
-            None => Api::all(client),
-        }
-    }
-}
-
-/// The API for the binding `key`: in the key's namespace for a RoleBinding. Keys come from a
-/// plan or from [`Binding::key`], so a RoleBinding's key always has its namespace.
-pub(crate) fn api<B: Binding>(client: &Client, key: &BindingKey) -> Api<B> {
-    B::api_for(client.clone(), key)
-}
+use super::observe::{Found, Observed, Stale, look};
+pub(crate) use super::outcome::{Ensured, EnsuredBinding};
+use crate::kinds::{Binding, api};
 
 /// A write (or the read after a 409) failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,36 +43,6 @@ impl ApplyError {
             source,
         }
     }
-}
-
-/// What was done for one planned binding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Ensured {
-    /// It was already as planned: no request was made.
-    Unchanged,
-    /// It did not exist and was created.
-    Created,
-    /// It had drifted and was put back.
-    PutBack,
-    /// It had lost its controller ownerReference: that was put back (with anything else that
-    /// had drifted).
-    Adopted,
-    /// The name is taken by a binding this object does not control; it was left untouched.
-    Conflict {
-        /// Who controls it.
-        holder: String,
-    },
-}
-
-/// One planned binding and what was done for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct EnsuredBinding {
-    /// Which binding.
-    pub(crate) key: BindingKey,
-    /// The role it binds.
-    pub(crate) role: BoundRole,
-    /// What was done.
-    pub(crate) ensured: Ensured,
 }
 
 /// The write a planned binding needs, given what has its name. Pure.

@@ -1,0 +1,147 @@
+//! What a reconcile found and did, as values: the problems that keep an object from being
+//! `Ready`, what was done for each planned binding, and the outcome the status is computed from.
+//! Pure, a leaf of the pipeline: observe, apply and status produce and read these.
+
+use std::collections::BTreeSet;
+
+use groupbinder_api::conditions::reason;
+use groupbinder_api::desired::{BindingKey, BoundRole};
+use groupbinder_api::{BindingStatus, PlanError, RoleKind};
+
+/// Something that keeps an `AzureGroupBinding` from being `Ready`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Problem {
+    /// Roles the spec names are outside the allowlist: nothing is bound for them.
+    RoleNotAllowed {
+        /// Which, and how to fix it.
+        message: String,
+    },
+    /// A binding with the target name exists and is not ours; it was left untouched.
+    Conflict {
+        /// The binding.
+        binding: BindingKey,
+        /// Who controls it, if anyone.
+        holder: String,
+    },
+    /// The namespace of a RoleBinding does not exist; the binding waits for it.
+    NamespaceNotFound {
+        /// The namespace.
+        namespace: String,
+    },
+    /// A bound role does not exist; its binding exists and grants nothing until it does.
+    RoleNotFound {
+        /// `Role` or `ClusterRole`.
+        kind: RoleKind,
+        /// The role's namespace, for a Role.
+        namespace: Option<String>,
+        /// The role's name.
+        name: String,
+    },
+}
+
+impl Problem {
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Problem::RoleNotAllowed { .. } => reason::ROLE_NOT_ALLOWED,
+            Problem::Conflict { .. } => reason::CONFLICT,
+            Problem::NamespaceNotFound { .. } => reason::NAMESPACE_NOT_FOUND,
+            Problem::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
+        }
+    }
+
+    pub(crate) fn message(&self) -> String {
+        match self {
+            Problem::RoleNotAllowed { message } => message.clone(),
+            Problem::Conflict { binding, holder } => format!(
+                "{binding} already exists and is not managed by this AzureGroupBinding ({holder}); it was left untouched: delete or rename it, or rename this AzureGroupBinding"
+            ),
+            Problem::NamespaceNotFound { namespace } => format!(
+                "namespace {namespace} does not exist (yet); its RoleBindings are created as soon as it does"
+            ),
+            Problem::RoleNotFound {
+                kind,
+                namespace,
+                name,
+            } => {
+                let role = match namespace {
+                    Some(ns) => format!("{} {ns}/{name}", kind.as_str()),
+                    None => format!("{} {name}", kind.as_str()),
+                };
+                format!(
+                    "{role} does not exist (yet): its binding is in place and grants access once the role exists; if K10 is installed, check that its Helm release name matches the operator's --k10-release"
+                )
+            }
+        }
+    }
+}
+
+/// What a reconcile found and did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// No group can be computed for the spec: every binding of the object was deleted.
+    Refused(PlanError),
+    /// The plan was carried out as far as possible.
+    Bound {
+        /// The RBAC group subject.
+        group: String,
+        /// The bindings now in place and managed for this object.
+        bindings: Vec<BindingStatus>,
+        /// What keeps it from being ready.
+        problems: Vec<Problem>,
+        /// The namespaces the selectors select.
+        selected: BTreeSet<String>,
+        /// What is worth saying but does not keep it from being ready.
+        notes: Vec<String>,
+    },
+}
+
+impl Outcome {
+    /// A plan carried out with `bindings` in place and `problems`, no selector, nothing more to
+    /// say.
+    pub fn bound(group: String, bindings: Vec<BindingStatus>, problems: Vec<Problem>) -> Self {
+        Outcome::Bound {
+            group,
+            bindings,
+            problems,
+            selected: BTreeSet::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Whether a binding's name is taken by someone else (looked at again after a while: the
+    /// foreign binding is not watched).
+    pub(crate) fn has_conflict(&self) -> bool {
+        matches!(self, Outcome::Bound { problems, .. }
+            if problems.iter().any(|p| matches!(p, Problem::Conflict { .. })))
+    }
+}
+
+/// What was done for one planned binding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ensured {
+    /// It was already as planned: no request was made.
+    Unchanged,
+    /// It did not exist and was created.
+    Created,
+    /// It had drifted and was put back.
+    PutBack,
+    /// It had lost its controller ownerReference: that was put back (with anything else that
+    /// had drifted).
+    Adopted,
+    /// The name is taken by a binding this object does not control; it was left untouched.
+    Conflict {
+        /// Who controls it.
+        holder: String,
+    },
+}
+
+/// One planned binding and what was done for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EnsuredBinding {
+    /// Which binding.
+    pub(crate) key: BindingKey,
+    /// The role it binds.
+    pub(crate) role: BoundRole,
+    /// What was done.
+    pub(crate) ensured: Ensured,
+}
