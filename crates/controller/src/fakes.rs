@@ -20,6 +20,7 @@ use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 
 use crate::kinds::Guarded;
+use crate::metrics::{Metrics, WriteAction};
 use crate::watch::caches::Caches;
 use crate::watch::owners::OwnerIndex;
 
@@ -50,6 +51,7 @@ type Answer = dyn Fn(&Seen) -> (u16, Value) + Send + Sync;
 pub(crate) struct FakeApi {
     answer: Arc<Answer>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl FakeApi {
@@ -58,7 +60,49 @@ impl FakeApi {
         FakeApi {
             answer: Arc::new(answer),
             seen: Arc::default(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The metrics the code under test counts its writes in.
+    pub(crate) fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Fails unless [`Self::metrics`] counted exactly the write requests for bindings and
+    /// statuses this server got, each as what it was (the DELETE and the POST of a replace are
+    /// both counted `replace`). Events are not counted there.
+    pub(crate) fn assert_writes_counted(&self) {
+        let (mut post, mut delete, mut apply, mut finalizers, mut status) = (0, 0, 0, 0, 0);
+        for r in self.requests() {
+            if r.path.starts_with("/apis/events.k8s.io/") {
+                continue;
+            }
+            let unpins = r.body["metadata"]
+                .as_object()
+                .is_some_and(|m| m.get("finalizers") == Some(&Value::Null));
+            match r.method.as_str() {
+                "POST" => post += 1,
+                "DELETE" => delete += 1,
+                "PATCH" if r.path.ends_with("/status") => status += 1,
+                "PATCH" if unpins => finalizers += 1,
+                "PATCH" => apply += 1,
+                _ => {}
+            }
+        }
+        let counted = |action| self.metrics.writes_of(action);
+        let lines = self.lines();
+        let (create, remove) = (counted(WriteAction::Create), counted(WriteAction::Delete));
+        // A replace's DELETE or POST is counted `replace`, every other one as itself.
+        assert_eq!(
+            create + remove + counted(WriteAction::Replace),
+            post + delete,
+            "{lines:?}"
+        );
+        assert!(create <= post && remove <= delete, "{lines:?}");
+        assert_eq!(counted(WriteAction::Apply), apply, "{lines:?}");
+        assert_eq!(counted(WriteAction::Finalizers), finalizers, "{lines:?}");
+        assert_eq!(counted(WriteAction::Status), status, "{lines:?}");
     }
 
     /// A client of this server.

@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,10 +24,35 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
-/// Labels of a write the controller made.
+/// One write request the controller sends to the API server, counted where it is sent.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum WriteAction {
+    /// POST of a binding.
+    Create,
+    /// Forced server-side apply of a binding that drifted or lost its ownerReference.
+    Apply,
+    /// One of the two requests (DELETE, then POST) that replace a binding whose roleRef
+    /// changed: a roleRef is immutable.
+    Replace,
+    /// DELETE of a binding (revoked, or an orphan).
+    Delete,
+    /// The merge patch that removes the finalizers holding back a revoked binding.
+    Finalizers,
+    /// Server-side apply of an AzureGroupBinding's status.
+    Status,
+}
+
+/// Labels of a write request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
-    /// `create`, `apply`, `delete` or `status`; for orphans `adopted` or `deleted`.
+    /// What the request did.
+    pub action: WriteAction,
+}
+
+/// Labels of what was done with an orphaned binding: `adopted` or `deleted`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrphanLabels {
+    /// `adopted` or `deleted`.
     pub action: &'static str,
 }
 
@@ -48,7 +73,7 @@ pub struct Metrics {
     /// Writes sent to the API server, by action.
     pub writes: Family<WriteLabels, Counter>,
     /// Bindings found without their AzureGroupBinding's ownerReference, by what was done.
-    pub orphans: Family<WriteLabels, Counter>,
+    pub orphans: Family<OrphanLabels, Counter>,
     /// Bindings put back after someone else changed them, by kind: a count that keeps rising is
     /// another writer fighting the operator.
     pub repairs: Family<KindLabels, Counter>,
@@ -70,7 +95,7 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let bindings = Family::<KindLabels, Gauge>::default();
         let writes = Family::<WriteLabels, Counter>::default();
-        let orphans = Family::<WriteLabels, Counter>::default();
+        let orphans = Family::<OrphanLabels, Counter>::default();
         let repairs = Family::<KindLabels, Counter>::default();
         registry.register(
             "reconciles",
@@ -99,7 +124,7 @@ impl Metrics {
         );
         registry.register(
             "api_writes",
-            "Writes sent to the API server, by action",
+            "Write requests for bindings and statuses sent to the API server, by action: create, apply, replace, delete, finalizers, status",
             writes.clone(),
         );
         registry.register(
@@ -132,12 +157,28 @@ impl Metrics {
 
     /// Counts one orphaned binding `adopted` or `deleted`.
     pub fn orphan(&self, action: &'static str) {
-        self.orphans.get_or_create(&WriteLabels { action }).inc();
+        self.orphans.get_or_create(&OrphanLabels { action }).inc();
     }
 
-    /// Counts one write.
-    pub fn write(&self, action: &'static str) {
+    /// Counts one write request, sent whatever the answer.
+    pub fn write(&self, action: WriteAction) {
         self.writes.get_or_create(&WriteLabels { action }).inc();
+    }
+
+    /// `request`, counted as one `write` once it has been sent, whatever the answer.
+    pub(crate) async fn counted<T>(
+        &self,
+        write: WriteAction,
+        request: impl std::future::Future<Output = T>,
+    ) -> T {
+        let answer = request.await;
+        self.write(write);
+        answer
+    }
+
+    /// The write requests of `action` counted so far.
+    pub fn writes_of(&self, action: WriteAction) -> u64 {
+        self.writes.get_or_create(&WriteLabels { action }).get()
     }
 
     /// The metrics in Prometheus text format.

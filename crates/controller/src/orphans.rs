@@ -120,11 +120,12 @@ impl Sweeper {
                 continue; // its object's reconcile adopts or deletes it
             }
             let Some(key) = binding.key() else { continue };
-            if let Err(error) = apply::delete::<B>(&self.client, &key, binding.meta()).await {
+            if let Err(error) =
+                apply::delete::<B>(&self.client, &self.metrics, &key, binding.meta()).await
+            {
                 tracing::warn!(%error, "could not delete an orphaned binding");
                 continue;
             }
-            self.metrics.write("delete");
             self.metrics.orphan("deleted");
             tracing::info!(binding = %key, owner_uid = ?uid, "deleted a binding whose AzureGroupBinding is gone");
             self.announce(&key, binding.meta(), uid).await;

@@ -177,7 +177,7 @@ async fn carry_out(
         status::in_conflict(agb),
     )
     .await?;
-    let ensured = apply::ensure_all(&ctx.client, uid, &observed).await?;
+    let ensured = apply::ensure_all(&ctx.client, &ctx.metrics, uid, &observed).await?;
     note(&ensured, changes, ctx);
     Ok(status::outcome(
         &plan,
@@ -237,7 +237,6 @@ async fn undecodable(invalid: &InvalidObject, ctx: &Context) -> Result<Action, R
         ),
     );
     report::patch_status(&name, &status, ctx).await?;
-    ctx.metrics.write("status");
     Ok(Action::await_change())
 }
 
@@ -246,30 +245,24 @@ async fn revoke(stale: &Stale, changes: &mut Changes, ctx: &Context) -> Result<(
     if stale.is_empty() {
         return Ok(());
     }
-    let (deleted, result) = apply::revoke(&ctx.client, stale).await;
+    let (deleted, result) = apply::revoke(&ctx.client, &ctx.metrics, stale).await;
     for key in &deleted {
-        ctx.metrics.write("delete");
         changes.deleted(key);
     }
     result
 }
 
-/// Counts and notes what apply did.
+/// Notes what apply did, and counts the repairs and adoptions.
 fn note(ensured: &[EnsuredBinding], changes: &mut Changes, ctx: &Context) {
     for done in ensured {
         let key: &BindingKey = &done.key;
         match done.ensured {
-            Ensured::Created => {
-                ctx.metrics.write("create");
-                changes.created(key);
-            }
+            Ensured::Created => changes.created(key),
             Ensured::PutBack => {
-                ctx.metrics.write("apply");
                 ctx.metrics.repair(key.kind());
                 changes.put_back(key);
             }
             Ensured::Adopted => {
-                ctx.metrics.write("apply");
                 ctx.metrics.orphan("adopted");
                 ctx.metrics.repair(key.kind());
                 changes.adopted(key);

@@ -19,6 +19,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use super::observe::{Found, Observed, Stale, look};
 pub(crate) use super::outcome::{Ensured, EnsuredBinding};
 use crate::kinds::{Binding, api};
+use crate::metrics::{Metrics, WriteAction};
 
 /// A write (or the read after a 409) failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,7 @@ pub(crate) fn step<B: Binding>(planned: &Planned<B>, found: &Found<B>) -> Step {
 /// Makes every observed planned binding true, all at once; stops at the first error.
 pub(crate) async fn ensure_all(
     client: &Client,
+    metrics: &Metrics,
     uid: &str,
     observed: &Observed<'_>,
 ) -> Result<Vec<EnsuredBinding>, ApplyError> {
@@ -93,13 +95,13 @@ pub(crate) async fn ensure_all(
         observed
             .cluster_role_bindings
             .iter()
-            .map(|(planned, found)| ensure(client, uid, planned, found.clone())),
+            .map(|(planned, found)| ensure(client, metrics, uid, planned, found.clone())),
     );
     let namespaced = futures::future::try_join_all(
         observed
             .role_bindings
             .iter()
-            .map(|(planned, found)| ensure(client, uid, planned, found.clone())),
+            .map(|(planned, found)| ensure(client, metrics, uid, planned, found.clone())),
     );
     let (cluster, namespaced) = tokio::try_join!(cluster, namespaced)?;
     Ok(cluster.into_iter().chain(namespaced).collect())
@@ -108,6 +110,7 @@ pub(crate) async fn ensure_all(
 /// Makes `planned` true where `found` is (see the module documentation).
 pub(crate) async fn ensure<B: Binding>(
     client: &Client,
+    metrics: &Metrics,
     uid: &str,
     planned: &Planned<B>,
     mut found: Found<B>,
@@ -121,7 +124,13 @@ pub(crate) async fn ensure<B: Binding>(
     let ensured = loop {
         match step(planned, &found) {
             Step::Nothing(ensured) => break ensured,
-            Step::Create => match api.create(&post_params(), &planned.object).await {
+            Step::Create => match metrics
+                .counted(
+                    WriteAction::Create,
+                    api.create(&post_params(), &planned.object),
+                )
+                .await
+            {
                 Ok(_) => break Ensured::Created,
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     creates_left -= 1;
@@ -136,16 +145,25 @@ pub(crate) async fn ensure<B: Binding>(
             },
             Step::Patch(done) => {
                 let params = PatchParams::apply(FIELD_MANAGER).force();
-                api.patch(key.name(), &params, &Patch::Apply(&planned.object))
+                metrics
+                    .counted(
+                        WriteAction::Apply,
+                        api.patch(key.name(), &params, &Patch::Apply(&planned.object)),
+                    )
                     .await
                     .map_err(fail("apply"))?;
                 break done;
             }
             Step::Replace(done) => {
                 if let Found::Ours { current, .. } = &found {
-                    delete::<B>(client, key, current.meta()).await?;
+                    delete_as::<B>(client, metrics, WriteAction::Replace, key, current.meta())
+                        .await?;
                 }
-                api.create(&post_params(), &planned.object)
+                metrics
+                    .counted(
+                        WriteAction::Replace,
+                        api.create(&post_params(), &planned.object),
+                    )
                     .await
                     .map_err(fail("create"))?;
                 break done;
@@ -163,11 +181,12 @@ pub(crate) async fn ensure<B: Binding>(
 /// deleted, and the first error, if any (what was deleted before it stays deleted).
 pub(crate) async fn revoke(
     client: &Client,
+    metrics: &Metrics,
     stale: &Stale,
 ) -> (Vec<BindingKey>, Result<(), ApplyError>) {
     let (crbs, rbs) = tokio::join!(
-        delete_each(client, &stale.cluster_role_bindings),
-        delete_each(client, &stale.role_bindings)
+        delete_each(client, metrics, &stale.cluster_role_bindings),
+        delete_each(client, metrics, &stale.role_bindings)
     );
     let (mut deleted, first) = crbs;
     let (more, second) = rbs;
@@ -177,12 +196,13 @@ pub(crate) async fn revoke(
 
 async fn delete_each<B: Binding>(
     client: &Client,
+    metrics: &Metrics,
     bindings: &[Arc<B>],
 ) -> (Vec<BindingKey>, Result<(), ApplyError>) {
     let mut deleted = Vec::new();
     for binding in bindings {
         let Some(key) = binding.key() else { continue };
-        if let Err(error) = delete::<B>(client, &key, binding.meta()).await {
+        if let Err(error) = delete::<B>(client, metrics, &key, binding.meta()).await {
             return (deleted, Err(error));
         }
         deleted.push(key);
@@ -198,6 +218,18 @@ async fn delete_each<B: Binding>(
 /// RBAC's escalation check), so the finalizers of a binding being revoked are removed.
 pub(crate) async fn delete<B: Binding>(
     client: &Client,
+    metrics: &Metrics,
+    key: &BindingKey,
+    meta: &ObjectMeta,
+) -> Result<(), ApplyError> {
+    delete_as::<B>(client, metrics, WriteAction::Delete, key, meta).await
+}
+
+/// [`delete`], its DELETE counted as `write`.
+async fn delete_as<B: Binding>(
+    client: &Client,
+    metrics: &Metrics,
+    write: WriteAction,
     key: &BindingKey,
     meta: &ObjectMeta,
 ) -> Result<(), ApplyError> {
@@ -210,7 +242,10 @@ pub(crate) async fn delete<B: Binding>(
         }),
         ..DeleteParams::default()
     };
-    let lingering = match api.delete(key.name(), &params).await {
+    let lingering = match metrics
+        .counted(write, api.delete(key.name(), &params))
+        .await
+    {
         Ok(either) => either.left(),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => None,
         Err(source) => return Err(fail("delete")(source)),
@@ -224,10 +259,9 @@ pub(crate) async fn delete<B: Binding>(
     let patch = serde_json::json!({
         "metadata": {"finalizers": null, "uid": lingering.meta().uid}
     });
-    match api
-        .patch(key.name(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let unpinned = api.patch(key.name(), &params, &patch);
+    match metrics.counted(WriteAction::Finalizers, unpinned).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
         Err(source) => Err(fail("remove the finalizers of")(source)),

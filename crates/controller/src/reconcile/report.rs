@@ -15,7 +15,7 @@ use super::outcome::Outcome;
 use super::status::desired_status;
 use crate::context::Context;
 use crate::events::Changes;
-use crate::metrics::{CategoryLabels, KindLabels};
+use crate::metrics::{CategoryLabels, KindLabels, WriteAction};
 
 /// Writing the status failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,6 @@ pub(crate) async fn status(
         return Ok(None);
     }
     patch_status(&agb.name_any(), &status, ctx).await?;
-    ctx.metrics.write("status");
     let now = ready(&status).cloned();
     ctx.remember_status(agb, status);
     let was = agb.status.as_ref().and_then(ready);
@@ -143,7 +142,10 @@ pub(crate) async fn patch_status(
         status,
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &Patch::Apply(&patch))
+    let patch = Patch::Apply(&patch);
+    let request = api.patch_status(name, &params, &patch);
+    ctx.metrics
+        .counted(WriteAction::Status, request)
         .await
         .map(|_| ())
         .map_err(|source| StatusError {

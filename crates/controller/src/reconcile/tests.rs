@@ -8,7 +8,7 @@ use crate::events::Publisher;
 use crate::fakes::{
     CRBS, FakeApi, FakeCaches, GUID, RBS, Seen, UID, deleted, echo, failure, seed, settings,
 };
-use crate::metrics::Metrics;
+use crate::metrics::WriteAction;
 use groupbinder_api::AzureGroupBindingStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -58,7 +58,7 @@ impl Harness {
             client.clone(),
             settings(),
             fake.caches,
-            Arc::new(Metrics::new()),
+            api.metrics(),
             Publisher::new(client, "groupbinder", "test"),
             synced,
             crate::context::Stopping {
@@ -79,8 +79,11 @@ impl Harness {
             .await
     }
 
+    /// One reconcile; every write it sent is counted, as what it was.
     async fn reconcile_guarded(&self, object: Guarded) -> Result<Action, ReconcileError> {
-        reconcile(Arc::new(object), self.ctx.clone()).await
+        let result = reconcile(Arc::new(object), self.ctx.clone()).await;
+        self.api.assert_writes_counted();
+        result
     }
 
     /// The requests, as `METHOD path`, sorted (bindings are written concurrently).
@@ -97,12 +100,8 @@ impl Harness {
             .map(|r| serde_json::from_value(r.body["status"].clone()).unwrap())
     }
 
-    fn writes(&self, action: &'static str) -> u64 {
-        self.ctx
-            .metrics
-            .writes
-            .get_or_create(&crate::metrics::WriteLabels { action })
-            .get()
+    fn writes(&self, action: WriteAction) -> u64 {
+        self.ctx.metrics.writes_of(action)
     }
 }
 
@@ -172,7 +171,10 @@ async fn a_new_object_gets_its_bindings_a_status_and_one_event() {
     assert_eq!(status.bindings.len(), 3);
     let event = h.api.request_to(EVENTS).unwrap();
     assert_eq!(event.body["reason"], "Reconciled");
-    assert_eq!((h.writes("create"), h.writes("status")), (3, 1));
+    assert_eq!(
+        (h.writes(WriteAction::Create), h.writes(WriteAction::Status)),
+        (3, 1)
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fakes::{CRBS, FakeApi, RBS, Seen, UID, deleted, echo, failure, seed_plan};
+use crate::metrics::WriteAction;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
@@ -45,7 +46,9 @@ async fn ensure_crb(
 ) -> Result<Ensured, ApplyError> {
     let plan = seed_plan();
     let planned = &plan.cluster_role_bindings[0];
-    let done = ensure(&api.client(), UID, planned, found).await?;
+    let done = ensure(&api.client(), &api.metrics(), UID, planned, found).await;
+    api.assert_writes_counted();
+    let done = done?;
     assert_eq!(done.key, planned.key);
     assert_eq!(done.role, planned.role);
     Ok(done.ensured)
@@ -100,9 +103,10 @@ async fn a_role_binding_is_written_in_its_own_namespace() {
     let plan = seed_plan();
     let planned = &plan.role_bindings[0];
     let api = FakeApi::new(echo);
-    let done = ensure(&api.client(), UID, planned, Found::Absent)
+    let done = ensure(&api.client(), &api.metrics(), UID, planned, Found::Absent)
         .await
         .unwrap();
+    api.assert_writes_counted();
     assert_eq!(done.ensured, Ensured::Created);
     assert_eq!(api.lines(), [format!("POST {RBS}")]);
 }
@@ -174,6 +178,14 @@ async fn a_changed_role_ref_replaces_exactly_the_binding_looked_at() {
     assert_eq!(delete.body["preconditions"]["uid"], "old-uid");
     assert_eq!(post.line(), format!("POST {CRBS}"));
     assert_eq!(post.body["roleRef"]["name"], "k10-admin");
+    let metrics = api.metrics();
+    assert_eq!(
+        metrics.writes_of(WriteAction::Replace),
+        2,
+        "DELETE and POST"
+    );
+    assert_eq!(metrics.writes_of(WriteAction::Delete), 0);
+    assert_eq!(metrics.writes_of(WriteAction::Create), 0);
 }
 
 #[tokio::test]
@@ -337,7 +349,10 @@ fn meta(uid: &str) -> ObjectMeta {
 }
 
 async fn delete_crb(api: &FakeApi) -> Result<(), ApplyError> {
-    delete::<ClusterRoleBinding>(&api.client(), &key(), &meta("old-uid")).await
+    let done =
+        delete::<ClusterRoleBinding>(&api.client(), &api.metrics(), &key(), &meta("old-uid")).await;
+    api.assert_writes_counted();
+    done
 }
 
 #[tokio::test]
@@ -446,7 +461,8 @@ async fn revoke_reports_what_it_deleted_before_a_failure() {
         cluster_role_bindings: vec![binding("first"), binding("second"), binding("third")],
         role_bindings: Vec::new(),
     };
-    let (deleted, result) = revoke(&api.client(), &stale).await;
+    let (deleted, result) = revoke(&api.client(), &api.metrics(), &stale).await;
+    api.assert_writes_counted();
     assert_eq!(
         deleted,
         [BindingKey::Cluster {
