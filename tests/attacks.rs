@@ -16,32 +16,21 @@ use kube::{Api, ResourceExt};
 
 const K10_ACTIONS: &str = "actions.kio.kasten.io";
 
-/// Whether `group`'s members may create K10 backup actions in `kasten-io` (what `k10-ns-admin`
-/// and `k10-admin` give).
+/// Waits until `group`'s members may not create K10 backup actions in `kasten-io` (what
+/// `k10-ns-admin` and `k10-admin` give).
 async fn k10_admin_denied(client: &kube::Client, group: &str) -> anyhow::Result<()> {
-    denied(
-        client,
-        "mallory",
-        &[group],
-        "create",
-        K10_ACTIONS,
-        "backupactions",
-        Some("kasten-io"),
-    )
-    .await
+    let groups = [group];
+    Who::new(client, "mallory", &groups)
+        .may_not("create", K10_ACTIONS, "backupactions", Some("kasten-io"))
+        .await
 }
 
+/// Waits until they may.
 async fn k10_admin_granted(client: &kube::Client, group: &str) -> anyhow::Result<()> {
-    granted(
-        client,
-        "mallory",
-        &[group],
-        "create",
-        K10_ACTIONS,
-        "backupactions",
-        Some("kasten-io"),
-    )
-    .await
+    let groups = [group];
+    Who::new(client, "mallory", &groups)
+        .may("create", K10_ACTIONS, "backupactions", Some("kasten-io"))
+        .await
 }
 
 fn group_of(n: u32) -> String {
@@ -59,7 +48,7 @@ fn metric(operator: &Operator, line_start: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Item 1: a namespace admin makes a Role called like K10's in a namespace they control (or one
+/// Roles are allowed as `namespace/name` only: a namespace admin makes a Role called like K10's in a namespace they control (or one
 /// that does not exist yet); a spec naming it there grants nothing, and nothing is created.
 #[tokio::test]
 async fn a_role_named_like_k10s_in_another_namespace_grants_nothing() -> anyhow::Result<()> {
@@ -124,34 +113,15 @@ async fn a_role_named_like_k10s_in_another_namespace_grants_nothing() -> anyhow:
         assert_eq!(made, 0, "a RoleBinding was created in {namespace}");
     }
     let group = group_of(1100);
-    assert!(
-        !can(
-            &client,
-            "mallory",
-            &[&group],
-            "get",
-            "",
-            "secrets",
-            Some("team-a")
-        )
-        .await?
-    );
-    assert!(
-        !can(
-            &client,
-            "mallory",
-            &[&group],
-            "create",
-            "rbac.authorization.k8s.io",
-            "rolebindings",
-            Some("team-a")
-        )
-        .await?
-    );
+    let groups = [group.as_str()];
+    let mallory = Who::new(&client, "mallory", &groups);
+    assert!(!mallory.can("get", "", "secrets", Some("team-a")).await?);
+    let bind = ("create", "rbac.authorization.k8s.io", "rolebindings");
+    assert!(!mallory.can(bind.0, bind.1, bind.2, Some("team-a")).await?);
     operator.stop().await
 }
 
-/// Item 2: the operator restarted with a narrower allowlist revokes what it no longer allows.
+/// A narrowed allowlist revokes: the operator restarted with a narrower allowlist revokes what it no longer allows.
 #[tokio::test]
 async fn narrowing_the_allowlist_revokes_on_restart() -> anyhow::Result<()> {
     let (_, client) = setup().await?;
@@ -170,7 +140,7 @@ async fn narrowing_the_allowlist_revokes_on_restart() -> anyhow::Result<()> {
     operator.stop().await
 }
 
-/// Item 3: a spec that asks for something refused keeps none of its old bindings; one whose group
+/// A refused or group-less spec keeps nothing: a spec that asks for something refused keeps none of its old bindings; one whose group
 /// cannot be computed (a no-break space in the prefix, which got past an older CRD) keeps none.
 #[tokio::test]
 async fn a_refused_spec_keeps_no_old_grant() -> anyhow::Result<()> {
@@ -225,7 +195,7 @@ async fn a_refused_spec_keeps_no_old_grant() -> anyhow::Result<()> {
     operator.stop().await
 }
 
-/// Item 4: deleting with `--cascade=orphan` revokes at once, as does deleting an object that a
+/// Deletion revokes at once: deleting with `--cascade=orphan` revokes at once, as does deleting an object that a
 /// foreign finalizer holds, whose spec is then edited to something harmless.
 #[tokio::test]
 async fn deletion_revokes_at_once_whatever_holds_the_object() -> anyhow::Result<()> {
@@ -368,7 +338,7 @@ async fn detached_bindings_are_adopted_or_deleted() -> anyhow::Result<()> {
     operator.stop().await
 }
 
-/// Item 6: a team's RoleBinding dressed up as groupbinder's, with a controller ownerReference of
+/// Nothing foreign is deleted: a team's RoleBinding dressed up as groupbinder's, with a controller ownerReference of
 /// another kind carrying the AzureGroupBinding's uid (readable by anyone with `view`), is not
 /// deleted or changed.
 #[tokio::test]
@@ -437,7 +407,7 @@ async fn a_forged_owner_reference_deletes_nothing() -> anyhow::Result<()> {
     operator.stop().await
 }
 
-/// Item 7: an object named exactly like another's cut label value (the old `-` + hash form) must
+/// Label selection is exact: an object named exactly like another's cut label value (the old `-` + hash form) must
 /// not make a label selector list the other's bindings.
 #[tokio::test]
 async fn label_selectors_pick_one_objects_bindings() -> anyhow::Result<()> {
@@ -504,7 +474,7 @@ fn lease(name: &str, holder: &str, renewed: k8s_openapi::jiff::Timestamp) -> Lea
     }
 }
 
-/// Item 8, one way: a live holder whose clock is a minute behind keeps renewing. Its renewTime is
+/// One leader, whatever the clocks, one way: a live holder whose clock is a minute behind keeps renewing. Its renewTime is
 /// always a minute old by our clock, yet it is alive: no other replica may lead meanwhile.
 #[tokio::test]
 async fn a_holder_with_a_slow_clock_keeps_its_lease_while_it_renews() -> anyhow::Result<()> {
@@ -561,7 +531,7 @@ async fn a_holder_with_a_slow_clock_keeps_its_lease_while_it_renews() -> anyhow:
     standby.stop().await
 }
 
-/// Item 8, the other way: a dead holder whose clock was an hour ahead. Its renewTime lies in our
+/// One leader, whatever the clocks, the other way: a dead holder whose clock was an hour ahead. Its renewTime lies in our
 /// future; the lease is still free a lease duration after it stopped changing.
 #[tokio::test]
 async fn a_dead_holder_with_a_fast_clock_loses_its_lease_in_a_lease_duration() -> anyhow::Result<()>

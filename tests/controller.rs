@@ -92,30 +92,26 @@ async fn seed_scenario_grants_k10_admin_to_the_group_and_nothing_more() -> anyho
         "michael_azure_00000000-0000-4000-8000-000000000000",
     ];
     assert!(
-        !can(
-            &client,
-            "bob@example.com",
-            &outsider,
-            "create",
-            "actions.kio.kasten.io",
-            "backupactions",
-            Some("app")
-        )
-        .await?
+        !Who::new(&client, "bob@example.com", &outsider)
+            .can(
+                "create",
+                "actions.kio.kasten.io",
+                "backupactions",
+                Some("app")
+            )
+            .await?
     );
     // Case matters: the upper-case spelling of the same group is another group.
     let upper = format!("{SEED_PREFIX}{}", SEED_GUID.to_uppercase());
     assert!(
-        !can(
-            &client,
-            "carol@example.com",
-            &[upper.as_str()],
-            "create",
-            "actions.kio.kasten.io",
-            "backupactions",
-            Some("app")
-        )
-        .await?
+        !Who::new(&client, "carol@example.com", &[upper.as_str()])
+            .can(
+                "create",
+                "actions.kio.kasten.io",
+                "backupactions",
+                Some("app")
+            )
+            .await?
     );
 
     // The same through a real request made with a member's own client certificate.
@@ -351,18 +347,13 @@ async fn roles_outside_the_allowlist_grant_nothing() -> anyhow::Result<()> {
     let bound = bound_roles(&status);
     assert_eq!(bound, ["k10-admin"]);
     assert!(
-        !can(
-            &client,
-            "mallory",
-            &[group.as_str()],
-            "get",
-            "",
-            "secrets",
-            Some("kube-system")
-        )
-        .await?
+        !Who::new(&client, "mallory", &[group.as_str()])
+            .can("get", "", "secrets", Some("kube-system"))
+            .await?
     );
-    assert!(!can(&client, "mallory", &[group.as_str()], "*", "*", "*", None).await?);
+    let groups = [group.as_str()];
+    let mallory = Who::new(&client, "mallory", &groups);
+    assert!(!mallory.can("*", "*", "*", None).await?);
     operator.stop().await
 }
 
@@ -818,28 +809,20 @@ async fn adversarial_objects_next_to_good_ones() -> anyhow::Result<()> {
     admin_bindings_gone(&client, "adv-fleeting", Duration::from_secs(60)).await?;
     let greedy_group = format!("{SEED_PREFIX}{}", guid(401));
     assert!(
-        !can(
-            &client,
-            "mallory",
-            &[greedy_group.as_str()],
-            "get",
-            "",
-            "secrets",
-            Some("kube-system")
-        )
-        .await?
+        !Who::new(&client, "mallory", &[greedy_group.as_str()])
+            .can("get", "", "secrets", Some("kube-system"))
+            .await?
     );
     let same_group = format!("{SEED_PREFIX}{}", guid(403));
-    granted(
-        &client,
-        "team",
-        &[same_group.as_str()],
-        "create",
-        "actions.kio.kasten.io",
-        "backupactions",
-        Some("app"),
-    )
-    .await?;
+    let groups = [same_group.as_str()];
+    Who::new(&client, "team", &groups)
+        .may(
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("app"),
+        )
+        .await?;
     assert!(!operator.is_finished());
     operator.stop().await
 }

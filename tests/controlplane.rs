@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use groupbinder_e2e::{can, eventually, granted};
+use groupbinder_e2e::{Who, eventually};
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -94,16 +94,9 @@ async fn minted_user_is_denied_until_a_role_binding_allows_it() -> anyhow::Resul
     let alice = cp.user("alice", &["devs"])?;
     let as_alice: Api<Secret> = Api::namespaced(alice.client().await?, "cp-rbac");
     assert!(
-        !can(
-            &admin,
-            "alice",
-            &["devs"],
-            "get",
-            "",
-            "secrets",
-            Some("cp-rbac")
-        )
-        .await?
+        !Who::new(&admin, "alice", &["devs"])
+            .can("get", "", "secrets", Some("cp-rbac"))
+            .await?
     );
     match as_alice.get("s").await {
         Err(kube::Error::Api(status)) if status.code == 403 => {}
@@ -141,40 +134,19 @@ async fn minted_user_is_denied_until_a_role_binding_allows_it() -> anyhow::Resul
         .await?;
 
     // The RBAC authorizer reads bindings from its own watch cache: it counts a moment later.
-    granted(
-        &admin,
-        "alice",
-        &["devs"],
-        "get",
-        "",
-        "secrets",
-        Some("cp-rbac"),
-    )
-    .await?;
+    Who::new(&admin, "alice", &["devs"])
+        .may("get", "", "secrets", Some("cp-rbac"))
+        .await?;
     assert!(
-        !can(
-            &admin,
-            "alice",
-            &["other"],
-            "get",
-            "",
-            "secrets",
-            Some("cp-rbac")
-        )
-        .await?,
+        !Who::new(&admin, "alice", &["other"])
+            .can("get", "", "secrets", Some("cp-rbac"))
+            .await?,
         "group decides"
     );
     assert!(
-        !can(
-            &admin,
-            "alice",
-            &["devs"],
-            "get",
-            "",
-            "secrets",
-            Some("default")
-        )
-        .await?,
+        !Who::new(&admin, "alice", &["devs"])
+            .can("get", "", "secrets", Some("default"))
+            .await?,
         "namespace decides"
     );
     assert_eq!(as_alice.get("s").await?.name_any(), "s");

@@ -11,7 +11,7 @@
 
 use std::process::{Command, ExitCode, Stdio};
 
-use groupbinder_e2e::{OperatorProcess, SEED_GUID, SEED_PREFIX, granted, install_k10, repo};
+use groupbinder_e2e::{OperatorProcess, SEED_GUID, SEED_PREFIX, Who, install_k10, repo};
 use groupbinder_testenv::{ControlPlane, Options};
 
 fn section(title: &str) {
@@ -189,7 +189,7 @@ async fn demo() -> anyhow::Result<()> {
         section("What a member of the group may do now (the API server's RBAC authorizer decides)");
         let group = format!("{SEED_PREFIX}{SEED_GUID}");
         // The authorizer reads bindings from its own watch cache: give it the moment it needs.
-        granted(&client, "alice@example.com", &[group.as_str()], "get", "", "secrets", Some("kasten-io")).await?;
+        Who::new(&client, "alice@example.com", &[group.as_str()]).may("get", "", "secrets", Some("kasten-io")).await?;
         let can = |user: &str, group: &str, args: &[&str]| -> anyhow::Result<bool> {
             let mut full = vec!["auth", "can-i"];
             full.extend_from_slice(args);
@@ -213,7 +213,7 @@ async fn demo() -> anyhow::Result<()> {
         show(&cp, &["create", "namespace", "shop-staging"])?;
         show(&cp, &["label", "namespace", "shop-staging", "team=shop"])?;
         let shop = "michael_azure_7c2d4e6f-8a9b-4c1d-9e2f-3a4b5c6d7e8f";
-        granted(&client, "dev@example.com", &[shop], "create", "actions.kio.kasten.io", "backupactions", Some("shop-staging")).await?;
+        Who::new(&client, "dev@example.com", &[shop]).may("create", "actions.kio.kasten.io", "backupactions", Some("shop-staging")).await?;
         show(&cp, &["wait", "--for=jsonpath={.status.selectedNamespaces.count}=2", "azuregroupbinding/k10-shop-team", "--timeout=60s"])?;
         let wide = show(&cp, &["get", "agb", "k10-shop-team", "-o", "wide"])?;
         check(wide.contains("shop-staging"), "a namespace labelled later is bound too, and counted")?;

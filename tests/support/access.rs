@@ -1,4 +1,5 @@
-//! Access as the API server's RBAC authorizer decides it: real SubjectAccessReviews.
+//! Access as the API server's RBAC authorizer decides it: real SubjectAccessReviews, asked one
+//! way, through [`Who`].
 
 use std::time::Duration;
 
@@ -9,49 +10,6 @@ use kube::Api;
 use kube::api::PostParams;
 
 use crate::eventually;
-
-/// Waits (up to 10 s) until the RBAC authorizer allows `user` in `groups` to do `verb` on
-/// `group/resource` in `namespace`: it reads bindings from its own watch cache, so a binding
-/// counts a moment after it is written.
-pub async fn granted(
-    client: &kube::Client,
-    user: &str,
-    groups: &[&str],
-    verb: &str,
-    group: &str,
-    resource: &str,
-    namespace: Option<&str>,
-) -> anyhow::Result<()> {
-    answered(
-        true,
-        client,
-        user,
-        groups,
-        (verb, group, resource, namespace),
-    )
-    .await
-}
-
-/// Waits (up to 10 s) until the RBAC authorizer refuses what [`granted`] waits for: a deleted
-/// binding leaves the authorizer's cache a moment after it is deleted.
-pub async fn denied(
-    client: &kube::Client,
-    user: &str,
-    groups: &[&str],
-    verb: &str,
-    group: &str,
-    resource: &str,
-    namespace: Option<&str>,
-) -> anyhow::Result<()> {
-    answered(
-        false,
-        client,
-        user,
-        groups,
-        (verb, group, resource, namespace),
-    )
-    .await
-}
 
 async fn answered(
     expected: bool,
@@ -72,7 +30,7 @@ async fn answered(
 
 /// What the API server's RBAC authorizer answers for `user` in `groups` doing `verb` on
 /// `group/resource` in `namespace` (a real SubjectAccessReview).
-pub async fn can(
+async fn can(
     client: &kube::Client,
     user: &str,
     groups: &[&str],
@@ -142,7 +100,9 @@ impl<'a> Who<'a> {
         }
     }
 
-    /// Waits until the authorizer allows `verb` on `group/resource` in `namespace` ([`granted`]).
+    /// Waits (up to 10 s) until the RBAC authorizer allows `verb` on `group/resource` in
+    /// `namespace`: it reads bindings from its own watch cache, so a binding counts a moment
+    /// after it is written.
     pub async fn may(
         &self,
         verb: &str,
@@ -154,7 +114,8 @@ impl<'a> Who<'a> {
         answered(true, self.client, self.user, self.groups, asked).await
     }
 
-    /// Waits until the authorizer refuses it ([`denied`]).
+    /// Waits (up to 10 s) until the authorizer refuses it: a deleted binding leaves the
+    /// authorizer's cache a moment after it is deleted.
     pub async fn may_not(
         &self,
         verb: &str,

@@ -255,8 +255,8 @@ async fn plan_output_equals_what_the_controller_creates() -> anyhow::Result<()> 
     operator.stop().await
 }
 
-/// Issue 11, item 9: whatever the API server does — here it accepts connections and never answers,
-/// as one going away may — the process exits within its 10 s deadline after SIGTERM.
+/// It stops within 10 s of SIGTERM, whatever the API server does: here one that accepts
+/// connections and never answers, as one going away may.
 #[test]
 fn sigterm_stops_the_process_within_its_deadline_whatever_the_api_server_does() -> anyhow::Result<()>
 {

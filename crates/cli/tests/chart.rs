@@ -2,7 +2,7 @@
 //! privilege of the chart's ServiceAccount (running the real binary as that identity), examples.
 
 use groupbinder_e2e::{
-    OperatorProcess, SEED_GUID, SEED_PREFIX, apply_crd, can, chart_dir, install_k10, kubectl_apply,
+    OperatorProcess, SEED_GUID, SEED_PREFIX, Who, apply_crd, chart_dir, install_k10, kubectl_apply,
     repo, stand_in_crd, succeeded, wait_for_reason,
 };
 use groupbinder_testenv::ControlPlane;
@@ -422,7 +422,9 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
             ),
         ] {
             assert!(
-                !can(&admin, user, &groups, verb, group, resource, namespace).await?,
+                !Who::new(&admin, user, &groups)
+                    .can(verb, group, resource, namespace)
+                    .await?,
                 "the operator may {verb} {group}/{resource} in {namespace:?}"
             );
         }
@@ -523,7 +525,7 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         allowed.metadata = ours(allowed.metadata);
         crbs.create(&dry, &allowed).await?;
 
-        // Issue 11, item 1: a Role is bindable in its own namespace only. The API server's own
+        // Roles are allowed as `namespace/name` only: a Role is bindable in its own namespace only. The API server's own
         // escalation check refuses the Role of the same name in another namespace.
         groupbinder_e2e::ensure_namespace(&admin, "lp-team-a").await?;
         // A namespace admin of lp-team-a made a Role of that name there.
@@ -551,7 +553,7 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         }
         rbs.create(&dry, &ns_admin_in("kasten-io")).await?;
 
-        // Issue 11, item 10: what RBAC lets a leaked token do to any binding, the admission
+        // A leaked operator token cannot hurt other bindings: what RBAC lets a leaked token do to any binding, the admission
         // policy refuses for every binding that is not groupbinder's own.
         let delete_dry = DeleteParams {
             dry_run: true,

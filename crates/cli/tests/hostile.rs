@@ -1,4 +1,5 @@
-//! Hostile input to the command line (issue 11, items 11 and 12): no cluster involved.
+//! Hostile input to the command line, the README's "hostile files and tokens" guarantee: no
+//! cluster involved.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ fn run_within(mut command: Command, limit: Duration) -> anyhow::Result<Output> {
 
 const SEED: &str = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: k10-admins\nspec:\n  groupObjectId: a318b1eb-8b78-4715-98ad-ffc8670ac79d\n";
 
-/// Item 11: a directory link back to a parent is reported by path, not followed for ever.
+/// A directory link back to a parent is reported by path, not followed for ever.
 #[test]
 fn plan_reports_a_directory_link_loop_instead_of_following_it() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -58,7 +59,7 @@ fn plan_reports_a_directory_link_loop_instead_of_following_it() -> anyhow::Resul
 
 use groupbinder_e2e::oidc::unsigned as jwt;
 
-/// Item 12: a claim carrying terminal control sequences cannot rewrite the report's lines.
+/// A claim carrying terminal control sequences cannot rewrite the report's lines.
 #[test]
 fn explain_token_escapes_control_sequences_from_claims() -> anyhow::Result<()> {
     let forged = "\r\x1b[1A\x1b[2KSignature       verified";
@@ -96,7 +97,7 @@ fn explain_token_escapes_control_sequences_from_claims() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Item 12: a huge token file is refused after the size limit is read, not held in memory; input
+/// A huge token file is refused after the size limit is read, not held in memory; input
 /// that is not UTF-8 is malformed input too (exit code 2).
 #[test]
 fn explain_token_refuses_huge_and_non_utf8_input_with_code_2() -> anyhow::Result<()> {

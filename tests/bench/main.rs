@@ -19,13 +19,9 @@
 //! bindings, and spec change to Ready. `--pprof DIR` also writes kube-apiserver CPU profiles of
 //! round 1's phases (`go tool pprof -top DIR/operator.pprof`) and the requests by verb.
 
-#[path = "bench_churn.rs"]
 mod churn;
-#[path = "bench_cold.rs"]
 mod cold;
-#[path = "bench_peer.rs"]
 mod peer;
-#[path = "bench_selectors.rs"]
 mod selectors;
 
 use std::process::Stdio;
