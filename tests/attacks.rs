@@ -564,3 +564,82 @@ async fn a_dead_holder_with_a_fast_clock_loses_its_lease_in_a_lease_duration() -
     seeded(&client, "atk-fast-clock", 1800).await?;
     standby.stop().await
 }
+
+/// Names are data in what the operator writes too: a RoleBinding takes the name a team's
+/// AzureGroupBinding plans, with a controller ownerReference whose kind and name carry escape
+/// sequences, a carriage return, C1 controls, a right-to-left override and a new line. The
+/// `Conflict` status message and the event quote them, escaped.
+#[tokio::test]
+async fn hostile_owner_names_reach_status_and_events_escaped() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    ensure_namespace(&client, "team-h").await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    let hostile = "Widget\u{1b}]0;owned\u{7}\u{1b}[2K\r\u{9b}2J\u{85}\u{202e}\nFAKE-LINE Ready";
+    let squatter = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("atk-hostile:k10-basic".into()),
+            namespace: Some("team-h".into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "example.com/v1".into(),
+                kind: hostile.into(),
+                name: hostile.into(),
+                uid: "0000".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "k10-basic".into(),
+        },
+        subjects: group_subject("team-h"),
+    };
+    rbs(&client, "team-h")
+        .create(&Default::default(), &squatter)
+        .await?;
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(1700),
+        group_prefix: Some(SEED_PREFIX.into()),
+        roles: Some(vec![NamespacedRole::in_namespace(
+            "k10-basic",
+            "team-h",
+            RoleKind::ClusterRole,
+        )]),
+        ..AzureGroupBindingSpec::default()
+    };
+    apply(&client, &agb("atk-hostile", spec)).await?;
+    let conflicted = wait_for_reason(&client, "atk-hostile", "False", "Conflict").await?;
+    let message = ready(&conflicted)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let raw = |text: &str| text.chars().any(groupbinder_api::text::needs_escape);
+    assert!(!raw(&message), "raw control characters in {message:?}");
+    assert!(message.contains(r"Widget\u{1b}]0;owned"), "{message}");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let notes = eventually(
+        "the Conflict event of atk-hostile",
+        Duration::from_secs(30),
+        || async {
+            let notes: Vec<String> = events
+                .list(&Default::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("atk-hostile")
+                })
+                .filter_map(|e| e.note)
+                .collect();
+            Ok(notes.iter().any(|n| n.contains("Widget")).then_some(notes))
+        },
+    )
+    .await?;
+    for note in &notes {
+        assert!(!raw(note), "raw control characters in the event {note:?}");
+    }
+    operator.stop().await
+}

@@ -29,6 +29,7 @@ pub mod reason {
 }
 
 /// Builds a condition, keeping `lastTransitionTime` from `previous` when the status is unchanged.
+/// The message is [`shown`](crate::text::shown): names in it never carry a raw control character.
 pub fn condition(
     previous: &[Condition],
     type_: &str,
@@ -47,7 +48,7 @@ pub fn condition(
         type_: type_.to_owned(),
         status,
         reason: reason.to_owned(),
-        message,
+        message: crate::text::shown(&message),
         observed_generation,
         last_transition_time,
     }

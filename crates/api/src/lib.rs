@@ -9,6 +9,7 @@ pub mod k10;
 pub mod names;
 pub mod ownership;
 pub mod selector;
+pub mod text;
 pub mod v1alpha1;
 
 pub use allowlist::{Allowlist, AllowlistError};

@@ -6,6 +6,8 @@ use clap::ValueEnum;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use groupbinder_api::text::{needs_escape, shown};
+
 /// Output format.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Output {
@@ -25,10 +27,42 @@ pub fn render<T: Serialize>(
     table: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<String> {
     Ok(match output {
-        Output::Json => format!("{}\n", serde_json::to_string_pretty(value)?),
-        Output::Yaml => serde_saphyr::to_string(value)?,
+        Output::Json => json(value)?,
+        Output::Yaml => yaml(value)?,
         Output::Table => table(value),
     })
+}
+
+/// `value` as pretty JSON, with every character [`shown`] would escape written as a `\uXXXX`
+/// escape: the same JSON to a parser, nothing raw on a terminal.
+pub fn json<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    let text = serde_json::to_string_pretty(value)?;
+    let mut out = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        // Outside strings JSON is ASCII punctuation and white space: only strings change.
+        if c != '\n' && needs_escape(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+/// `value` as YAML, every string with a control character double-quoted and escaped (never a
+/// block scalar, whose lines a name could forge). The YAML serializer leaves bidirectional
+/// controls raw: a value holding one is written as [`json`] instead, which is YAML too.
+pub fn yaml<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    let options = serde_saphyr::ser_options! { prefer_block_scalars: false };
+    let text = serde_saphyr::to_string_with_options(value, options)?;
+    if text.chars().any(|c| c != '\n' && needs_escape(c)) {
+        return json(value);
+    }
+    Ok(text)
 }
 
 /// A table: the header, then one line a row, columns padded to their widest cell, every cell
@@ -57,22 +91,6 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
         out.push_str(&line(row.each_ref().map(String::as_str)));
     }
     out
-}
-
-/// `text` safe to print on a terminal: control characters (escape sequences, carriage returns,
-/// new lines) and bidirectional overrides, which a token's claims or an object's name may carry
-/// to forge or hide a line of a report, are written as escapes (`\u{1b}`).
-pub fn shown(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
-            if c.is_control() || bidi {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// Whether `name` is made of visible ASCII only: no white space, control, invisible or

@@ -124,3 +124,127 @@ fn explain_token_refuses_huge_and_non_utf8_input_with_code_2() -> anyhow::Result
     assert!(stderr.contains("not UTF-8"), "{stderr}");
     Ok(())
 }
+
+/// A name made to rewrite a terminal or forge a line: OSC (set the title), CSI by ESC and by
+/// U+009B (erase the line), CR, BEL, NEL (U+0085), a right-to-left override, a new line.
+const HOSTILE: &str =
+    "x\u{1b}]0;owned\u{7}\u{1b}[2K\r\u{9b}2J\u{85}\u{202e}\nFAKE-LINE all grants imported OK";
+
+/// Fails if `text` holds a control character other than the new lines between its lines, a
+/// bidirectional override, or a line forged by a name.
+fn assert_no_raw_control(what: &str, text: &str) {
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|c| *c != '\n' && groupbinder_api::text::needs_escape(*c))
+        .collect();
+    assert!(raw.is_empty(), "{what}: raw {raw:?} in {text}");
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.trim_start().starts_with("FAKE-LINE")),
+        "{what}: a forged line in {text}"
+    );
+}
+
+/// Bindings whose names, subjects, owners and annotations are hostile, around K10's roles.
+fn hostile_bindings() -> serde_json::Value {
+    let group = "michael_azure_a318b1eb-8b78-4715-98ad-ffc8670ac79d";
+    let subjects = serde_json::json!([
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": HOSTILE},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": HOSTILE},
+        {"kind": "ServiceAccount", "name": HOSTILE, "namespace": "shop"},
+    ]);
+    let meta = |namespace: Option<&str>| {
+        let mut meta = serde_json::json!({
+            "name": HOSTILE,
+            "annotations": {"note": HOSTILE},
+            "ownerReferences": [{"apiVersion": "groupbinder.dev/v1alpha1", "kind": HOSTILE,
+                "name": HOSTILE, "uid": "u", "controller": true}],
+        });
+        if let Some(ns) = namespace {
+            meta["namespace"] = ns.into();
+        }
+        meta
+    };
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": meta(None),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "k10-admin"},
+         "subjects": subjects},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": meta(Some("shop")),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "k10-basic"},
+         "subjects": subjects},
+        {"apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding",
+         "metadata": {"name": HOSTILE},
+         "spec": {"groupObjectId": "a318b1eb-8b78-4715-98ad-ffc8670ac79d",
+                  "roles": [{"name": HOSTILE, "namespace": HOSTILE}]}},
+        {"apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding",
+         "metadata": {"name": format!("{HOSTILE}-2")},
+         "spec": {"groupObjectId": HOSTILE}},
+        {"apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding",
+         "metadata": {"name": format!("{HOSTILE}-3")},
+         "spec": {"groupObjectId": "a318b1eb-8b78-4715-98ad-ffc8670ac79d", "description": HOSTILE}},
+    ]})
+}
+
+/// Every report and error of `plan`, `import` (objects, `--redundant`) and `audit` (table, JSON,
+/// YAML), fed hostile names, subjects, owner kinds and annotations: no raw control character.
+#[test]
+fn hostile_names_reach_no_output_raw() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("hostile.json");
+    // JSON with every non-ASCII character escaped: a YAML parser refuses raw C1 characters.
+    let ascii: String = hostile_bindings()
+        .to_string()
+        .chars()
+        .map(|c| match c {
+            ' '..='~' => c.to_string(),
+            c => format!("\\u{:04x}", u32::from(c)),
+        })
+        .collect();
+    std::fs::write(&file, ascii)?;
+    let runs: [&[&str]; 7] = [
+        &["plan"],
+        &["import"],
+        &["import", "--redundant"],
+        &["audit"],
+        &["audit", "-o", "json"],
+        &["audit", "-o", "yaml"],
+        &["import", "--output-dir", "out"],
+    ];
+    for args in runs {
+        let mut command = groupbinder();
+        command
+            .args(args)
+            .args(["--default-group-prefix", "michael_azure_", "-f"])
+            .arg(&file)
+            .current_dir(dir.path());
+        let out = run_within(command, Duration::from_secs(30))?;
+        let what = args.join(" ");
+        assert_no_raw_control(
+            &format!("{what} (stdout)"),
+            &String::from_utf8_lossy(&out.stdout),
+        );
+        assert_no_raw_control(
+            &format!("{what} (stderr)"),
+            &String::from_utf8_lossy(&out.stderr),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let writes_files = args.contains(&"--output-dir");
+        assert!(
+            writes_files || !out.stdout.is_empty(),
+            "{what} printed nothing: {stderr}"
+        );
+        assert!(!stderr.contains("not YAML"), "{what}: {stderr}");
+    }
+    for written in std::fs::read_dir(dir.path().join("out"))? {
+        let written = written?;
+        let name = written.file_name().to_string_lossy().into_owned();
+        assert_no_raw_control("import --output-dir (file name)", &name);
+        let text = std::fs::read_to_string(written.path())?;
+        assert_no_raw_control("import --output-dir (file)", &text);
+    }
+    Ok(())
+}

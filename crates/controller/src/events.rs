@@ -10,6 +10,7 @@
 
 use groupbinder_api::desired::BindingKey;
 use groupbinder_api::names::event_name;
+use groupbinder_api::text::shown;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta};
@@ -314,7 +315,7 @@ pub fn build(
         },
         action: Some("Reconcile".to_owned()),
         reason: Some(reason.to_owned()),
-        note: Some(truncate(note, NOTE_LIMIT)),
+        note: Some(truncate(shown(&note), NOTE_LIMIT)),
         type_: Some(
             match type_ {
                 Type::Normal => "Normal",

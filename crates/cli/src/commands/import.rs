@@ -11,7 +11,7 @@ use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, 
 
 use crate::grants::{self, Binding, GroupName, group_name, is_k10_role, role_kind, subject_name};
 use crate::k10values::PrefixArgs;
-use crate::output::{is_plain, reference_list, shown};
+use crate::output::{self, is_plain, reference_list, shown};
 use crate::settings::SettingsArgs;
 
 /// Flags of `groupbinder import`.
@@ -226,7 +226,7 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let (agbs, refused) = import(&bindings, &settings, &prefix);
     let mut out = String::new();
     for agb in &agbs {
-        let yaml = serde_saphyr::to_string(&manifest(agb)?)?;
+        let yaml = output::yaml(&manifest(agb)?)?;
         match &args.output_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;

@@ -11,7 +11,7 @@ use kube::Resource;
 
 use crate::manifests::{self, ManifestError};
 use crate::namespaces::NamespaceArgs;
-use crate::output::shown;
+use crate::output::{self, shown};
 use crate::settings::SettingsArgs;
 
 /// Flags of `groupbinder plan`.
@@ -55,10 +55,10 @@ pub async fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         match groupbinder_api::plan(&agb, &settings, namespaces) {
             Ok(plan) => {
                 for crb in &plan.cluster_role_bindings {
-                    out.push(serde_saphyr::to_string(&crb.object)?);
+                    out.push(output::yaml(&crb.object)?);
                 }
                 for rb in &plan.role_bindings {
-                    out.push(serde_saphyr::to_string(&rb.object)?);
+                    out.push(output::yaml(&rb.object)?);
                 }
                 for warning in groupbinder_api::desired::warnings(&plan, &settings) {
                     eprintln!(
