@@ -51,6 +51,21 @@ its admission policy. A ClusterRole by name, a Role as namespace/name. */}}
 {{- end }}
 {{- end }}
 
+{{/* Fails unless the allowed roles name one of K10's roles for k10.release, or allowNonK10Roles
+says that is meant: a list of none (a typo) would revoke every grant at the next rollout. The
+operator refuses the same at start-up (--allow-non-k10-roles). */}}
+{{- define "groupbinder.checkAllowedRoles" -}}
+{{- $r := .Values.k10.release }}
+{{- $k10 := list (printf "%s-admin" $r) (printf "%s-basic" $r) (printf "%s-config-view" $r) (printf "%s-mc-admin" $r) (printf "%s/%s-ns-admin" .Values.k10.namespace $r) }}
+{{- $named := false }}
+{{- range (include "groupbinder.allowedRoles" . | fromJsonArray) }}
+{{- if has . $k10 }}{{ $named = true }}{{ end }}
+{{- end }}
+{{- if and (not $named) (not .Values.allowNonK10Roles) }}
+{{- fail (printf "allowedRoles %v names none of K10's roles for k10.release %q (%s): every AzureGroupBinding would lose its grants at once; fix the list or k10.release, or set allowNonK10Roles=true if that is meant" .Values.allowedRoles $r (join ", " $k10)) }}
+{{- end }}
+{{- end }}
+
 {{/* The allowed ClusterRoles (entries without '/'), as a JSON list. */}}
 {{- define "groupbinder.allowedClusterRoles" -}}
 {{- $names := list }}

@@ -64,6 +64,17 @@ impl Allowlist {
         }
     }
 
+    /// Whether it names at least one of K10's roles for Helm release `release` installed in
+    /// `namespace` (see [`Allowlist::k10`]). One that names none grants nothing K10 uses: an empty
+    /// list or a typo, which would revoke every grant in the cluster at the next rollout.
+    pub fn names_a_k10_role(&self, release: &str, namespace: &str) -> bool {
+        let k10 = Allowlist::k10(release, namespace);
+        self.cluster_roles
+            .iter()
+            .any(|r| k10.cluster_roles.contains(r))
+            || self.roles.iter().any(|r| k10.roles.contains(r))
+    }
+
     /// Whether a binding to role `name` of `kind` may be made: cluster-wide (`namespace` is
     /// `None`, a ClusterRole) or in `namespace`.
     pub fn permits(&self, kind: RoleKind, namespace: Option<&str>, name: &str) -> bool {
@@ -104,6 +115,23 @@ impl std::fmt::Display for Allowlist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_allowlist_of_no_k10_role_is_told_apart() {
+        let names = |entries: &[&str]| {
+            Allowlist::parse(entries.iter().copied())
+                .unwrap()
+                .names_a_k10_role("k10", "kasten-io")
+        };
+        assert!(names(&["k10-admin"]));
+        assert!(names(&["kasten-io/k10-ns-admin", "view"]));
+        assert!(Allowlist::k10("k10", "kasten-io").names_a_k10_role("k10", "kasten-io"));
+        assert!(!names(&[]));
+        assert!(!names(&[""]));
+        assert!(!names(&["k10-adnim"]));
+        assert!(!names(&["shop/k10-ns-admin", "k10-ns-admin"]));
+        assert!(!names(&["backup-admin"]));
+    }
 
     #[test]
     fn names_are_cluster_roles_and_namespace_slash_name_are_roles() {

@@ -312,3 +312,40 @@ fn sigterm_stops_the_process_within_its_deadline_whatever_the_api_server_does() 
     assert!(took <= Duration::from_secs(11), "{took:?}");
     Ok(())
 }
+
+/// An allowlist that names none of K10's roles (empty, or a typo) would revoke every grant in
+/// the cluster at the next rollout: `run` refuses it before it touches the cluster, saying why,
+/// unless `--allow-non-k10-roles` says it is meant.
+#[test]
+fn run_refuses_an_allowlist_of_no_k10_role_unless_told() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nowhere = dir.path().join("no-kubeconfig");
+    for allowed in ["", "k10-adnim", "shop/k10-ns-admin"] {
+        let out = groupbinder()
+            .args(["run", "--allowed-roles", allowed])
+            .env("KUBECONFIG", &nowhere)
+            .env("GROUPBINDER_METRICS_ADDRESS", "127.0.0.1:0")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{allowed:?} was accepted: {stderr}");
+        assert!(
+            stderr.contains("names none of K10's roles")
+                && stderr.contains("--allow-non-k10-roles"),
+            "{allowed:?}: {stderr}"
+        );
+    }
+    // Told so, it goes on (and fails later, for want of a cluster).
+    let out = groupbinder()
+        .args([
+            "run",
+            "--allowed-roles",
+            "k10-adnim",
+            "--allow-non-k10-roles",
+        ])
+        .env("KUBECONFIG", &nowhere)
+        .env("GROUPBINDER_METRICS_ADDRESS", "127.0.0.1:0")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("names none of K10's roles"), "{stderr}");
+    Ok(())
+}

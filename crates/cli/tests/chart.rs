@@ -183,6 +183,8 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         ),
         ("log.format=xml", "at '/log/format'"),
         ("k10.groupPrefix=system:masters", "at '/k10/groupPrefix'"),
+        // An allowlist of none of K10's roles (a typo) would revoke every grant at once.
+        ("allowedRoles={k10-adnim}", "names none of K10's roles"),
     ] {
         let out = cp
             .helm()

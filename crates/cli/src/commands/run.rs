@@ -66,6 +66,10 @@ pub struct RunArgs {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Start even though --allowed-roles names none of K10's roles (an empty list or a typo
+    /// would otherwise revoke every grant in the cluster): the operator then binds only those.
+    #[arg(long, env = "GROUPBINDER_ALLOW_NON_K10_ROLES")]
+    allow_non_k10_roles: bool,
     /// Log level or tracing filter, e.g. `info` or `info,groupbinder_controller=debug`.
     #[arg(long, env = "GROUPBINDER_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -120,6 +124,15 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Runs the controller until SIGTERM or Ctrl-C, and exits at most [`SHUTDOWN_DEADLINE`] later.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format, &args.log_level)?;
+    let settings = args.settings.settings();
+    let (release, namespace) = (&settings.k10_release, &settings.k10_namespace);
+    if !args.allow_non_k10_roles && !settings.allowed.names_a_k10_role(release, namespace) {
+        let k10 = groupbinder_api::Allowlist::k10(release, namespace);
+        anyhow::bail!(
+            "refusing to start: --allowed-roles ({:?}) names none of K10's roles for release {release:?} in {namespace:?} ({k10}); every AzureGroupBinding would lose its grants at once. Fix the list (or --k10-release, --k10-namespace), or pass --allow-non-k10-roles if that is meant",
+            settings.allowed.to_string()
+        );
+    }
     let config = args.config();
     tracing::info!(
         k10_release = %config.settings.k10_release,
