@@ -349,3 +349,88 @@ fn run_refuses_an_allowlist_of_no_k10_role_unless_told() -> anyhow::Result<()> {
     assert!(!stderr.contains("names none of K10's roles"), "{stderr}");
     Ok(())
 }
+
+/// The metrics and health port is bounded: 1,000 connections that each send half a request (a
+/// long header, never finished) cost the process little memory, a probe still gets its answer
+/// while they are open, and every one of them is closed after the header-read timeout.
+#[tokio::test]
+async fn half_sent_requests_cannot_exhaust_the_health_port() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        soft.max(4096).min(hard),
+        hard,
+    )?;
+    let cp = ControlPlane::shared().await?;
+    let _serial = groupbinder_e2e::exclusive().await; // one operator at a time
+    kubectl_apply(cp, &repo().join("crds/azuregroupbinding.yaml"))?;
+    let port = free_port()?;
+    let mut child = run(cp.kubeconfig(), port, &[])?;
+    let pid = child.id();
+    let up = eventually("/healthz to answer", Duration::from_secs(30), || async {
+        Ok(http_get(port, "/healthz")
+            .await
+            .ok()
+            .filter(|(c, _)| *c == 200))
+    })
+    .await;
+    if let Err(error) = up {
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        anyhow::bail!("{error}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let before_kib = groupbinder_e2e::proc_status_kib(pid, "VmRSS:");
+    assert!(before_kib > 0, "no VmRSS for {pid}");
+    let mut held = Vec::new();
+    let header = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: {}",
+        "a".repeat(4000)
+    );
+    for _ in 0..1000 {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(header.as_bytes()).await?;
+        held.push(stream);
+    }
+    let opened = std::time::Instant::now();
+    // A probe made now, with all of them open, is answered.
+    let probe = tokio::time::timeout(Duration::from_secs(2), http_get(port, "/healthz")).await;
+    assert!(
+        matches!(probe, Ok(Ok((200, _)))),
+        "/healthz with 1,000 half-sent requests open: {probe:?}"
+    );
+    let peak_kib = groupbinder_e2e::proc_status_kib(pid, "VmHWM:");
+    // Every one is closed by the server: the oldest to make room, the rest after the timeout.
+    let mut closed = 0;
+    for stream in &mut held {
+        let mut byte = [0u8; 1];
+        let left = Duration::from_secs(10).saturating_sub(opened.elapsed());
+        match tokio::time::timeout(left.max(Duration::from_millis(10)), stream.read(&mut byte))
+            .await
+        {
+            Ok(Ok(0) | Err(_)) => closed += 1,
+            Ok(Ok(_)) => closed += 1, // an error response, then the close
+            Err(_) => {}
+        }
+    }
+    let waited = opened.elapsed();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    eprintln!(
+        "RSS {before_kib} KiB before, peak {peak_kib} KiB; {closed} of 1000 closed within {waited:?}"
+    );
+    assert_eq!(closed, 1000, "connections still open after {waited:?}");
+    assert!(
+        peak_kib < 128 * 1024,
+        "peak RSS {peak_kib} KiB over the chart's 128 MiB limit"
+    );
+    assert!(
+        peak_kib < before_kib + 32 * 1024,
+        "1,000 half-sent requests took {} KiB",
+        peak_kib - before_kib
+    );
+    Ok(())
+}

@@ -50,6 +50,10 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         "metrics.serviceMonitor.enabled=true",
         "--set",
         "log.format=text",
+        "--set",
+        "metrics.networkPolicy.enabled=true",
+        "--set-json",
+        r#"metrics.networkPolicy.from=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]"#,
     ];
     succeeded(
         cp.helm()
@@ -161,6 +165,11 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
     assert!(
         custom.contains("kind: PodDisruptionBudget") && custom.contains("kind: ServiceMonitor")
     );
+    assert!(
+        custom.contains("kind: NetworkPolicy") && custom.contains("name: monitoring"),
+        "the metrics port's NetworkPolicy admits the listed peers"
+    );
+    assert!(!defaults.contains("kind: NetworkPolicy"), "off by default");
     assert!(custom.contains("resourceNames: [\"backup-admin\",\"view\"]"));
     assert!(
         !custom.contains("name: gb-groupbinder-bind\n"),
