@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 /// The regular expression of an Entra ID object ID as it appears in ID tokens: a lower-case GUID.
 pub const GUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
 
+/// The most characters `spec.description` may hold (the schema's `maxLength`).
+pub const DESCRIPTION_MAX_CHARS: usize = 512;
+
+/// The most entries `spec.clusterRoles`, and `spec.roles`, may each hold (the schema's
+/// `maxItems`).
+pub const MAX_ROLES: usize = 32;
+
 /// Which Entra ID group gets which K10 access. The controller binds the roles to the RBAC group
 /// `<groupPrefix><groupObjectId>` — the name K10 presents when it impersonates a signed-in member —
 /// with one ClusterRoleBinding per cluster role and one RoleBinding per namespaced role, keeps
@@ -112,7 +119,7 @@ pub struct AzureGroupBindingSpec {
 
     /// Free text for people: who is in the group and why it has this access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 512))]
+    #[schemars(length(max = 512))] // DESCRIPTION_MAX_CHARS
     pub description: Option<String>,
 
     /// ClusterRoles to bind cluster-wide, one ClusterRoleBinding each, for example `k10-admin`.
@@ -120,14 +127,14 @@ pub struct AzureGroupBindingSpec {
     /// K10's admin profile, as K10's chart gives its own admins: `<release>-admin` and
     /// `<release>-mc-admin` here, `<release>-ns-admin` in K10's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "set"))] // MAX_ROLES
     pub cluster_roles: Option<Vec<RoleName>>,
 
     /// Roles to bind in namespaces, one RoleBinding per namespace: in one `namespace` (for
     /// example `k10-ns-admin` in `kasten-io`), or in every namespace a `namespaceSelector` selects
     /// (for example the ClusterRole `k10-basic` in every namespace labelled `team: shop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "atomic"))]
+    #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "atomic"))] // MAX_ROLES
     pub roles: Option<Vec<NamespacedRole>>,
 }
 
@@ -360,4 +367,21 @@ pub struct BindingStatus {
     pub namespace: Option<String>,
     /// Name of the bound role.
     pub role: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    /// The limits the CLI writes within are the schema's own.
+    #[test]
+    fn the_schemas_limits_are_the_constants() {
+        let crd = serde_json::to_value(AzureGroupBinding::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"];
+        assert_eq!(spec["description"]["maxLength"], DESCRIPTION_MAX_CHARS);
+        assert_eq!(spec["clusterRoles"]["maxItems"], MAX_ROLES);
+        assert_eq!(spec["roles"]["maxItems"], MAX_ROLES);
+    }
 }

@@ -19,6 +19,9 @@ pub enum ManifestError {
     /// A directory link back to a directory already entered.
     #[error("{0}: a directory link that loops back to {1}: not followed")]
     Loop(String, String),
+    /// Larger than [`MAX_FILE_BYTES`].
+    #[error("{0}: larger than {1} bytes: not read")]
+    TooLarge(String, u64),
     /// Not YAML (nor JSON).
     #[error("{0}: not YAML: {1}")]
     Parse(String, String),
@@ -123,22 +126,50 @@ pub fn azure_group_bindings(paths: &[PathBuf]) -> (Vec<AzureGroupBinding>, Vec<M
     (agbs, failures)
 }
 
-/// The text of `path`; `-` is standard input.
+/// The text of `path` (`-` is standard input), at most [`MAX_FILE_BYTES`]: a larger input is
+/// refused after that many bytes, not held in memory first.
 pub fn text(path: &Path) -> Result<String, ManifestError> {
+    use std::io::Read;
     let name = path.display().to_string();
-    if name == "-" {
-        std::io::read_to_string(std::io::stdin())
+    let reader: Box<dyn Read> = if name == "-" {
+        Box::new(std::io::stdin())
     } else {
-        std::fs::read_to_string(path)
+        Box::new(std::fs::File::open(path).map_err(|e| ManifestError::Read(name.clone(), e))?)
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ManifestError::Read(name.clone(), e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ManifestError::TooLarge(name, MAX_FILE_BYTES));
     }
-    .map_err(|e| ManifestError::Read(name, e))
+    String::from_utf8(bytes).map_err(|_| ManifestError::Parse(name, "not UTF-8 text".into()))
+}
+
+/// The largest manifest file read: a dump of 20,000 bindings with their managedFields, as
+/// `kubectl get clusterrolebindings,rolebindings -A -o yaml` prints it, is about 30 MiB.
+pub const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The YAML parser's limits, sized for whole-cluster dumps: the defaults (250,000 nodes) stop at
+/// about 6,000 bindings. Alias expansion keeps its default limits (no "billion laughs").
+fn parse_options() -> serde_saphyr::Options {
+    let budget = serde_saphyr::budget! {
+        max_reader_input_bytes: Some(MAX_FILE_BYTES as usize),
+        max_events: 200_000_000,
+        max_nodes: 100_000_000,
+        max_documents: 1_000_000,
+        max_total_scalar_bytes: MAX_FILE_BYTES as usize,
+    };
+    serde_saphyr::options! { budget: budget }
 }
 
 /// The documents of one file, Lists unpacked.
 fn read_file(path: &Path) -> Result<Vec<Document>, ManifestError> {
     let name = path.display().to_string();
-    let docs: Vec<Value> = serde_saphyr::from_str_multiple(&text(path)?)
-        .map_err(|e| ManifestError::Parse(name.clone(), e.to_string()))?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_str_multiple_with_options(&text(path)?, parse_options())
+            .map_err(|e| ManifestError::Parse(name.clone(), e.to_string()))?;
     let mut documents = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
         let n = i + 1;

@@ -2,7 +2,7 @@
 //! cluster involved.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn groupbinder() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_groupbinder"));
@@ -10,22 +10,25 @@ fn groupbinder() -> Command {
     command
 }
 
-/// Runs `command`, killing it after `limit`.
+/// Runs `command`, killing it after `limit`; its output is read as it comes (a child whose
+/// output fills the pipe would otherwise wait for ever).
 fn run_within(mut command: Command, limit: Duration) -> anyhow::Result<Output> {
-    let mut child = command
+    let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let started = Instant::now();
-    while child.try_wait()?.is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("still running after {limit:?}");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(output) => Ok(output?),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            anyhow::bail!("still running after {limit:?}")
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(child.wait_with_output()?)
 }
 
 const SEED: &str = "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: k10-admins\nspec:\n  groupObjectId: a318b1eb-8b78-4715-98ad-ffc8670ac79d\n";
@@ -246,5 +249,106 @@ fn hostile_names_reach_no_output_raw() -> anyhow::Result<()> {
         let text = std::fs::read_to_string(written.path())?;
         assert_no_raw_control("import --output-dir (file)", &text);
     }
+    Ok(())
+}
+
+/// `kubectl get clusterrolebindings,rolebindings -A -o yaml` of `n` bindings of K10's roles, with
+/// the managedFields the API server adds: the input of `audit -f` and `import -f` on a large
+/// cluster.
+fn dump(n: usize) -> String {
+    let mut out = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..n {
+        let (kind, namespace, role_kind, role) = if i % 2 == 0 {
+            (
+                "ClusterRoleBinding",
+                String::new(),
+                "ClusterRole",
+                "k10-admin",
+            )
+        } else {
+            (
+                "RoleBinding",
+                format!("    namespace: team-{}\n", i % 97),
+                "ClusterRole",
+                "k10-basic",
+            )
+        };
+        out.push_str(&format!(
+            "- apiVersion: rbac.authorization.k8s.io/v1
+  kind: {kind}
+  metadata:
+    creationTimestamp: \"2026-11-30T10:00:00Z\"
+    labels:
+      team: t{team}
+    managedFields:
+    - apiVersion: rbac.authorization.k8s.io/v1
+      fieldsType: FieldsV1
+      fieldsV1:
+        f:metadata:
+          f:labels:
+            .: {{}}
+            f:team: {{}}
+        f:roleRef: {{}}
+        f:subjects: {{}}
+      manager: kubectl-client-side-apply
+      operation: Update
+      time: \"2026-11-30T10:00:00Z\"
+    name: binding-{i}
+{namespace}    resourceVersion: \"{rv}\"
+    uid: 6f1d{i:08}-0000-4000-8000-000000000000
+  roleRef:
+    apiGroup: rbac.authorization.k8s.io
+    kind: {role_kind}
+    name: {role}
+  subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: Group
+    name: michael_azure_{i:08x}-8b78-4715-98ad-ffc8670ac79d
+",
+            team = i % 200,
+            rv = 1000 + i,
+        ));
+    }
+    out
+}
+
+/// A whole cluster's bindings are one file: 20,000 of them (about 25 MB as kubectl prints them)
+/// are read by `audit -f` and `import -f` (the YAML parser's default budget stopped at about
+/// 6,000: "budget breached: Nodes 250001").
+#[test]
+fn a_dump_of_20000_bindings_is_read() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bindings.yaml");
+    std::fs::write(&file, dump(20_000))?;
+    let mut audit = groupbinder();
+    audit
+        .args([
+            "audit",
+            "-o",
+            "json",
+            "--default-group-prefix",
+            "michael_azure_",
+            "-f",
+        ])
+        .arg(&file);
+    let out = run_within(audit, Duration::from_secs(300))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "warnings (NotManaged) exit 1: {stderr}"
+    );
+    let grants: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(grants.len(), 20_000);
+    let mut import = groupbinder();
+    import
+        .args(["import", "--default-group-prefix", "michael_azure_", "-f"])
+        .arg(&file);
+    let out = run_within(import, Duration::from_secs(300))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let objects = stdout.matches("\nkind: AzureGroupBinding\n").count();
+    assert_eq!(objects, 20_000, "one object per group");
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use groupbinder_api::v1alpha1::MAX_ROLES;
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, RoleKind};
 
 use crate::grants::{self, Binding, GroupName, group_name, is_k10_role, role_kind, subject_name};
@@ -52,11 +53,10 @@ pub fn import(
     settings: &groupbinder_api::Settings,
     prefix: &str,
 ) -> (Vec<AzureGroupBinding>, Vec<NotImported>) {
-    // object ID → (cluster roles, namespaced roles, source bindings)
+    // object ID → (cluster role → its source bindings, (namespace, role, kind) → its sources)
     type Grants = (
-        BTreeSet<String>,
-        BTreeSet<(String, String, RoleKind)>,
-        BTreeSet<String>,
+        BTreeMap<String, BTreeSet<String>>,
+        BTreeMap<(String, String, RoleKind), BTreeSet<String>>,
     );
     let mut by_group: BTreeMap<String, Grants> = BTreeMap::new();
     let mut refused = Vec::new();
@@ -115,41 +115,102 @@ pub fn import(
                 continue;
             }
             let entry = by_group.entry(id).or_default();
-            match &b.namespace {
-                None => {
-                    entry.0.insert(b.role_ref.name.clone());
-                }
-                Some(ns) => {
-                    entry.1.insert((ns.clone(), b.role_ref.name.clone(), kind));
-                }
-            }
-            entry.2.insert(b.display());
+            let sources = match &b.namespace {
+                None => entry.0.entry(b.role_ref.name.clone()).or_default(),
+                Some(ns) => entry
+                    .1
+                    .entry((ns.clone(), b.role_ref.name.clone(), kind))
+                    .or_default(),
+            };
+            sources.insert(b.display());
         }
     }
     let agbs = by_group
         .into_iter()
-        .map(|(id, (cluster, namespaced, sources))| {
-            let spec = AzureGroupBindingSpec {
-                group_object_id: id.clone(),
-                group_prefix: Some(prefix.to_owned()),
-                description: Some(format!(
-                    "imported from {}",
-                    sources.into_iter().collect::<Vec<_>>().join(", ")
-                )),
-                cluster_roles: (!cluster.is_empty())
-                    .then(|| cluster.into_iter().map(|r| r.as_str().into()).collect()),
-                roles: (!namespaced.is_empty()).then(|| {
-                    namespaced
-                        .into_iter()
-                        .map(|(ns, name, kind)| NamespacedRole::in_namespace(&name, &ns, kind))
-                        .collect()
-                }),
-            };
-            AzureGroupBinding::new(&format!("azure-{id}"), spec)
-        })
+        .flat_map(|(id, (cluster, namespaced))| objects(&id, prefix, cluster, namespaced))
         .collect();
     refused.sort();
     (agbs, refused)
+}
+
+/// The objects for one group: `azure-<id>`, and `azure-<id>-2`, `-3`, ... when its roles are more
+/// than one object may list (the schema's [`MAX_ROLES`] of each kind), each with the sources of
+/// its own roles in its description.
+fn objects(
+    id: &str,
+    prefix: &str,
+    cluster: BTreeMap<String, BTreeSet<String>>,
+    namespaced: BTreeMap<(String, String, RoleKind), BTreeSet<String>>,
+) -> Vec<AzureGroupBinding> {
+    let cluster: Vec<_> = cluster.into_iter().collect();
+    let namespaced: Vec<_> = namespaced.into_iter().collect();
+    let count = cluster
+        .len()
+        .div_ceil(MAX_ROLES)
+        .max(namespaced.len().div_ceil(MAX_ROLES))
+        .max(1);
+    (0..count)
+        .map(|k| {
+            let part = |len: usize| (k * MAX_ROLES).min(len)..((k + 1) * MAX_ROLES).min(len);
+            let cluster = &cluster[part(cluster.len())];
+            let namespaced = &namespaced[part(namespaced.len())];
+            let sources: BTreeSet<String> = cluster
+                .iter()
+                .flat_map(|(_, s)| s)
+                .chain(namespaced.iter().flat_map(|(_, s)| s))
+                .cloned()
+                .collect();
+            let spec = AzureGroupBindingSpec {
+                group_object_id: id.to_owned(),
+                group_prefix: Some(prefix.to_owned()),
+                description: Some(description(&sources)),
+                cluster_roles: (!cluster.is_empty())
+                    .then(|| cluster.iter().map(|(r, _)| r.as_str().into()).collect()),
+                roles: (!namespaced.is_empty()).then(|| {
+                    namespaced
+                        .iter()
+                        .map(|((ns, name, kind), _)| NamespacedRole::in_namespace(name, ns, *kind))
+                        .collect()
+                }),
+            };
+            let name = match k {
+                0 => format!("azure-{id}"),
+                k => format!("azure-{id}-{}", k + 1),
+            };
+            AzureGroupBinding::new(&name, spec)
+        })
+        .collect()
+}
+
+/// `imported from <binding>, <binding>, ...` within the schema's limit on `spec.description`:
+/// as many sources as fit, then how many more there were.
+fn description(sources: &BTreeSet<String>) -> String {
+    let limit = groupbinder_api::v1alpha1::DESCRIPTION_MAX_CHARS;
+    let mut text = String::from("imported from ");
+    let mut chars = text.chars().count();
+    for (i, source) in sources.iter().enumerate() {
+        let more = sources.len() - i - 1;
+        let tail = if more == 0 {
+            String::new()
+        } else {
+            format!(" and {more} more")
+        };
+        let sep = if i == 0 { "" } else { ", " };
+        let piece = source.chars().count() + sep.len();
+        if chars + piece + tail.chars().count() > limit {
+            let rest = format!(" and {} more", sources.len() - i);
+            if i == 0 {
+                let n = sources.len();
+                return format!("imported from {n} binding{}", if n == 1 { "" } else { "s" });
+            }
+            text.push_str(&rest);
+            return text;
+        }
+        text.push_str(sep);
+        text.push_str(source);
+        chars += piece;
+    }
+    text
 }
 
 /// The hand-written bindings to K10 roles whose every subject gets the same role, in the same
@@ -286,6 +347,28 @@ mod tests {
                 .collect(),
             managed_by: None,
         }
+    }
+
+    #[test]
+    fn a_description_of_many_sources_fits_the_schema() {
+        let limit = groupbinder_api::v1alpha1::DESCRIPTION_MAX_CHARS;
+        let long: BTreeSet<String> = (0..40)
+            .map(|i| format!("RoleBinding team-{i}/{}", "x".repeat(200)))
+            .collect();
+        let text = description(&long);
+        assert!(text.chars().count() <= limit, "{}", text.chars().count());
+        assert!(text.ends_with(" and 38 more"), "{text}");
+        let huge: BTreeSet<String> = [format!("ClusterRoleBinding {}", "y".repeat(600))].into();
+        assert_eq!(description(&huge), "imported from 1 binding");
+        let few: BTreeSet<String> = [
+            "ClusterRoleBinding a".to_owned(),
+            "RoleBinding b/c".to_owned(),
+        ]
+        .into();
+        assert_eq!(
+            description(&few),
+            "imported from ClusterRoleBinding a, RoleBinding b/c"
+        );
     }
 
     #[test]
