@@ -186,6 +186,22 @@ async fn admission_refuses_selectors_that_would_select_too_much_or_nothing() -> 
             "{namespaceSelector: {matchExpressions: [{key: team, operator: Gt, values: [\"1\"]}]}}",
             "Unsupported value",
         ),
+        // Label-sized, as on a namespace: 50 such objects of 0.96 MB each once took the
+        // operator past its memory limit.
+        (
+            &format!(
+                "{{namespaceSelector: {{matchLabels: {{team: {}}}}}}}",
+                "v".repeat(64)
+            ),
+            "values at most 63",
+        ),
+        (
+            &format!(
+                "{{namespaceSelector: {{matchLabels: {{{}: shop}}}}}}",
+                "k".repeat(318)
+            ),
+            "keys are at most 317",
+        ),
     ];
     for (i, (entry, message)) in cases.iter().enumerate() {
         let entry = entry.replacen('{', "{name: k10-basic, kind: ClusterRole, ", 1);

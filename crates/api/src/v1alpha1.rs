@@ -230,9 +230,13 @@ pub enum RoleKind {
     "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)"
 ).message("must name at least one label: an empty selector would select every namespace"))]
 pub struct NamespaceSelector {
-    /// Labels a namespace must have, with these values, for example `team: shop`.
+    /// Labels a namespace must have, with these values, for example `team: shop`. Keys and values
+    /// are as long as Kubernetes labels may be: 317 and 63 characters at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317 && size(self[k]) <= 63)").message(
+        "label keys are at most 317 characters and values at most 63, as on a namespace"
+    ))]
     pub match_labels: Option<BTreeMap<String, String>>,
     /// Further requirements on a namespace's labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,8 +382,7 @@ mod tests {
     #[test]
     fn the_schemas_limits_are_the_constants() {
         let crd = serde_json::to_value(AzureGroupBinding::crd()).unwrap();
-        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-            ["properties"];
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
         assert_eq!(spec["description"]["maxLength"], DESCRIPTION_MAX_CHARS);
         assert_eq!(spec["clusterRoles"]["maxItems"], MAX_ROLES);
         assert_eq!(spec["roles"]["maxItems"], MAX_ROLES);
