@@ -338,6 +338,37 @@ async fn detached_bindings_are_adopted_or_deleted() -> anyhow::Result<()> {
     operator.stop().await
 }
 
+/// A RoleBinding `(namespace, name)` of ClusterRole `role` to Group `group`, whose controller
+/// ownerReference is `(apiVersion, kind, name, uid)`: as anyone who may write bindings there can
+/// make it.
+fn controlled_role_binding(
+    (namespace, name): (&str, &str),
+    (api_version, kind, owner, uid): (&str, &str, &str, &str),
+    (role, group): (&str, &str),
+) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: owner.into(),
+                uid: uid.into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: group_subject(group),
+    }
+}
+
 /// Nothing foreign is deleted: a team's RoleBinding dressed up as groupbinder's, with a controller ownerReference of
 /// another kind carrying the AzureGroupBinding's uid (readable by anyone with `view`), is not
 /// deleted or changed.
@@ -356,35 +387,20 @@ async fn a_forged_owner_reference_deletes_nothing() -> anyhow::Result<()> {
         ("example.com/v1", "Widget"),
         ("example.com/v1", "AzureGroupBinding"),
     ] {
-        let binding = RoleBinding {
-            metadata: ObjectMeta {
-                name: Some(format!("team-admin-{}", kind.to_lowercase())),
-                namespace: Some("team-b".into()),
-                labels: Some(BTreeMap::from([
-                    ("app.kubernetes.io/managed-by".into(), "groupbinder".into()),
-                    (
-                        "groupbinder.dev/azuregroupbinding".into(),
-                        "atk-forged".into(),
-                    ),
-                    ("groupbinder.dev/azuregroupbinding-uid".into(), uid.clone()),
-                ])),
-                owner_references: Some(vec![OwnerReference {
-                    api_version: api_version.into(),
-                    kind: kind.into(),
-                    name: "atk-forged".into(),
-                    uid: uid.clone(),
-                    controller: Some(true),
-                    block_owner_deletion: None,
-                }]),
-                ..ObjectMeta::default()
-            },
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "ClusterRole".into(),
-                name: "admin".into(),
-            },
-            subjects: group_subject("team-b-admins"),
-        };
+        let name = format!("team-admin-{}", kind.to_lowercase());
+        let mut binding = controlled_role_binding(
+            ("team-b", &name),
+            (api_version, kind, "atk-forged", &uid),
+            ("admin", "team-b-admins"),
+        );
+        binding.metadata.labels = Some(BTreeMap::from([
+            ("app.kubernetes.io/managed-by".into(), "groupbinder".into()),
+            (
+                "groupbinder.dev/azuregroupbinding".into(),
+                "atk-forged".into(),
+            ),
+            ("groupbinder.dev/azuregroupbinding-uid".into(), uid.clone()),
+        ]));
         team.push(apply(&client, &binding).await?);
     }
     // Make the operator look at its object again: a new generation.
@@ -576,27 +592,11 @@ async fn hostile_owner_names_reach_status_and_events_escaped() -> anyhow::Result
     ensure_namespace(&client, "team-h").await?;
     let operator = Operator::start(&client, config(seed_settings()));
     let hostile = "Widget\u{1b}]0;owned\u{7}\u{1b}[2K\r\u{9b}2J\u{85}\u{202e}\nFAKE-LINE Ready";
-    let squatter = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("atk-hostile:k10-basic".into()),
-            namespace: Some("team-h".into()),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "example.com/v1".into(),
-                kind: hostile.into(),
-                name: hostile.into(),
-                uid: "0000".into(),
-                controller: Some(true),
-                block_owner_deletion: None,
-            }]),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: "k10-basic".into(),
-        },
-        subjects: group_subject("team-h"),
-    };
+    let squatter = controlled_role_binding(
+        ("team-h", "atk-hostile:k10-basic"),
+        ("example.com/v1", hostile, hostile, "0000"),
+        ("k10-basic", "team-h"),
+    );
     rbs(&client, "team-h")
         .create(&Default::default(), &squatter)
         .await?;

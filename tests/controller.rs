@@ -91,28 +91,19 @@ async fn seed_scenario_grants_k10_admin_to_the_group_and_nothing_more() -> anyho
         "system:authenticated",
         "michael_azure_00000000-0000-4000-8000-000000000000",
     ];
-    assert!(
-        !Who::new(&client, "bob@example.com", &outsider)
-            .can(
-                "create",
-                "actions.kio.kasten.io",
-                "backupactions",
-                Some("app")
-            )
-            .await?
+    let backup = (
+        "create",
+        "actions.kio.kasten.io",
+        "backupactions",
+        Some("app"),
     );
+    let bob = Who::new(&client, "bob@example.com", &outsider);
+    assert!(!bob.can(backup.0, backup.1, backup.2, backup.3).await?);
     // Case matters: the upper-case spelling of the same group is another group.
     let upper = format!("{SEED_PREFIX}{}", SEED_GUID.to_uppercase());
-    assert!(
-        !Who::new(&client, "carol@example.com", &[upper.as_str()])
-            .can(
-                "create",
-                "actions.kio.kasten.io",
-                "backupactions",
-                Some("app")
-            )
-            .await?
-    );
+    let upper = [upper.as_str()];
+    let carol = Who::new(&client, "carol@example.com", &upper);
+    assert!(!carol.can(backup.0, backup.1, backup.2, backup.3).await?);
 
     // The same through a real request made with a member's own client certificate.
     let alice = cp.user("alice@example.com", &member)?;

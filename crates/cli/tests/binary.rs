@@ -434,3 +434,29 @@ async fn half_sent_requests_cannot_exhaust_the_health_port() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// `groupbinder --help` says what the binary is for, command by command.
+#[test]
+fn help_describes_every_command() -> anyhow::Result<()> {
+    let out = groupbinder().arg("--help").output()?;
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    assert!(
+        help.starts_with("Maps Entra ID (Azure AD) groups to Kasten K10 roles"),
+        "{help}"
+    );
+    for command in ["run", "crd", "plan", "explain-token", "import", "audit"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} is not described: {help}"
+        );
+        assert!(
+            help.contains(&format!("({command}"))
+                || help.contains(&format!(", {command}"))
+                || help.contains(&format!("{command})")),
+            "the summary names {command}: {help}"
+        );
+    }
+    Ok(())
+}
