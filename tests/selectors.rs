@@ -221,3 +221,91 @@ async fn admission_refuses_selectors_that_would_select_too_much_or_nothing() -> 
     }
     Ok(())
 }
+
+/// Whoever may label namespaces cannot make one object bind without bound, nor make it revoke
+/// what it has: over the operator's cap (2 here) the object keeps its RoleBindings, adds none,
+/// and says `TooManyRoleBindings`; back within it, the missing one is added.
+#[tokio::test]
+async fn over_the_cap_an_object_keeps_its_role_bindings_and_adds_none() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    for ns in ["cap-1", "cap-2"] {
+        label(&client, ns, Some("cap")).await?;
+    }
+    let mut settings = seed_settings();
+    settings.max_role_bindings = 2;
+    let operator = Operator::start(&client, config(settings));
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(1800),
+        group_prefix: Some(SEED_PREFIX.into()),
+        roles: Some(vec![by_team("cap")]),
+        ..AzureGroupBindingSpec::default()
+    };
+    apply(&client, &agb("capped", spec)).await?;
+    wait_for_reason(&client, "capped", "True", "Reconciled").await?;
+    let group = format!("{SEED_PREFIX}{}", guid(1800));
+    let groups = [group.as_str()];
+    let member = Who::new(&client, "dev", &groups);
+    member
+        .may("create", ACTIONS, "backupactions", Some("cap-2"))
+        .await?;
+    // Two more namespaces take the label: 4 planned, over the cap of 2.
+    for ns in ["cap-3", "cap-4"] {
+        label(&client, ns, Some("cap")).await?;
+    }
+    let over = |planned: usize| {
+        let client = client.clone();
+        async move {
+            eventually(
+                &format!("capped to say it asks for {planned}"),
+                Duration::from_secs(30),
+                || async {
+                    let agb = agbs(&client).get("capped").await?;
+                    let message = ready(&agb).map(|c| (c.reason.clone(), c.message.clone()));
+                    Ok(message.filter(|(reason, message)| {
+                        reason == "TooManyRoleBindings"
+                            && message.contains(&format!("asks for {planned} RoleBindings"))
+                            && message.contains("the 2 in place are kept")
+                    }))
+                },
+            )
+            .await
+        }
+    };
+    over(4).await?;
+    for ns in ["cap-1", "cap-2"] {
+        assert!(
+            member
+                .can("create", ACTIONS, "backupactions", Some(ns))
+                .await?,
+            "{ns} kept"
+        );
+    }
+    for ns in ["cap-3", "cap-4"] {
+        assert!(
+            rbs(&client, ns)
+                .get_opt("capped:k10-basic")
+                .await?
+                .is_none(),
+            "{ns} added"
+        );
+        assert!(
+            !member
+                .can("create", ACTIONS, "backupactions", Some(ns))
+                .await?,
+            "{ns}"
+        );
+    }
+    label(&client, "cap-4", None).await?;
+    over(3).await?;
+    // Back within the cap: cap-1 no longer matches and is revoked, cap-3 is added.
+    label(&client, "cap-1", None).await?;
+    wait_for_reason(&client, "capped", "True", "Reconciled").await?;
+    member
+        .may("create", ACTIONS, "backupactions", Some("cap-3"))
+        .await?;
+    member
+        .may_not("create", ACTIONS, "backupactions", Some("cap-1"))
+        .await?;
+    operator.stop().await
+}

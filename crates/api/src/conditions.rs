@@ -16,6 +16,9 @@ pub mod reason {
     /// The spec is invalid in a way the API server's admission did not catch: no group can be
     /// computed, and the object grants nothing until it is fixed.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The spec asks for more RoleBindings than the operator's cap (`--max-role-bindings`): the
+    /// ones in place are kept, none is added.
+    pub const TOO_MANY_ROLE_BINDINGS: &str = "TooManyRoleBindings";
     /// A binding with the target name exists and belongs to someone else; it was left alone.
     pub const CONFLICT: &str = "Conflict";
     /// A bound role does not exist (yet): the binding exists but grants nothing until it does.

@@ -28,7 +28,13 @@ pub struct Settings {
     pub default_group_prefix: String,
     /// The roles a binding may refer to. Nothing else is ever bound.
     pub allowed: Allowlist,
+    /// The most RoleBindings one object may make (its selectors select that many namespaces at
+    /// most): above it, the object keeps the RoleBindings it has and adds none.
+    pub max_role_bindings: usize,
 }
+
+/// The default of [`Settings::max_role_bindings`].
+pub const DEFAULT_MAX_ROLE_BINDINGS: usize = 500;
 
 impl Settings {
     /// Settings for a K10 release, allowing exactly K10's own roles (see [`Allowlist::k10`]).
@@ -38,6 +44,7 @@ impl Settings {
             k10_namespace: namespace.to_owned(),
             default_group_prefix: default_group_prefix.to_owned(),
             allowed: Allowlist::k10(release, namespace),
+            max_role_bindings: DEFAULT_MAX_ROLE_BINDINGS,
         }
     }
 

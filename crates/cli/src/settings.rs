@@ -21,6 +21,11 @@ pub struct SettingsArgs {
     /// Role <k10-namespace>/<release>-ns-admin].
     #[arg(long, env = "GROUPBINDER_ALLOWED_ROLES", value_delimiter = ',', value_parser = allowlist_entry)]
     pub allowed_roles: Option<Vec<String>>,
+    /// The most RoleBindings one AzureGroupBinding may make (its namespaceSelectors select that
+    /// many namespaces at most): above it the object keeps the RoleBindings it has, adds none, and
+    /// says so (Ready=False, TooManyRoleBindings).
+    #[arg(long, env = "GROUPBINDER_MAX_ROLE_BINDINGS", default_value_t = groupbinder_api::desired::DEFAULT_MAX_ROLE_BINDINGS)]
+    pub max_role_bindings: usize,
 }
 
 impl SettingsArgs {
@@ -31,6 +36,7 @@ impl SettingsArgs {
             &self.k10_namespace,
             &self.default_group_prefix,
         );
+        settings.max_role_bindings = self.max_role_bindings;
         if let Some(entries) = &self.allowed_roles {
             // Every entry was checked by `allowlist_entry`; were one not, nothing would be allowed.
             settings.allowed =

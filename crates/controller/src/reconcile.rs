@@ -175,6 +175,7 @@ async fn carry_out(
         uid,
         &plan,
         status::in_conflict(agb),
+        ctx.settings.max_role_bindings,
     )
     .await?;
     let ensured = apply::ensure_all(&ctx.client, &ctx.metrics, uid, &observed).await?;

@@ -138,12 +138,17 @@ fn claimed_except<B: Binding>(
 /// Observes what `plan` (of the object with `uid`) needs. With `look_first` (the object is in
 /// conflict), a planned name missing from the cache is read from the API server, so that a
 /// conflict retried every minute costs a read, not a failed write.
+///
+/// More planned RoleBindings than `cap`: only those already in place (or whose name someone else
+/// holds) are observed, so apply keeps them and adds none, and a `TooManyRoleBindings` problem
+/// says so.
 pub(crate) async fn observe<'p>(
     caches: &Caches,
     client: &Client,
     uid: &str,
     plan: &'p Plan,
     look_first: bool,
+    cap: usize,
 ) -> Result<Observed<'p>, ObserveError> {
     let mut missing = Vec::new();
     let mut notes = Vec::new();
@@ -191,7 +196,16 @@ pub(crate) async fn observe<'p>(
             .into_iter()
             .map(|p| found(client, &caches.role_bindings, uid, p, look_first)),
     );
-    let (cluster_role_bindings, role_bindings) = tokio::try_join!(cluster, namespaced)?;
+    let (cluster_role_bindings, mut role_bindings) = tokio::try_join!(cluster, namespaced)?;
+    if role_bindings.len() > cap {
+        let planned = role_bindings.len();
+        role_bindings.retain(|(_, found)| !matches!(found, Found::Absent));
+        missing.push(Problem::TooManyRoleBindings {
+            planned,
+            cap,
+            kept: role_bindings.len(),
+        });
+    }
     Ok(Observed {
         cluster_role_bindings,
         role_bindings,

@@ -16,6 +16,16 @@ pub enum Problem {
         /// Which, and how to fix it.
         message: String,
     },
+    /// More RoleBindings are planned than the operator's cap allows: those in place are kept,
+    /// none is added (never a mass revocation that whoever labels namespaces could set off).
+    TooManyRoleBindings {
+        /// How many are planned.
+        planned: usize,
+        /// The cap.
+        cap: usize,
+        /// How many are in place and kept.
+        kept: usize,
+    },
     /// A binding with the target name exists and is not ours; it was left untouched.
     Conflict {
         /// The binding.
@@ -43,6 +53,7 @@ impl Problem {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             Problem::RoleNotAllowed { .. } => reason::ROLE_NOT_ALLOWED,
+            Problem::TooManyRoleBindings { .. } => reason::TOO_MANY_ROLE_BINDINGS,
             Problem::Conflict { .. } => reason::CONFLICT,
             Problem::NamespaceNotFound { .. } => reason::NAMESPACE_NOT_FOUND,
             Problem::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
@@ -52,6 +63,9 @@ impl Problem {
     pub(crate) fn message(&self) -> String {
         match self {
             Problem::RoleNotAllowed { message } => message.clone(),
+            Problem::TooManyRoleBindings { planned, cap, kept } => format!(
+                "the spec asks for {planned} RoleBindings, more than the operator allows one object ({cap}, --max-role-bindings): the {kept} in place are kept and none is added; narrow the namespaceSelector, split the object, or raise the cap"
+            ),
             Problem::Conflict { binding, holder } => format!(
                 "{binding} already exists and is not managed by this AzureGroupBinding ({holder}); it was left untouched: delete or rename it, or rename this AzureGroupBinding"
             ),

@@ -155,6 +155,7 @@ pub fn reason_label(reason: &str) -> &'static str {
     [
         reason::RECONCILED,
         reason::ROLE_NOT_ALLOWED,
+        reason::TOO_MANY_ROLE_BINDINGS,
         reason::INVALID_SPEC,
         reason::CONFLICT,
         reason::ROLE_NOT_FOUND,

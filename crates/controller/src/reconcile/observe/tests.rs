@@ -16,7 +16,7 @@ async fn with_everything_cached_observe_makes_no_request() {
     let mut fake = FakeCaches::with_k10();
     fake.cluster_role_binding(&plan.cluster_role_bindings[0].object);
     let api = FakeApi::new(no_request);
-    let observed = observe(&fake.caches, &api.client(), UID, &plan, false)
+    let observed = observe(&fake.caches, &api.client(), UID, &plan, false, usize::MAX)
         .await
         .unwrap();
     assert!(observed.missing.is_empty(), "{:?}", observed.missing);
@@ -47,7 +47,7 @@ async fn missing_roles_and_namespaces_are_reported_with_their_typed_kind() {
     // K10's namespace exists, its roles do not.
     let mut fake = FakeCaches::new();
     fake.namespace("kasten-io");
-    let observed = observe(&fake.caches, &api.client(), UID, &plan, false)
+    let observed = observe(&fake.caches, &api.client(), UID, &plan, false, usize::MAX)
         .await
         .unwrap();
     assert_eq!(
@@ -78,9 +78,16 @@ async fn missing_roles_and_namespaces_are_reported_with_their_typed_kind() {
     assert_eq!(observed.cluster_role_bindings.len(), 2);
 
     // Without the namespace, its RoleBinding waits.
-    let observed = observe(&FakeCaches::new().caches, &api.client(), UID, &plan, false)
-        .await
-        .unwrap();
+    let observed = observe(
+        &FakeCaches::new().caches,
+        &api.client(),
+        UID,
+        &plan,
+        false,
+        usize::MAX,
+    )
+    .await
+    .unwrap();
     assert!(observed.missing.contains(&Problem::NamespaceNotFound {
         namespace: "kasten-io".into()
     }));
@@ -108,7 +115,7 @@ async fn an_object_in_conflict_reads_uncached_names_from_the_api_server() {
             failure(404, "NotFound")
         }
     });
-    let observed = observe(&fake.caches, &api.client(), UID, &plan, true)
+    let observed = observe(&fake.caches, &api.client(), UID, &plan, true, usize::MAX)
         .await
         .unwrap();
     assert_eq!(
@@ -125,7 +132,7 @@ async fn an_object_in_conflict_reads_uncached_names_from_the_api_server() {
     );
 
     let api = FakeApi::new(|_| failure(500, "InternalError"));
-    let error = observe(&fake.caches, &api.client(), UID, &plan, true)
+    let error = observe(&fake.caches, &api.client(), UID, &plan, true, usize::MAX)
         .await
         .unwrap_err();
     assert!(error.to_string().starts_with("reading "), "{error}");
@@ -170,4 +177,44 @@ fn stale_holds_what_the_object_claims_and_the_plan_does_not() {
     let everything = stale(&fake.caches, UID, &BTreeSet::new());
     assert_eq!(everything.cluster_role_bindings.len(), 3);
     assert!(stale(&fake.caches, "nobody", &BTreeSet::new()).is_empty());
+}
+
+#[tokio::test]
+async fn over_the_cap_only_role_bindings_in_place_are_kept_and_none_is_added() {
+    let plan = seed_plan();
+    let api = FakeApi::new(no_request);
+    let fake = FakeCaches::with_k10();
+    let observed = observe(&fake.caches, &api.client(), UID, &plan, false, 0)
+        .await
+        .unwrap();
+    assert!(
+        observed.role_bindings.is_empty(),
+        "an absent one is not added"
+    );
+    assert_eq!(
+        observed.missing,
+        [Problem::TooManyRoleBindings {
+            planned: 1,
+            cap: 0,
+            kept: 0
+        }]
+    );
+    assert_eq!(
+        observed.cluster_role_bindings.len(),
+        2,
+        "the cap is on RoleBindings"
+    );
+    let mut fake = FakeCaches::with_k10();
+    fake.role_binding(&plan.role_bindings[0].object);
+    let observed = observe(&fake.caches, &api.client(), UID, &plan, false, 0)
+        .await
+        .unwrap();
+    let [(_, kept)] = observed.role_bindings.as_slice() else {
+        panic!("{:?}", observed.role_bindings)
+    };
+    assert!(matches!(kept, Found::Ours { .. }), "one in place is kept");
+    let within = observe(&fake.caches, &api.client(), UID, &plan, false, 1)
+        .await
+        .unwrap();
+    assert!(within.missing.is_empty(), "{:?}", within.missing);
 }
