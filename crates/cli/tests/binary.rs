@@ -156,6 +156,8 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
         lines.iter().any(|l| l.contains("caches synced")),
         "{lines:?}"
     );
+    // Other tests of this binary leave the examples' objects on the shared control plane.
+    let known = ["k10-admins", "k10-shop-operators", "k10-shop-team"];
     let mut in_span = 0;
     for line in &lines {
         let parsed: serde_json::Value =
@@ -168,11 +170,15 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
         // be followed (the name is never a metric label).
         let span = &parsed["span"];
         if span["name"] == "reconcile" {
-            assert_eq!(span["object"], "k10-admins", "{line}");
-            in_span += 1;
+            let object = span["object"].as_str().unwrap_or_default();
+            assert!(known.contains(&object), "{line}");
+            in_span += usize::from(object == "k10-admins");
         }
     }
-    assert!(in_span > 0, "no line in a reconcile span: {lines:?}");
+    assert!(
+        in_span > 0,
+        "no line in k10-admins' reconcile span: {lines:?}"
+    );
     Ok(())
 }
 
