@@ -445,6 +445,39 @@ async fn admission_rejects_bad_guids_and_reserved_prefixes_with_clear_messages()
             "groupPrefix",
         ),
     ];
+    // Invisible characters the attacker's pass found admitted, as YAML escapes: a combining
+    // grapheme joiner, a variation selector, Hangul fillers, a tag character, a musical
+    // formatting character, an interlinear annotation anchor, an Arabic number sign, and a
+    // leading combining mark. One definition of invisible refuses them all.
+    let invisible = [
+        "\\u034F",
+        "\\uFE0F",
+        "\\u3164",
+        "\\u115F",
+        "\\U000E0041",
+        "\\U0001D173",
+        "\\uFFF9",
+        "\\u0600",
+    ];
+    let cases: Vec<(&str, String, &str, &str)> = cases
+        .iter()
+        .map(|(g, p, e, a)| (*g, (*p).to_owned(), *e, *a))
+        .chain(invisible.iter().map(|c| {
+            let guid = "a318b1eb-8b78-4715-98ad-ffc8670ac79d";
+            (
+                guid,
+                format!("michael{c}_"),
+                "invisible characters",
+                "groupPrefix",
+            )
+        }))
+        .chain(std::iter::once((
+            "a318b1eb-8b78-4715-98ad-ffc8670ac79d",
+            "\\u0301michael_".to_owned(),
+            "leading combining mark",
+            "groupPrefix",
+        )))
+        .collect();
     for (i, (guid, prefix, expected, also)) in cases.iter().enumerate() {
         let manifest = format!(
             "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata:\n  name: bad-{i}\nspec:\n  groupObjectId: \"{guid}\"\n  groupPrefix: \"{prefix}\"\n"

@@ -438,11 +438,25 @@ pub fn plan(
     })
 }
 
-/// What is allowed but probably a mistake in `plan`: K10's `<release>-basic` bound in K10's own
-/// namespace, where it lets members manage K10's own policies and actions.
+/// A warning when the group's prefix holds a character outside ASCII: admitted, since a
+/// look-alike (a Cyrillic `а` for a Latin `a`) cannot be refused by rule, but a name no token
+/// carries if K10's `groupPrefix` is plain ASCII.
+pub fn prefix_warning(plan: &Plan) -> Option<String> {
+    let prefix = plan.group.get(..plan.group.len().saturating_sub(36))?;
+    let c = crate::text::non_ascii_in(prefix)?;
+    Some(format!(
+        "group prefix {:?} holds {} ({c:?}), outside ASCII: a look-alike letter makes a group name no token carries; check it against K10's auth.oidcAuth.groupPrefix",
+        crate::text::shown(prefix),
+        c.escape_unicode()
+    ))
+}
+
+/// What is allowed but probably a mistake in `plan`: a prefix outside ASCII
+/// ([`prefix_warning`]), and K10's `<release>-basic` bound in K10's own namespace, where it lets
+/// members manage K10's own policies and actions.
 pub fn warnings(plan: &Plan, settings: &Settings) -> Vec<String> {
     let basic = k10::role(&settings.k10_release, "basic");
-    plan.role_bindings
+    prefix_warning(plan).into_iter().chain(plan.role_bindings
         .iter()
         .filter(|b| b.role.name == basic && b.key.namespace() == Some(settings.k10_namespace.as_str()))
         .map(|b| {
@@ -451,23 +465,16 @@ pub fn warnings(plan: &Plan, settings: &Settings) -> Vec<String> {
                 b.key,
                 b.grant()
             )
-        })
+        }))
         .collect()
 }
 
 /// Whether `prefix` may stand before a group object ID: not `system:` (Kubernetes' own names),
-/// no white space, control or invisible formatting characters (U+00A0 or U+200B look like
-/// nothing, yet make a group name that no token carries).
+/// no invisible character ([`crate::text::is_invisible`]: white space, control, format and
+/// default-ignorable characters, which look like nothing yet make a group name that no token
+/// carries) and no leading combining mark.
 pub fn is_valid_prefix(prefix: &str) -> bool {
-    !prefix.starts_with("system:")
-        && !prefix
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
-}
-
-/// Unicode format characters (category Cf) that turn up in copied text.
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+    !prefix.starts_with("system:") && crate::text::invisible_in(prefix).is_none()
 }
 
 /// Whether `s` is an Entra ID object ID as tokens carry it: a lower-case GUID.

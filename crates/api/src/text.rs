@@ -4,9 +4,63 @@
 //! line, fake "all grants imported OK"), carriage returns, new lines or bidirectional overrides
 //! to forge or hide a line. They are written as escapes (`\u{1b}`) instead.
 
-/// `text` with every control character (C0, DEL, C1 — so ESC, CR, LF, BEL, U+0085, U+009B) and
-/// every bidirectional formatting character (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F,
-/// U+061C) written as a Rust-style escape.
+use unicode_general_category::{GeneralCategory, get_general_category};
+
+/// The one definition of an invisible character, used by the CRD's CEL rule and the chart's
+/// values schema (as [`INVISIBLE_PATTERN`]), the operator's flag check, `plan` and `audit`: a
+/// control character (Cc), a format character (Cf: U+200B, U+FEFF, bidirectional controls, tag
+/// characters), a separator (Z*: U+00A0, U+3000, ...), or a Default_Ignorable_Code_Point
+/// (U+034F, U+115F, U+3164, the variation selectors U+FE00–U+FE0F, ...). Each shows as nothing, or
+/// as a space, yet makes a group name that no token carries.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        get_general_category(c),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::SpaceSeparator
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    ) || is_default_ignorable(c)
+}
+
+/// Unicode's Default_Ignorable_Code_Point that are not Cf (those are in [`is_invisible`] already).
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{034F}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}' | '\u{180B}'..='\u{180F}'
+        | '\u{2065}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Whether `c` combines with the character before it (Mn, Mc, Me): at the start of a name it
+/// attaches to whatever is printed before.
+pub fn is_combining_mark(c: char) -> bool {
+    matches!(
+        get_general_category(c),
+        GeneralCategory::NonspacingMark
+            | GeneralCategory::SpacingMark
+            | GeneralCategory::EnclosingMark
+    )
+}
+
+/// [`is_invisible`] and a leading combining mark as an RE2 pattern (what CEL's `matches` and
+/// Helm's JSON schema validator run): `text` matches it when it holds either.
+pub const INVISIBLE_PATTERN: &str = "[\\p{Cc}\\p{Cf}\\p{Z}\\x{034F}\\x{115F}\\x{1160}\\x{17B4}\\x{17B5}\\x{180B}-\\x{180F}\\x{2065}\\x{3164}\\x{FE00}-\\x{FE0F}\\x{FFA0}\\x{FFF0}-\\x{FFF8}\\x{E0000}-\\x{E0FFF}]|^\\p{M}";
+
+/// The first invisible character of `text` ([`is_invisible`]), or its leading combining mark.
+pub fn invisible_in(text: &str) -> Option<char> {
+    let leading = text.chars().next().filter(|c| is_combining_mark(*c));
+    leading.or_else(|| text.chars().find(|c| is_invisible(*c)))
+}
+
+/// The first character of `text` outside ASCII: admitted in a prefix, since a look-alike (a
+/// Cyrillic `а` for a Latin `a`) cannot be refused by rule, but worth a warning.
+pub fn non_ascii_in(text: &str) -> Option<char> {
+    text.chars().find(|c| !c.is_ascii())
+}
+
+/// `text` with every control character (C0, DEL, C1 — so ESC, CR, LF, BEL, U+0085, U+009B),
+/// bidirectional control and other invisible character ([`is_invisible`], the plain space
+/// excepted) written as a Rust-style escape.
 pub fn shown(text: &str) -> String {
     if !text.chars().any(needs_escape) {
         return text.to_owned();
@@ -24,16 +78,52 @@ pub fn shown(text: &str) -> String {
 
 /// Whether `c` is written as an escape by [`shown`].
 pub fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
-        )
+    c != ' ' && is_invisible(c)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pattern_and_the_function_agree_on_every_character() {
+        let pattern = regex::Regex::new(INVISIBLE_PATTERN).unwrap();
+        let mut buf = [0u8; 4];
+        for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+            let alone: &str = c.encode_utf8(&mut buf);
+            assert_eq!(
+                pattern.is_match(alone),
+                invisible_in(alone).is_some(),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+        // A combining mark is invisible only where it leads.
+        assert!(pattern.is_match("\u{301}a") && invisible_in("\u{301}a").is_some());
+        assert!(!pattern.is_match("a\u{301}") && invisible_in("a\u{301}").is_none());
+    }
+
+    #[test]
+    fn what_the_issue_found_is_invisible() {
+        for c in [
+            '\u{034F}',
+            '\u{FE0F}',
+            '\u{3164}',
+            '\u{115F}',
+            '\u{E0041}',
+            '\u{1D173}',
+            '\u{FFF9}',
+            '\u{0600}',
+            '\u{00A0}',
+            '\u{200B}',
+            '\u{202E}',
+        ] {
+            assert!(is_invisible(c), "U+{:04X}", u32::from(c));
+        }
+        assert_eq!(non_ascii_in("michael_аzure_"), Some('а'));
+        assert_eq!(invisible_in("\u{0301}azure_"), Some('\u{0301}'));
+        assert_eq!(invisible_in("michael_azure_"), None);
+    }
 
     #[test]
     fn control_and_bidi_characters_are_escaped_and_nothing_else() {

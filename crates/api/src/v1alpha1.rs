@@ -109,10 +109,15 @@ pub struct AzureGroupBindingSpec {
     #[x_kube(validation = Rule::new("!self.startsWith('system:')").message(
         "must not start with 'system:': that prefix is reserved for Kubernetes' own users and groups"
     ))]
-    // RE2's `\s` is ASCII only: `\p{Z}` adds the no-break and other Unicode spaces, `\p{Cc}` and
-    // `\p{Cf}` control and invisible formatting characters (U+200B), all pasted by accident.
-    #[x_kube(validation = Rule::new("!self.matches('[\\\\s\\\\p{Z}\\\\p{Cc}\\\\p{Cf}]')").message(
-        "must not contain white space or invisible characters (such as U+00A0 or U+200B): K10 compares group names exactly"
+    // One definition of invisible (`crate::text`): white space and separators (U+00A0), control
+    // and format characters (U+200B), default-ignorable ones (U+3164, U+FE0F), a leading
+    // combining mark; all pasted by accident, none in any token.
+    #[x_kube(validation = Rule::new(format!(
+        "!self.matches('{}')",
+        crate::text::INVISIBLE_PATTERN.replace('\\', "\\\\")
+    ))
+    .message(
+        "must not contain white space or invisible characters (such as U+00A0, U+200B, U+3164 or a leading combining mark): K10 compares group names exactly"
     ))]
     #[schemars(length(max = 128))]
     pub group_prefix: Option<String>,

@@ -114,23 +114,29 @@ pub enum GroupName {
         /// The object ID.
         object_id: String,
     },
+    /// `<something><GUID><more>`: characters after the object ID (a trailing space, U+200B),
+    /// which K10 never presents: this grants nothing.
+    TextAfter {
+        /// The object ID.
+        object_id: String,
+    },
     /// Not a prefixed object ID at all.
     NotAnObjectId,
 }
 
-/// Reads `name` as `<prefix><object ID>` against the `expected` prefix.
+/// Reads `name` as `<prefix><object ID>` against the `expected` prefix. The object ID is the
+/// first GUID in the name, in any case; anything after it is [`GroupName::TextAfter`].
 pub fn group_name(name: &str, expected: &str) -> GroupName {
-    let Some(split) = name
-        .len()
-        .checked_sub(36)
-        .filter(|at| name.is_char_boundary(*at))
-    else {
+    let found = name.char_indices().find_map(|(at, _)| {
+        let id = name.get(at..at + 36)?;
+        is_lower_guid(&id.to_lowercase()).then_some((at, id))
+    });
+    let Some((at, id)) = found else {
         return GroupName::NotAnObjectId;
     };
-    let (prefix, id) = name.split_at(split);
-    let lower = id.to_lowercase();
-    if !is_lower_guid(&lower) {
-        return GroupName::NotAnObjectId;
+    let (prefix, lower) = (&name[..at], id.to_lowercase());
+    if at + 36 != name.len() {
+        return GroupName::TextAfter { object_id: lower };
     }
     match (prefix == expected, id == lower) {
         (true, true) => GroupName::ObjectId(lower),
@@ -167,6 +173,11 @@ pub enum Warning {
     PrefixMismatch,
     /// The group's GUID is upper case: K10 presents it lower case.
     UpperCaseGuid,
+    /// Characters after the group's object ID (a trailing space, U+200B): K10 never presents it.
+    TextAfterObjectId,
+    /// The group's prefix holds a character outside ASCII: a look-alike letter (Cyrillic `а`)
+    /// makes a name no token carries.
+    NonAsciiPrefix,
     /// `<release>-basic` in K10's own namespace: its users manage K10's policies and actions.
     BasicInK10Namespace,
     /// A ServiceAccount (other than K10's own, in K10's namespace) or a `system:` group: K10
@@ -186,6 +197,12 @@ impl Warning {
             }
             Warning::UpperCaseGuid => {
                 "the object ID is upper case; K10 presents it lower case: it matches nobody"
+            }
+            Warning::TextAfterObjectId => {
+                "characters follow the object ID (a space, an invisible character): K10 presents <prefix><object ID> exactly: it matches nobody"
+            }
+            Warning::NonAsciiPrefix => {
+                "the prefix holds a character outside ASCII, perhaps a look-alike letter: compare it with K10's groupPrefix"
             }
             Warning::BasicInK10Namespace => {
                 "basic in K10's own namespace lets users manage K10 itself: bind it in application namespaces"
@@ -242,9 +259,19 @@ pub fn grants(bindings: &[Binding], settings: &Settings, prefix: &str) -> Vec<Gr
                             object_id = Some(id);
                             warnings.push(Warning::UpperCaseGuid);
                         }
-                        GroupName::OtherPrefix { object_id: id, .. } => {
+                        GroupName::OtherPrefix {
+                            object_id: id,
+                            prefix: found,
+                        } => {
                             object_id = Some(id);
                             warnings.push(Warning::PrefixMismatch);
+                            if groupbinder_api::text::non_ascii_in(&found).is_some() {
+                                warnings.push(Warning::NonAsciiPrefix);
+                            }
+                        }
+                        GroupName::TextAfter { object_id: id } => {
+                            object_id = Some(id);
+                            warnings.push(Warning::TextAfterObjectId);
                         }
                         GroupName::NotAnObjectId if s.name.starts_with("system:") => {
                             warnings.push(Warning::NotPresentedByK10);
@@ -329,5 +356,21 @@ mod tests {
         assert_eq!(group_name(ID, ""), GroupName::ObjectId(ID.into()));
         assert_eq!(group_name("k10:admins", p), GroupName::NotAnObjectId);
         assert_eq!(group_name("ü", p), GroupName::NotAnObjectId);
+        for after in [" ", "\u{200B}", "-x"] {
+            assert_eq!(
+                group_name(&format!("{p}{ID}{after}"), p),
+                GroupName::TextAfter {
+                    object_id: ID.into()
+                },
+                "{after:?}"
+            );
+        }
+        assert_eq!(
+            group_name(&format!("mich\u{430}el_azure_{ID}"), p),
+            GroupName::OtherPrefix {
+                prefix: "mich\u{430}el_azure_".into(),
+                object_id: ID.into()
+            }
+        );
     }
 }

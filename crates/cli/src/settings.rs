@@ -13,7 +13,7 @@ pub struct SettingsArgs {
     #[arg(long, env = "GROUPBINDER_K10_NAMESPACE", default_value = "kasten-io")]
     pub k10_namespace: String,
     /// Group prefix for specs that set none: K10's auth.oidcAuth.groupPrefix.
-    #[arg(long, env = "GROUPBINDER_DEFAULT_GROUP_PREFIX", default_value = "")]
+    #[arg(long, env = "GROUPBINDER_DEFAULT_GROUP_PREFIX", default_value = "", value_parser = group_prefix)]
     pub default_group_prefix: String,
     /// Comma-separated roles an AzureGroupBinding may bind: a ClusterRole by its name (bound
     /// cluster-wide or in any namespace), a Role as namespace/name (bound in that namespace only)
@@ -51,4 +51,18 @@ fn allowlist_entry(entry: &str) -> Result<String, String> {
     Allowlist::parse([entry])
         .map(|_| entry.trim().to_owned())
         .map_err(|e| e.to_string())
+}
+
+/// `--default-group-prefix`: what the CRD admits in `spec.groupPrefix`, no more.
+fn group_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.starts_with("system:") {
+        return Err("must not start with 'system:': that prefix is reserved for Kubernetes".into());
+    }
+    match groupbinder_api::text::invisible_in(prefix) {
+        Some(c) => Err(format!(
+            "holds the invisible character {} (white space, control, format or default-ignorable, or a leading combining mark): K10 compares group names exactly",
+            c.escape_unicode()
+        )),
+        None => Ok(prefix.to_owned()),
+    }
 }

@@ -192,6 +192,8 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         ),
         ("log.format=xml", "at '/log/format'"),
         ("k10.groupPrefix=system:masters", "at '/k10/groupPrefix'"),
+        // The same invisible characters the CRD refuses.
+        ("k10.groupPrefix=michael\u{3164}_", "at '/k10/groupPrefix'"),
         // An allowlist of none of K10's roles (a typo) would revoke every grant at once.
         ("allowedRoles={k10-adnim}", "names none of K10's roles"),
     ] {
@@ -203,6 +205,22 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expected), "{set}: {stderr}");
     }
+    Ok(())
+}
+
+/// The values schema refuses in `k10.groupPrefix` exactly what the CRD refuses in
+/// `spec.groupPrefix`: one definition of invisible.
+#[test]
+fn the_values_schema_uses_the_one_definition_of_invisible() -> anyhow::Result<()> {
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        repo().join("charts/groupbinder/values.schema.json"),
+    )?)?;
+    let prefix = &schema["properties"]["k10"]["properties"]["groupPrefix"];
+    assert_eq!(
+        prefix["allOf"][1]["not"]["pattern"],
+        groupbinder_api::text::INVISIBLE_PATTERN,
+        "{prefix}"
+    );
     Ok(())
 }
 

@@ -352,3 +352,75 @@ fn a_dump_of_20000_bindings_is_read() -> anyhow::Result<()> {
     assert_eq!(objects, 20_000, "one object per group");
     Ok(())
 }
+
+/// Invisible and look-alike characters in group names and prefixes: `--default-group-prefix`
+/// refuses what the CRD refuses; `audit` flags a trailing space or U+200B after the object ID
+/// and a prefix outside ASCII, and shows them escaped; `plan` warns about a prefix outside ASCII.
+#[test]
+fn invisible_and_look_alike_characters_are_refused_or_flagged() -> anyhow::Result<()> {
+    for prefix in [
+        "michael\u{E0041}_",
+        "michael\u{3164}_",
+        "\u{301}michael_",
+        "a\u{a0}b",
+    ] {
+        let mut command = groupbinder();
+        command.args(["plan", "--default-group-prefix", prefix, "-f", "-"]);
+        let out = run_within(command, Duration::from_secs(10))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{prefix:?}: {stderr}");
+        assert!(
+            stderr.contains("invisible character"),
+            "{prefix:?}: {stderr}"
+        );
+    }
+    let id = "a318b1eb-8b78-4715-98ad-ffc8670ac79d";
+    let subjects: Vec<serde_json::Value> = [
+        format!("michael_azure_{id} "),
+        format!("michael_azure_{id}\u{200b}"),
+        format!("mich\u{430}el_azure_{id}"),
+    ]
+    .iter()
+    .map(|name| serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name}))
+    .collect();
+    let bindings = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "typos"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "k10-admin"},
+         "subjects": subjects}]});
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("typos.json");
+    std::fs::write(&file, bindings.to_string())?;
+    let mut audit = groupbinder();
+    audit
+        .args(["audit", "--default-group-prefix", "michael_azure_", "-f"])
+        .arg(&file);
+    let out = run_within(audit, Duration::from_secs(10))?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert_eq!(
+        table.matches("TextAfterObjectId").count(),
+        3,
+        "2 rows and the legend: {table}"
+    );
+    assert!(
+        table.contains(r"\u{200b}") && table.contains("NonAsciiPrefix"),
+        "{table}"
+    );
+    assert!(!table.contains('\u{200b}'), "raw U+200B in {table}");
+    let agb = format!(
+        "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata: {{name: lookalike}}\nspec: {{groupObjectId: {id}, groupPrefix: \"mich\\u0430el_azure_\"}}\n"
+    );
+    let plan_file = dir.path().join("lookalike.yaml");
+    std::fs::write(&plan_file, agb)?;
+    let mut plan = groupbinder();
+    plan.arg("plan").arg("-f").arg(&plan_file);
+    let out = run_within(plan, Duration::from_secs(10))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("outside ASCII") && stderr.contains(r"\u{430}"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -180,10 +180,12 @@ async fn carry_out(
     .await?;
     let ensured = apply::ensure_all(&ctx.client, &ctx.metrics, uid, &observed).await?;
     note(&ensured, changes, ctx);
+    let mut notes = observed.notes;
+    notes.extend(groupbinder_api::desired::prefix_warning(&plan));
     Ok(status::outcome(
         &plan,
         observed.missing,
-        observed.notes,
+        notes,
         &ensured,
         &ctx.settings.allowed,
     ))

@@ -94,6 +94,12 @@ pub fn import(
                     ));
                     continue;
                 }
+                GroupName::TextAfter { .. } => {
+                    refuse(format!(
+                        "typo: characters follow the object ID; K10 presents {prefix}<object ID> exactly: this binding grants nothing"
+                    ));
+                    continue;
+                }
                 GroupName::NotAnObjectId => {
                     refuse(format!(
                         "not <groupPrefix><object ID> (groupPrefix {prefix:?})"

@@ -360,3 +360,20 @@ async fn a_controller_stopping_before_its_caches_sync_abandons_waiting_reconcile
         "{result:?}"
     );
 }
+
+#[tokio::test]
+async fn a_prefix_outside_ascii_is_bound_and_warned_about() {
+    // A Cyrillic а in "michael": admitted (a look-alike cannot be refused by rule), bound as
+    // written, and the Ready message says to compare it with K10's groupPrefix.
+    let h = Harness::new(FakeCaches::with_k10(), server);
+    let mut agb = seed(GUID);
+    agb.spec.group_prefix = Some("mich\u{430}el_azure_".into());
+    h.reconcile(&agb).await.unwrap();
+    let status = h.status_written().unwrap();
+    assert_eq!(ready(&status), ("True", "Reconciled"));
+    let message = &status.conditions[0].message;
+    assert!(
+        message.contains("outside ASCII") && message.contains(r"\u{430}"),
+        "{message}"
+    );
+}
