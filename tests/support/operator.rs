@@ -77,7 +77,17 @@ impl Operator {
     /// (where one was planted).
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.task.await??;
+        // Bounded, as `groupbinder run`'s own deadline bounds it: a stop that hangs fails the
+        // test that asked for it instead of holding the whole suite (once seen in CI: parked with
+        // no timer pending, after a standby had just taken the lease).
+        let mut task = self.task;
+        match tokio::time::timeout(Duration::from_secs(30), &mut task).await {
+            Ok(ended) => ended??,
+            Err(_) => {
+                task.abort();
+                anyhow::bail!("the operator did not stop within 30 s of its shutdown signal");
+            }
+        }
         handmade::assert_hand_made_untouched_if_planted(&self.client).await
     }
 
