@@ -9,7 +9,12 @@ fn main() -> ExitCode {
     match groupbinder::main(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The one way a command's error goes out: escaped like every other line, whatever
+            // input or API server answer it quotes.
+            eprintln!(
+                "error: {}",
+                groupbinder_api::text::shown(&format!("{error:#}"))
+            );
             ExitCode::FAILURE
         }
     }

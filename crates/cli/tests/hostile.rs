@@ -424,3 +424,28 @@ fn invisible_and_look_alike_characters_are_refused_or_flagged() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// An error that quotes its input (the YAML parser shows the offending lines) reaches the
+/// terminal escaped too: every command's error goes out through one line in `main`.
+#[test]
+fn an_error_quoting_hostile_input_is_escaped() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let values = dir.path().join("k10-values.yaml");
+    std::fs::write(&values, "auth: \"x\u{1b}]0;owned\u{7}\"\n  oidcAuth: [\n")?;
+    let bindings = dir.path().join("none.yaml");
+    std::fs::write(&bindings, "apiVersion: v1\nkind: List\nitems: []\n")?;
+    let mut command = groupbinder();
+    command
+        .args(["audit", "--k10-values"])
+        .arg(&values)
+        .arg("-f")
+        .arg(&bindings);
+    let out = run_within(command, Duration::from_secs(10))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("not YAML"),
+        "{stderr}"
+    );
+    assert_no_raw_control("audit --k10-values (stderr)", &stderr);
+    Ok(())
+}
