@@ -167,44 +167,74 @@ mod ready {
 #[tokio::test]
 async fn admission_refuses_selectors_that_would_select_too_much_or_nothing() -> anyhow::Result<()> {
     let (cp, _) = setup().await?;
+    // Each case is the `roles` list; `basic` makes one entry binding K10's basic role.
+    let basic = |rest: &str| format!("{{name: k10-basic, kind: ClusterRole, {rest}}}");
     let cases = [
-        ("{namespaceSelector: {}}", "must name at least one label"),
         (
-            "{namespace: shop, namespaceSelector: {matchLabels: {team: shop}}}",
+            basic("namespaceSelector: {}"),
+            "must name at least one label",
+        ),
+        (
+            basic("namespace: shop, namespaceSelector: {matchLabels: {team: shop}}"),
             "name either namespace",
         ),
-        ("{}", "name either namespace"),
+        (basic(""), "name either namespace"),
         (
-            "{namespaceSelector: {matchExpressions: [{key: team, operator: In}]}}",
+            basic("namespaceSelector: {matchExpressions: [{key: team, operator: In}]}"),
             "In and NotIn need values",
         ),
         (
-            "{namespaceSelector: {matchExpressions: [{key: team, operator: Exists, values: [a]}]}}",
+            basic(
+                "namespaceSelector: {matchExpressions: [{key: team, operator: Exists, values: [a]}]}",
+            ),
             "take none",
         ),
         (
-            "{namespaceSelector: {matchExpressions: [{key: team, operator: Gt, values: [\"1\"]}]}}",
+            basic(
+                "namespaceSelector: {matchExpressions: [{key: team, operator: Gt, values: [\"1\"]}]}",
+            ),
             "Unsupported value",
         ),
         // Label-sized, as on a namespace: 50 such objects of 0.96 MB each once took the
         // operator past its memory limit.
         (
-            &format!(
-                "{{namespaceSelector: {{matchLabels: {{team: {}}}}}}}",
+            basic(&format!(
+                "namespaceSelector: {{matchLabels: {{team: {}}}}}",
                 "v".repeat(64)
-            ),
+            )),
             "values at most 63",
         ),
         (
-            &format!(
-                "{{namespaceSelector: {{matchLabels: {{{}: shop}}}}}}",
+            basic(&format!(
+                "namespaceSelector: {{matchLabels: {{{}: shop}}}}",
                 "k".repeat(318)
-            ),
+            )),
             "keys are at most 317",
+        ),
+        // Bounded in count too, so that the largest object stays about 150 KB.
+        (
+            basic(&format!(
+                "namespaceSelector: {{matchExpressions: [{}]}}",
+                ["{key: team, operator: Exists}"; 9].join(", ")
+            )),
+            "must have at most 8 items",
+        ),
+        (
+            basic(&format!(
+                "namespaceSelector: {{matchExpressions: [{{key: team, operator: In, values: [{}]}}]}}",
+                (0..17)
+                    .map(|v| format!("v{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            "must have at most 16 items",
+        ),
+        (
+            vec![basic("namespaceSelector: {matchLabels: {team: shop}}"); 9].join(", "),
+            "at most 8 roles may use a namespaceSelector",
         ),
     ];
     for (i, (entry, message)) in cases.iter().enumerate() {
-        let entry = entry.replacen('{', "{name: k10-basic, kind: ClusterRole, ", 1);
         let manifest = format!(
             "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata: {{name: bad-selector-{i}}}\nspec:\n  groupObjectId: {SEED_GUID}\n  roles: [{entry}]\n"
         );

@@ -20,6 +20,20 @@ pub const DESCRIPTION_MAX_CHARS: usize = 512;
 /// `maxItems`).
 pub const MAX_ROLES: usize = 32;
 
+/// The most `spec.roles` entries that may use a `namespaceSelector`: with the selector's own
+/// bounds below, an object stays under about 150 KB however it is filled, which is what the
+/// operator's memory sizing (README, chart values) counts on.
+pub const MAX_SELECTOR_ROLES: usize = 8;
+
+/// The most entries of a selector's `matchLabels` (the schema's `maxProperties`).
+pub const MAX_MATCH_LABELS: usize = 16;
+
+/// The most requirements of a selector's `matchExpressions` (the schema's `maxItems`).
+pub const MAX_MATCH_EXPRESSIONS: usize = 8;
+
+/// The most values one requirement may list (the schema's `maxItems`).
+pub const MAX_VALUES: usize = 16;
+
 /// Which Entra ID group gets which K10 access. The controller binds the roles to the RBAC group
 /// `<groupPrefix><groupObjectId>` — the name K10 presents when it impersonates a signed-in member —
 /// with one ClusterRoleBinding per cluster role and one RoleBinding per namespaced role, keeps
@@ -83,6 +97,9 @@ pub const MAX_ROLES: usize = 32;
         priority = "1"
     )
 )]
+#[x_kube(validation = Rule::new(
+    "!has(self.roles) || self.roles.filter(r, has(r.namespaceSelector)).size() <= 8"
+).message("at most 8 roles may use a namespaceSelector: bind one role in several namespaces with one selector (kasten.io/team In [a, b])"))] // MAX_SELECTOR_ROLES
 #[x_kube(validation = Rule::new(
     "(!has(self.clusterRoles) && !has(self.roles)) || (has(self.clusterRoles) && size(self.clusterRoles) > 0) || (has(self.roles) && size(self.roles) > 0)"
 ).message("name at least one role in clusterRoles or roles, or leave both out to get the K10 admin profile"))]
@@ -235,17 +252,17 @@ pub enum RoleKind {
     "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)"
 ).message("must name at least one label: an empty selector would select every namespace"))]
 pub struct NamespaceSelector {
-    /// Labels a namespace must have, with these values, for example `team: shop`. Keys and values
-    /// are as long as Kubernetes labels may be: 317 and 63 characters at most.
+    /// Labels a namespace must have, with these values, for example `team: shop`: at most 16.
+    /// Keys and values are as long as Kubernetes labels may be: 317 and 63 characters at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 16))]
+    #[schemars(extend("maxProperties" = 16))] // MAX_MATCH_LABELS
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 317 && size(self[k]) <= 63)").message(
         "label keys are at most 317 characters and values at most 63, as on a namespace"
     ))]
     pub match_labels: Option<BTreeMap<String, String>>,
-    /// Further requirements on a namespace's labels.
+    /// Further requirements on a namespace's labels: at most 8, each with at most 16 values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 8))] // MAX_MATCH_EXPRESSIONS
     pub match_expressions: Option<Vec<SelectorRequirement>>,
 }
 
@@ -263,7 +280,7 @@ pub struct SelectorRequirement {
     pub operator: SelectorOperator,
     /// The values for `In` and `NotIn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), inner(length(max = 63)))]
+    #[schemars(length(max = 16), inner(length(max = 63)))] // MAX_VALUES
     pub values: Option<Vec<String>>,
 }
 
@@ -391,5 +408,22 @@ mod tests {
         assert_eq!(spec["description"]["maxLength"], DESCRIPTION_MAX_CHARS);
         assert_eq!(spec["clusterRoles"]["maxItems"], MAX_ROLES);
         assert_eq!(spec["roles"]["maxItems"], MAX_ROLES);
+        let selector = &spec["roles"]["items"]["properties"]["namespaceSelector"]["properties"];
+        assert_eq!(selector["matchLabels"]["maxProperties"], MAX_MATCH_LABELS);
+        assert_eq!(
+            selector["matchExpressions"]["maxItems"],
+            MAX_MATCH_EXPRESSIONS
+        );
+        assert_eq!(
+            selector["matchExpressions"]["items"]["properties"]["values"]["maxItems"],
+            MAX_VALUES
+        );
+        let rules = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["x-kubernetes-validations"]
+            .to_string();
+        assert!(
+            rules.contains(&format!(".size() <= {MAX_SELECTOR_ROLES}\"")),
+            "{rules}"
+        );
     }
 }
