@@ -3,6 +3,7 @@
 //! and `groupbinder plan` both call [`plan`], so a review of `plan`'s output is a review of what the
 //! controller will do.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
@@ -271,13 +272,20 @@ impl Plan {
 
 /// The cluster roles and namespaced roles `agb` asks for: its own lists, or K10's admin profile
 /// when it names neither.
-pub fn requested_roles(
-    agb: &AzureGroupBinding,
+/// Borrowed from the spec when it names them: a reconcile of the largest object copies none.
+pub fn requested_roles<'a>(
+    agb: &'a AzureGroupBinding,
     settings: &Settings,
-) -> (Vec<RoleName>, Vec<NamespacedRole>) {
+) -> (Cow<'a, [RoleName]>, Cow<'a, [NamespacedRole]>) {
     match (&agb.spec.cluster_roles, &agb.spec.roles) {
-        (None, None) => settings.admin_profile(),
-        (c, r) => (c.clone().unwrap_or_default(), r.clone().unwrap_or_default()),
+        (None, None) => {
+            let (cluster_roles, roles) = settings.admin_profile();
+            (Cow::Owned(cluster_roles), Cow::Owned(roles))
+        }
+        (c, r) => (
+            Cow::Borrowed(c.as_deref().unwrap_or_default()),
+            Cow::Borrowed(r.as_deref().unwrap_or_default()),
+        ),
     }
 }
 
@@ -321,7 +329,7 @@ pub fn plan(
         });
     };
     let mut unique_cluster_roles = BTreeSet::new();
-    for role in &cluster_roles {
+    for role in cluster_roles.iter() {
         if allowed.permits(RoleKind::ClusterRole, None, role.as_str()) {
             unique_cluster_roles.insert(role);
         } else {
@@ -331,7 +339,7 @@ pub fn plan(
     // (namespace, role) → kind: one RoleBinding per role and namespace.
     let mut unique_roles: BTreeMap<(String, &RoleName), RoleKind> = BTreeMap::new();
     let mut selected = BTreeSet::new();
-    for r in &roles {
+    for r in roles.iter() {
         let in_namespaces = match r.target() {
             Target::Namespace(namespace) => vec![namespace.to_owned()],
             Target::Selector(selector) if is_specific(selector) => {

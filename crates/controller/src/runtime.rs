@@ -183,8 +183,8 @@ fn build_controller(
         .streaming_lists()
         .labels(MANAGED_SELECTOR);
     let settings = Arc::new(config.settings.clone());
-    let references = ReferenceIndex::new(settings);
     let (agb_reader, agb_writer) = reflector::store::<Guarded>();
+    let references = ReferenceIndex::new(settings, agb_reader.clone());
     let agbs = watch_events(
         Api::<Guarded>::all(client.clone()),
         watcher::Config::default().streaming_lists(),

@@ -12,6 +12,10 @@
 //! second as a list of the objects that have selectors, and the labels each namespace had when
 //! last seen, so that a relabel is compared with what it was. A namespace event costs a lookup
 //! plus one label match per selector object (S), never O(all objects).
+//!
+//! The selectors themselves are read from the AzureGroupBinding cache when a namespace changes,
+//! not copied here: a copy doubled what the largest objects cost (at the schema's maximum, eight
+//! selectors make up nine tenths of an object).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -19,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use groupbinder_api::desired::requested_roles;
 use groupbinder_api::selector::{Labels, matches};
 use groupbinder_api::{NamespaceSelector, RoleKind, Settings, Target};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::Event;
 
 use crate::kinds::Guarded;
@@ -28,6 +32,7 @@ use crate::kinds::Guarded;
 #[derive(Clone)]
 pub(crate) struct ReferenceIndex {
     settings: Arc<Settings>,
+    agbs: Store<Guarded>,
     inner: Arc<RwLock<Inner>>,
 }
 
@@ -45,7 +50,7 @@ struct Inner {
     cluster_roles: HashMap<String, HashSet<ObjectRef<Guarded>>>,
     /// Objects by the Roles they bind: (namespace, name); no namespace for a selector's.
     roles: HashMap<(Option<String>, String), HashSet<ObjectRef<Guarded>>>,
-    /// What each object refers to: the namespaces it names, its selectors.
+    /// What each object refers to: the namespaces and roles it names.
     refers: HashMap<ObjectRef<Guarded>, Refers>,
     /// The objects that have selectors.
     selecting: HashSet<ObjectRef<Guarded>>,
@@ -58,7 +63,7 @@ struct Inner {
 #[derive(Default)]
 struct Refers {
     namespaces: Vec<String>,
-    selectors: Vec<NamespaceSelector>,
+    has_selectors: bool,
     cluster_roles: Vec<String>,
     roles: Vec<(Option<String>, String)>,
 }
@@ -84,6 +89,21 @@ fn link<K: std::hash::Hash + Eq>(
     object: &ObjectRef<Guarded>,
 ) {
     map.entry(key).or_default().insert(object.clone());
+}
+
+/// The namespace selectors of `object`'s roles.
+fn selectors(object: &Guarded) -> impl Iterator<Item = &NamespaceSelector> {
+    object
+        .0
+        .as_ref()
+        .ok()
+        .and_then(|agb| agb.spec.roles.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|role| match role.target() {
+            Target::Selector(selector) => Some(selector),
+            Target::Namespace(_) | Target::Invalid => None,
+        })
 }
 
 impl Inner {
@@ -114,7 +134,7 @@ impl Inner {
         for role in &refers.roles {
             link(&mut self.roles, role.clone(), &object);
         }
-        if !refers.selectors.is_empty() {
+        if refers.has_selectors {
             self.selecting.insert(object.clone());
         }
         self.refers.insert(object, refers);
@@ -122,10 +142,12 @@ impl Inner {
 }
 
 impl ReferenceIndex {
-    /// An empty index; `settings` fill in the admin profile of objects that name no role.
-    pub(crate) fn new(settings: Arc<Settings>) -> Self {
+    /// An empty index; `settings` fill in the admin profile of objects that name no role, `agbs`
+    /// is the cache the selectors are read from.
+    pub(crate) fn new(settings: Arc<Settings>, agbs: Store<Guarded>) -> Self {
         ReferenceIndex {
             settings,
+            agbs,
             inner: Arc::default(),
         }
     }
@@ -142,17 +164,17 @@ impl ReferenceIndex {
         };
         let (cluster_roles, roles) = requested_roles(agb, &self.settings);
         let mut refers = Refers {
-            cluster_roles: cluster_roles.into_iter().map(|r| r.0).collect(),
+            cluster_roles: cluster_roles.iter().map(|r| r.0.clone()).collect(),
             ..Refers::default()
         };
-        for role in &roles {
+        for role in roles.iter() {
             let namespace = match role.target() {
                 Target::Namespace(namespace) => {
                     refers.namespaces.push(namespace.to_owned());
                     Some(namespace.to_owned())
                 }
-                Target::Selector(selector) => {
-                    refers.selectors.push(selector.clone());
+                Target::Selector(_) => {
+                    refers.has_selectors = true;
                     None
                 }
                 Target::Invalid => continue,
@@ -249,12 +271,12 @@ impl ReferenceIndex {
             concerned.extend(naming.iter().cloned());
         }
         for object in &inner.selecting {
+            // Gone from the cache: its deletion reaches it by its own event.
+            let Some(cached) = self.agbs.get(object) else {
+                continue;
+            };
             let selects = |labels: &Option<Labels>| {
-                labels.is_some()
-                    && inner.refers[object]
-                        .selectors
-                        .iter()
-                        .any(|s| matches(s, labels.as_ref()))
+                labels.is_some() && selectors(&cached).any(|s| matches(s, labels.as_ref()))
             };
             if selects(&before) != selects(&labels) {
                 concerned.insert(object.clone());
@@ -303,12 +325,40 @@ mod tests {
         names
     }
 
-    fn index() -> ReferenceIndex {
-        let index = ReferenceIndex::new(Arc::new(Settings::for_k10(
-            "k10",
-            "kasten-io",
-            "michael_azure_",
-        )));
+    /// The index with the cache it reads, fed events in the order the watch feeds them.
+    struct Indexed {
+        index: ReferenceIndex,
+        cache: kube::runtime::reflector::store::Writer<Guarded>,
+    }
+
+    impl Indexed {
+        fn apply(&mut self, event: Event<Guarded>) {
+            self.index.apply(&event);
+            self.cache.apply_watcher_event(&event);
+        }
+
+        fn changed(&self, name: &str, labels: Option<Labels>) -> Vec<ObjectRef<Guarded>> {
+            self.index.changed(name, labels)
+        }
+
+        fn by_cluster_role(&self, name: &str) -> Vec<ObjectRef<Guarded>> {
+            self.index.by_cluster_role(name)
+        }
+
+        fn by_role(&self, namespace: &str, name: &str) -> Vec<ObjectRef<Guarded>> {
+            self.index.by_role(namespace, name)
+        }
+    }
+
+    fn index() -> Indexed {
+        let cache = kube::runtime::reflector::store::Writer::default();
+        let mut index = Indexed {
+            index: ReferenceIndex::new(
+                Arc::new(Settings::for_k10("k10", "kasten-io", "michael_azure_")),
+                cache.as_reader(),
+            ),
+            cache,
+        };
         for o in [
             object("admins", None),
             object("shop", Some(vec![selecting("shop")])),
@@ -322,7 +372,7 @@ mod tests {
                 )]),
             ),
         ] {
-            index.apply(&Event::Apply(o));
+            index.apply(Event::Apply(o));
         }
         index
     }
@@ -350,27 +400,24 @@ mod tests {
 
     #[test]
     fn an_object_changed_or_deleted_is_forgotten() {
-        let index = index();
-        index.apply(&Event::Apply(object(
-            "shop",
-            Some(vec![selecting("other")]),
-        )));
+        let mut index = index();
+        index.apply(Event::Apply(object("shop", Some(vec![selecting("other")]))));
         assert!(index.changed("shop-2", team("shop")).is_empty());
-        index.apply(&Event::Delete(object("crm", None)));
+        index.apply(Event::Delete(object("crm", None)));
         assert!(index.changed("crm-1", team("crm")).is_empty());
         // A relist that no longer returns `named` drops it.
-        index.apply(&Event::Init);
-        index.apply(&Event::InitApply(object(
+        index.apply(Event::Init);
+        index.apply(Event::InitApply(object(
             "shop",
             Some(vec![selecting("shop")]),
         )));
-        index.apply(&Event::InitDone);
+        index.apply(Event::InitDone);
         assert_eq!(names(index.changed("shop-1", team("shop"))), ["shop"]);
     }
 
     #[test]
     fn a_role_wakes_the_objects_that_bind_it() {
-        let index = index();
+        let mut index = index();
         let viewers = object(
             "viewers",
             Some(vec![
@@ -382,7 +429,7 @@ mod tests {
                 },
             ]),
         );
-        index.apply(&Event::Apply(viewers));
+        index.apply(Event::Apply(viewers));
         // The admin profile binds K10's roles through the settings.
         assert_eq!(names(index.by_cluster_role("k10-admin")), ["admins"]);
         assert_eq!(names(index.by_cluster_role("k10-mc-admin")), ["admins"]);
@@ -401,7 +448,7 @@ mod tests {
         assert!(index.by_role("team-b", "team-role").is_empty());
         assert_eq!(names(index.by_role("anywhere", "app-role")), ["viewers"]);
         assert!(index.by_cluster_role("team-role").is_empty());
-        index.apply(&Event::Delete(object("admins", None)));
+        index.apply(Event::Delete(object("admins", None)));
         assert!(index.by_cluster_role("k10-admin").is_empty());
     }
 }
