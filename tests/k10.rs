@@ -4,8 +4,6 @@
 use groupbinder_api::{AzureGroupBindingSpec, Settings};
 use groupbinder_e2e::k10::{K10, Version};
 use groupbinder_e2e::*;
-use k8s_openapi::api::rbac::v1::ClusterRole;
-use kube::Api;
 use kube::api::DeleteParams;
 
 /// What a member of the group may do, and may not, on `k10` (the answers differ by version:
@@ -35,10 +33,15 @@ async fn check_access(client: &kube::Client, k10: &K10, group: &str) -> anyhow::
     alice.may("get", "", "secrets", in_k10).await?;
     let services = alice.can("create", "", "services", in_k10).await?;
     assert_eq!(services, v >= Version::V7_5_10, "{v:?}: services");
-    // <release>-mc-admin (bound by the admin profile, as K10's chart binds its admins from 7.5).
-    alice
-        .may("create", &k10.group("dist"), "clusters", None)
-        .await?;
+    // Not <release>-mc-admin (K10's chart gives it to its own admins from 7.5; it holds every
+    // Secret): the seed's least privilege, no Secret outside K10's namespace.
+    assert!(!alice.can("get", "", "secrets", Some("default")).await?);
+    assert!(!alice.can("get", "", "secrets", Some("kube-system")).await?);
+    assert!(
+        !alice
+            .can("create", &k10.group("dist"), "clusters", None)
+            .await?
+    );
     // Nothing beyond K10's roles.
     assert!(!alice.can("delete", "", "nodes", None).await?);
     let rbac = "rbac.authorization.k8s.io";
@@ -71,11 +74,7 @@ async fn the_seed_scenario_holds_on_each_k10_version() -> anyhow::Result<()> {
         let r = &k10.release;
         assert_eq!(
             bound,
-            [
-                format!("{r}-admin"),
-                format!("{r}-mc-admin"),
-                format!("{r}-ns-admin")
-            ],
+            [format!("{r}-admin"), format!("{r}-ns-admin")],
             "{}",
             version.as_str()
         );
@@ -97,45 +96,37 @@ async fn the_seed_scenario_holds_on_each_k10_version() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A K10 without `<release>-mc-admin` (older than 6.0.3, or a trimmed install): the admin profile
-/// still makes the object Ready, says that the role is missing, and grants the rest.
+/// `<release>-mc-admin` is bound only where a spec names it, and its object's status says that it
+/// grants every Secret in the cluster; the member then really may read them (SAR).
 #[tokio::test]
-async fn a_k10_without_its_multi_cluster_role_still_works_and_says_so() -> anyhow::Result<()> {
+async fn the_multi_cluster_role_is_bound_only_when_named_and_says_it_grants_every_secret()
+-> anyhow::Result<()> {
     let (_, client) = setup().await?;
     let _serial = exclusive().await;
-    let k10 = K10::new(Version::V6_0_3, "oldk10", "old-kasten");
+    let k10 = K10::new(Version::NEWEST, "mck10", "mc-kasten");
     install(&client, &k10).await?;
-    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
-    let _ = cluster_roles
-        .delete("oldk10-mc-admin", &DeleteParams::default())
-        .await;
     let settings = Settings::for_k10(&k10.release, &k10.namespace, SEED_PREFIX);
     let operator = Operator::start(&client, config(settings));
     let spec = AzureGroupBindingSpec {
         group_object_id: guid(2100),
+        cluster_roles: Some(vec!["mck10-admin".into(), "mck10-mc-admin".into()]),
         ..seed_spec()
     };
     let group = format!("{SEED_PREFIX}{}", spec.group_object_id);
-    apply(&client, &agb("old-admins", spec)).await?;
-    let ready = wait_for_reason(&client, "old-admins", "True", "Reconciled").await?;
+    apply(&client, &agb("mc-admins", spec)).await?;
+    let ready = wait_for_reason(&client, "mc-admins", "True", "Reconciled").await?;
     let message = ready_message(&ready);
     assert!(
-        message.contains("ClusterRole oldk10-mc-admin does not exist in this K10"),
+        message
+            .contains("ClusterRole mck10-mc-admin grants every verb on Secrets in every namespace"),
         "{message}"
     );
     let alice = [group.as_str()];
     Who::new(&client, "alice@example.com", &alice)
-        .may(
-            "create",
-            &k10.group("actions"),
-            "backupactions",
-            Some("app"),
-        )
+        .may("get", "", "secrets", Some("default"))
         .await?;
-    // The binding is in place: the role, once K10 is upgraded, grants at once.
-    crbs(&client).get("old-admins:oldk10-mc-admin").await?;
     agbs(&client)
-        .delete("old-admins", &DeleteParams::default())
+        .delete("mc-admins", &DeleteParams::default())
         .await?;
     operator.stop().await
 }

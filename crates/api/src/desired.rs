@@ -49,15 +49,13 @@ impl Settings {
         }
     }
 
-    /// K10's admin profile, as K10's own chart (7.5 on) binds its admins: the ClusterRoles
-    /// `<release>-admin` and `<release>-mc-admin`, and the Role `<release>-ns-admin` in K10's
-    /// namespace.
+    /// The admin profile, least privilege as the seed asks: the ClusterRole `<release>-admin`
+    /// (no Secrets) and the Role `<release>-ns-admin` in K10's namespace (Secrets there only).
+    /// `<release>-mc-admin`, which K10's own chart (7.5 on) also gives its admins, holds every
+    /// verb on Secrets in every namespace: it is bound only where a spec names it.
     fn admin_profile(&self) -> (Vec<RoleName>, Vec<NamespacedRole>) {
         let release = &self.k10_release;
-        let cluster = vec![
-            RoleName(k10::role(release, "admin")),
-            RoleName(self.mc_admin()),
-        ];
+        let cluster = vec![RoleName(k10::role(release, "admin"))];
         let namespaced = vec![NamespacedRole::in_namespace(
             &k10::role(release, k10::NS_ADMIN_SUFFIX),
             &self.k10_namespace,
@@ -66,8 +64,7 @@ impl Settings {
         (cluster, namespaced)
     }
 
-    /// `<release>-mc-admin`: K10's multi-cluster role. The admin profile binds it, and a K10
-    /// without it still works: its binding is made, and grants once the role exists.
+    /// `<release>-mc-admin`: K10's multi-cluster role, which grants every Secret in the cluster.
     pub fn mc_admin(&self) -> String {
         k10::role(&self.k10_release, "mc-admin")
     }
@@ -229,9 +226,6 @@ pub struct Planned<B> {
     pub role: BoundRole,
     /// The binding as it should be.
     pub object: B,
-    /// A role the admin profile adds that a K10 may not have (`<release>-mc-admin`): its absence
-    /// is reported, and does not keep the object from being ready.
-    pub optional: bool,
 }
 
 impl<B> Planned<B> {
@@ -396,9 +390,6 @@ pub fn plan(
         kind: kind.as_str().to_owned(),
         name: name.0.clone(),
     };
-    let profile = spec.cluster_roles.is_none() && spec.roles.is_none();
-    let mc_admin = settings.mc_admin();
-
     let cluster_role_bindings = unique_cluster_roles
         .into_iter()
         .map(|role| {
@@ -414,7 +405,6 @@ pub fn plan(
                     kind: RoleKind::ClusterRole,
                     name: role.0.clone(),
                 },
-                optional: profile && role.as_str() == mc_admin,
             }
         })
         .collect();
@@ -433,7 +423,6 @@ pub fn plan(
                     kind,
                     name: role.0.clone(),
                 },
-                optional: false,
             }
         })
         .collect();
@@ -459,12 +448,25 @@ pub fn prefix_warning(plan: &Plan) -> Option<String> {
     ))
 }
 
+/// What a plan's binding of `<release>-mc-admin` grants, said wherever it is planned (`plan`,
+/// `explain-token`, the object's status): every Secret in the cluster.
+pub fn all_secrets_note(plan: &Plan, settings: &Settings) -> Option<String> {
+    let mc_admin = settings.mc_admin();
+    plan.cluster_role_bindings
+        .iter()
+        .any(|b| b.role.name == mc_admin)
+        .then(|| format!(
+            "ClusterRole {mc_admin} grants every verb on Secrets in every namespace, service account tokens included (K10's multi-cluster primary needs it); leave it out unless that is meant"
+        ))
+}
+
 /// What is allowed but probably a mistake in `plan`: a prefix outside ASCII
-/// ([`prefix_warning`]), and K10's `<release>-basic` bound in K10's own namespace, where it lets
-/// members manage K10's own policies and actions.
+/// ([`prefix_warning`]), `<release>-mc-admin` ([`all_secrets_note`]), and K10's
+/// `<release>-basic` bound in K10's own namespace, where it lets members manage K10's own
+/// policies and actions.
 pub fn warnings(plan: &Plan, settings: &Settings) -> Vec<String> {
     let basic = k10::role(&settings.k10_release, "basic");
-    prefix_warning(plan).into_iter().chain(plan.role_bindings
+    prefix_warning(plan).into_iter().chain(all_secrets_note(plan, settings)).chain(plan.role_bindings
         .iter()
         .filter(|b| b.role.name == basic && b.key.namespace() == Some(settings.k10_namespace.as_str()))
         .map(|b| {

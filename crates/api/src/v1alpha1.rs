@@ -146,8 +146,9 @@ pub struct AzureGroupBindingSpec {
 
     /// ClusterRoles to bind cluster-wide, one ClusterRoleBinding each, for example `k10-admin`.
     /// Each must be in the operator's allowlist. Leave out both `clusterRoles` and `roles` to get
-    /// K10's admin profile, as K10's chart gives its own admins: `<release>-admin` and
-    /// `<release>-mc-admin` here, `<release>-ns-admin` in K10's namespace.
+    /// the least-privilege admin profile: `<release>-admin` here and `<release>-ns-admin` in K10's
+    /// namespace. `<release>-mc-admin` (K10's multi-cluster role) grants every Secret in the
+    /// cluster: it is bound only when named here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "set"))] // MAX_ROLES
     pub cluster_roles: Option<Vec<RoleName>>,

@@ -215,9 +215,9 @@ async fn plan_output_equals_what_the_controller_creates() -> anyhow::Result<()> 
     );
     let planned: Vec<serde_json::Value> =
         serde_saphyr::from_str_multiple(&String::from_utf8(out.stdout)?)?;
-    // k10-admins: admin, mc-admin, ns-admin; k10-shop-operators: config-view, basic in shop;
+    // k10-admins: admin, ns-admin; k10-shop-operators: config-view, basic in shop;
     // k10-shop-team: basic in every namespace labelled team=shop (shop, here).
-    assert_eq!(planned.len(), 6, "{planned:?}");
+    assert_eq!(planned.len(), 5, "{planned:?}");
 
     let operator = groupbinder_e2e::Operator::start(
         &client,

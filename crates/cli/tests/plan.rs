@@ -64,7 +64,6 @@ fn plan_reads_a_list_from_a_file_and_from_standard_input() -> anyhow::Result<()>
             names,
             [
                 "k10-admins:k10-admin",
-                "k10-admins:k10-mc-admin",
                 "k10-admins:k10-ns-admin",
                 "shop:k10-config-view",
             ],

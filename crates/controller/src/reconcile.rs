@@ -180,8 +180,13 @@ async fn carry_out(
     .await?;
     let ensured = apply::ensure_all(&ctx.client, &ctx.metrics, uid, &observed).await?;
     note(&ensured, changes, ctx);
-    let mut notes = observed.notes;
-    notes.extend(groupbinder_api::desired::prefix_warning(&plan));
+    let notes = groupbinder_api::desired::prefix_warning(&plan)
+        .into_iter()
+        .chain(groupbinder_api::desired::all_secrets_note(
+            &plan,
+            &ctx.settings,
+        ))
+        .collect();
     Ok(status::outcome(
         &plan,
         observed.missing,

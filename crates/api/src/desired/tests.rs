@@ -20,20 +20,33 @@ fn seed() -> AzureGroupBindingSpec {
     }
 }
 
+/// `<release>-mc-admin` is bound only where named, and then said to grant every Secret.
+#[test]
+fn the_multi_cluster_role_is_bound_only_when_named_and_then_said_to_grant_every_secret() {
+    let mut spec = seed();
+    spec.cluster_roles = Some(vec!["k10-admin".into(), "k10-mc-admin".into()]);
+    let plan = plan(&agb("k10-admins", spec), &settings(), None).unwrap();
+    let note = all_secrets_note(&plan, &settings()).unwrap();
+    assert!(
+        note.contains("every verb on Secrets in every namespace"),
+        "{note}"
+    );
+    assert!(warnings(&plan, &settings()).contains(&note));
+}
+
 #[test]
 fn seed_spec_gets_the_k10_admin_profile() {
     let plan = plan(&agb("k10-admins", seed()), &settings(), None).unwrap();
     assert_eq!(plan.group, format!("michael_azure_{GUID}"));
 
-    // K10's chart (7.5 on) gives its own admins admin, mc-admin and ns-admin: so does the profile.
-    let [crb, mc] = plan.cluster_role_bindings.as_slice() else {
+    // The seed's least privilege: admin (no Secrets) and ns-admin (Secrets in K10's namespace);
+    // not mc-admin (every Secret), which K10's own chart (7.5 on) also gives its admins.
+    let [crb] = plan.cluster_role_bindings.as_slice() else {
         panic!("{plan:?}")
     };
     assert_eq!(crb.key.kind(), "ClusterRoleBinding");
     assert_eq!(crb.role.kind, RoleKind::ClusterRole);
-    assert!(!crb.optional);
-    assert_eq!(mc.object.role_ref.name, "k10-mc-admin");
-    assert!(mc.optional, "a K10 without mc-admin still works");
+    assert_eq!(all_secrets_note(&plan, &settings()), None);
     let crb = &crb.object;
     assert_eq!(crb.metadata.name.as_deref(), Some("k10-admins:k10-admin"));
     assert_eq!(crb.role_ref.kind, "ClusterRole");
@@ -135,7 +148,7 @@ fn without_uid_plans_the_same_bindings_without_owner() {
             .owner_references
             .is_none()
     );
-    assert_eq!(plan.keys().len(), 3);
+    assert_eq!(plan.keys().len(), 2);
 }
 
 #[test]
@@ -255,7 +268,7 @@ fn custom_allowlist_is_honoured() {
     // The default profile itself is refused when the allowlist does not hold it.
     let profile = plan(&agb("x", seed()), &settings, None).unwrap();
     assert!(profile.keys().is_empty());
-    assert_eq!(profile.refused.len(), 3);
+    assert_eq!(profile.refused.len(), 2);
 }
 
 #[test]

@@ -84,8 +84,6 @@ pub(crate) struct Observed<'p> {
     pub(crate) role_bindings: Vec<(&'p Planned<RoleBinding>, Found<RoleBinding>)>,
     /// Roles that do not exist, namespaces that do not exist (their RoleBindings wait).
     pub(crate) missing: Vec<Problem>,
-    /// Optional roles that do not exist (see [`Planned::optional`]): said, not a problem.
-    pub(crate) notes: Vec<String>,
 }
 
 /// Reading a binding from the API server failed.
@@ -151,19 +149,11 @@ pub(crate) async fn observe<'p>(
     cap: usize,
 ) -> Result<Observed<'p>, ObserveError> {
     let mut missing = Vec::new();
-    let mut notes = Vec::new();
     for planned in &plan.cluster_role_bindings {
         if caches.cluster_role_exists(&planned.role.name) {
             continue;
         }
-        if planned.optional {
-            notes.push(format!(
-                "ClusterRole {} does not exist in this K10 (no multi-cluster role): its binding is in place and grants once it exists",
-                planned.role.name
-            ));
-        } else {
-            missing.push(role_not_found(planned, None));
-        }
+        missing.push(role_not_found(planned, None));
     }
     let mut role_bindings = Vec::new();
     for planned in &plan.role_bindings {
@@ -210,7 +200,6 @@ pub(crate) async fn observe<'p>(
         cluster_role_bindings,
         role_bindings,
         missing,
-        notes,
     })
 }
 

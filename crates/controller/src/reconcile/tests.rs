@@ -118,11 +118,10 @@ fn server(seen: &Seen) -> (u16, Value) {
     }
 }
 
-/// The seed's three bindings deleted, then `more` (sorted as [`Harness::lines`]).
+/// The seed's two bindings deleted, then `more` (sorted as [`Harness::lines`]).
 fn revoked_with(more: &[String]) -> Vec<String> {
     let mut lines = vec![
         format!("DELETE {CRBS}/k10-admins:k10-admin"),
-        format!("DELETE {CRBS}/k10-admins:k10-mc-admin"),
         format!("DELETE {RBS}/k10-admins:k10-ns-admin"),
     ];
     lines.extend_from_slice(more);
@@ -146,7 +145,6 @@ async fn a_new_object_gets_its_bindings_a_status_and_one_event() {
             format!("PATCH {STATUS}"),
             format!("POST {EVENTS}"),
             format!("POST {CRBS}"),
-            format!("POST {CRBS}"),
             format!("POST {RBS}"),
         ]
     );
@@ -168,12 +166,12 @@ async fn a_new_object_gets_its_bindings_a_status_and_one_event() {
         status.group.as_deref(),
         Some(&*format!("michael_azure_{GUID}"))
     );
-    assert_eq!(status.bindings.len(), 3);
+    assert_eq!(status.bindings.len(), 2);
     let event = h.api.request_to(EVENTS).unwrap();
     assert_eq!(event.body["reason"], "Reconciled");
     assert_eq!(
         (h.writes(WriteAction::Create), h.writes(WriteAction::Status)),
-        (3, 1)
+        (2, 1)
     );
 }
 
@@ -293,11 +291,7 @@ async fn a_conflict_is_reported_and_looked_at_again_after_a_while() {
     assert_eq!(action, Action::requeue(h.ctx.conflict_retry));
     let status = h.status_written().unwrap();
     assert_eq!(ready(&status), ("False", "Conflict"));
-    assert_eq!(
-        status.bindings.len(),
-        2,
-        "mc-admin and the RoleBinding are in place"
-    );
+    assert_eq!(status.bindings.len(), 1, "the RoleBinding is in place");
 
     // In conflict, the next reconcile reads the foreign name before any write, and then, with
     // nothing changed, writes nothing at all.
@@ -305,7 +299,6 @@ async fn a_conflict_is_reported_and_looked_at_again_after_a_while() {
     agb.status = Some(status);
     let plan = groupbinder_api::plan(&agb, &settings(), None).unwrap();
     let mut fake = FakeCaches::with_k10();
-    fake.cluster_role_binding(&on_server(&plan.cluster_role_bindings[1].object));
     fake.role_binding(&on_server(&plan.role_bindings[0].object));
     let h = Harness::new(fake, answer);
     let action = h.reconcile(&agb).await.unwrap();

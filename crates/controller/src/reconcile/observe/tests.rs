@@ -20,7 +20,7 @@ async fn with_everything_cached_observe_makes_no_request() {
         .await
         .unwrap();
     assert!(observed.missing.is_empty(), "{:?}", observed.missing);
-    let [(_, admin), (_, mc_admin)] = observed.cluster_role_bindings.as_slice() else {
+    let [(_, admin)] = observed.cluster_role_bindings.as_slice() else {
         panic!()
     };
     assert!(
@@ -33,7 +33,6 @@ async fn with_everything_cached_observe_makes_no_request() {
         ),
         "{admin:?}"
     );
-    assert_eq!(mc_admin, &Found::Absent);
     let [(_, rb)] = observed.role_bindings.as_slice() else {
         panic!()
     };
@@ -65,17 +64,9 @@ async fn missing_roles_and_namespaces_are_reported_with_their_typed_kind() {
             },
         ]
     );
-    // K10's multi-cluster role is optional: said, not a problem.
-    let [note] = observed.notes.as_slice() else {
-        panic!("{:?}", observed.notes)
-    };
-    assert!(
-        note.starts_with("ClusterRole k10-mc-admin does not exist"),
-        "{note}"
-    );
     // Bindings to missing roles are still made: they grant once the role exists.
     assert_eq!(observed.role_bindings.len(), 1);
-    assert_eq!(observed.cluster_role_bindings.len(), 2);
+    assert_eq!(observed.cluster_role_bindings.len(), 1);
 
     // Without the namespace, its RoleBinding waits.
     let observed = observe(
@@ -92,7 +83,7 @@ async fn missing_roles_and_namespaces_are_reported_with_their_typed_kind() {
         namespace: "kasten-io".into()
     }));
     assert!(observed.role_bindings.is_empty());
-    assert_eq!(observed.cluster_role_bindings.len(), 2);
+    assert_eq!(observed.cluster_role_bindings.len(), 1);
 }
 
 #[tokio::test]
@@ -127,7 +118,7 @@ async fn an_object_in_conflict_reads_uncached_names_from_the_api_server() {
     assert_eq!(observed.role_bindings[0].1, Found::Absent);
     assert_eq!(
         api.lines().len(),
-        3,
+        2,
         "each planned name missing from the cache is read"
     );
 
@@ -201,7 +192,7 @@ async fn over_the_cap_only_role_bindings_in_place_are_kept_and_none_is_added() {
     );
     assert_eq!(
         observed.cluster_role_bindings.len(),
-        2,
+        1,
         "the cap is on RoleBindings"
     );
     let mut fake = FakeCaches::with_k10();
