@@ -443,7 +443,7 @@ async fn label_selectors_pick_one_objects_bindings() -> anyhow::Result<()> {
         )
         .await?;
     let names: Vec<String> = by_name.items.iter().map(|b| b.name_any()).collect();
-    let long_bindings = [format!("{long}:k10-admin"), format!("{long}:k10-mc-admin")];
+    let long_bindings = [format!("{long}:k10-admin")];
     assert_eq!(names, long_bindings);
     let uid = long_agb.uid().unwrap_or_default();
     let by_uid = crbs(&client)
