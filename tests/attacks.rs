@@ -643,3 +643,108 @@ async fn hostile_owner_names_reach_status_and_events_escaped() -> anyhow::Result
     }
     operator.stop().await
 }
+
+/// Re-parenting skips RBAC's escalation check: a user who may only get and patch bindings (no
+/// `bind`, no `delete`) gives an object's two bindings the controller ownerReference of
+/// `Namespace kube-system`. groupbinder's rule (labelled, and bound to an allowed role) keeps them
+/// its own: taken back, and when the object is deleted right after a second re-parenting, revoked
+/// by the operator though the garbage collector would keep them (their new owner exists).
+#[tokio::test]
+async fn re_parented_bindings_are_taken_back_and_revoked_with_their_object() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Subject};
+    let (cp, client) = setup().await?;
+    let _serial = exclusive().await;
+    let rbac = "rbac.authorization.k8s.io";
+    let patcher_role = ClusterRole {
+        metadata: ObjectMeta {
+            name: Some("binding-patcher".into()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![rbac.into()]),
+            resources: Some(vec!["clusterrolebindings".into(), "rolebindings".into()]),
+            verbs: vec!["get".into(), "list".into(), "patch".into()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    };
+    apply(&client, &patcher_role).await?;
+    let patcher_binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some("binding-patcher".into()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some(rbac.into()),
+            kind: "ClusterRole".into(),
+            name: "binding-patcher".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            api_group: Some(rbac.into()),
+            name: "patcher".into(),
+            ..Subject::default()
+        }]),
+    };
+    apply(&client, &patcher_binding).await?;
+    let patcher = cp.user("patcher", &[])?.client().await?;
+
+    let operator = Operator::start(&client, config(seed_settings()));
+    let object = seeded(&client, "leaving-team", 1900).await?;
+    let uid = object.uid().unwrap_or_default();
+    let group = group_of(1900);
+    k10_admin_granted(&client, &group).await?;
+    let kube_system = Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await?;
+    let hijack = serde_json::json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "v1", "kind": "Namespace", "name": "kube-system",
+        "uid": kube_system.uid().unwrap_or_default(), "controller": true,
+    }]}});
+    let (crb, rb) = ("leaving-team:k10-admin", "leaving-team:k10-ns-admin");
+    let re_parent = || async {
+        let params = PatchParams::default();
+        crbs(&patcher)
+            .patch(crb, &params, &Patch::Merge(&hijack))
+            .await?;
+        rbs(&patcher, "kasten-io")
+            .patch(rb, &params, &Patch::Merge(&hijack))
+            .await?;
+        anyhow::Ok(())
+    };
+    re_parent().await?;
+    let controller = |meta: &ObjectMeta| {
+        groupbinder_api::ownership::controller_of(meta).map(|o| (o.kind.clone(), o.uid.clone()))
+    };
+    let ours = Some(("AzureGroupBinding".to_owned(), uid.clone()));
+    eventually(
+        "both bindings taken back",
+        Duration::from_secs(30),
+        || async {
+            let c = crbs(&client).get(crb).await?;
+            let r = rbs(&client, "kasten-io").get(rb).await?;
+            let back = controller(&c.metadata) == ours
+                && controller(&r.metadata) == ours
+                && c.metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default()
+                    .len()
+                    == 1;
+            Ok(back.then_some(()))
+        },
+    )
+    .await?;
+    k10_admin_granted(&client, &group).await?;
+
+    // Again, and the object deleted at once: the operator revokes what the garbage collector
+    // would keep.
+    re_parent().await?;
+    agbs(&client)
+        .delete("leaving-team", &DeleteParams::default())
+        .await?;
+    admin_bindings_gone(&client, "leaving-team", Duration::from_secs(30)).await?;
+    k10_admin_denied(&client, &group).await?;
+    operator.stop().await
+}

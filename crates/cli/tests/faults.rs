@@ -225,7 +225,7 @@ async fn a_relist_reports_what_was_deleted_while_the_watch_was_away() -> anyhow:
     let config = kube::runtime::watcher::Config::default()
         .streaming_lists()
         .labels(groupbinder_api::names::MANAGED_SELECTOR);
-    let (cache, stream) = groupbinder_controller::cached(crbs.clone(), config, |_| {}, None);
+    let (cache, stream) = groupbinder_controller::cached(crbs.clone(), config, |_| {}, |_: &_| {});
     let mut stream = std::pin::pin!(stream);
     let cached = |name: &str| {
         cache

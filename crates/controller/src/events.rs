@@ -80,6 +80,15 @@ impl Changes {
         self.repaired = true;
     }
 
+    /// Someone had given `binding` another controller, which would have kept it (and its grant)
+    /// past this object; it was taken back.
+    pub fn taken_back(&mut self, binding: &BindingKey) {
+        self.done.push(format!(
+            "took {binding} back: someone had given it another controller ownerReference"
+        ));
+        self.repaired = true;
+    }
+
     /// Whether nothing was changed.
     pub fn is_empty(&self) -> bool {
         self.done.is_empty()

@@ -242,16 +242,19 @@ impl FakeCaches {
         let (cluster_roles_r, cluster_roles) = reflector::store();
         let (roles_r, roles) = reflector::store();
         let (namespaces_r, namespaces) = reflector::store();
+        // The default allowlist of release `k10` in `kasten-io`, as the tests' settings.
+        let allowed = Arc::new(groupbinder_api::Allowlist::k10("k10", "kasten-io"));
         FakeCaches {
             caches: Caches {
                 agbs: agbs_r,
                 cluster_role_bindings: crbs_r,
-                cluster_role_binding_owners: OwnerIndex::default(),
+                cluster_role_binding_owners: OwnerIndex::new(allowed.clone()),
                 role_bindings: rbs_r,
-                role_binding_owners: OwnerIndex::default(),
+                role_binding_owners: OwnerIndex::new(allowed.clone()),
                 cluster_roles: cluster_roles_r,
                 roles: roles_r,
                 namespaces: namespaces_r,
+                allowed,
             },
             agbs,
             cluster_role_bindings,

@@ -36,6 +36,8 @@ pub enum WriteAction {
     Replace,
     /// DELETE of a binding (revoked, or an orphan).
     Delete,
+    /// Update of a binding someone gave another controller: taken back as planned.
+    TakeBack,
     /// The merge patch that removes the finalizers holding back a revoked binding.
     Finalizers,
     /// Server-side apply of an AzureGroupBinding's status.
@@ -49,10 +51,10 @@ pub struct WriteLabels {
     pub action: WriteAction,
 }
 
-/// Labels of what was done with an orphaned binding: `adopted` or `deleted`.
+/// Labels of what was done with an orphaned binding: `adopted`, `taken_back` or `deleted`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OrphanLabels {
-    /// `adopted` or `deleted`.
+    /// `adopted`, `taken_back` or `deleted`.
     pub action: &'static str,
 }
 
@@ -155,7 +157,7 @@ impl Metrics {
         self.repairs.get_or_create(&KindLabels { kind }).inc();
     }
 
-    /// Counts one orphaned binding `adopted` or `deleted`.
+    /// Counts one orphaned binding `adopted`, `taken_back` or `deleted`.
     pub fn orphan(&self, action: &'static str) {
         self.orphans.get_or_create(&OrphanLabels { action }).inc();
     }

@@ -4,16 +4,20 @@
 //! around that would leave access with nothing to show for it: `kubectl delete agb --cascade=orphan`
 //! (the garbage collector then removes the ownerReference instead of the binding), and anyone
 //! with patch rights on bindings removing the ownerReference (that change skips RBAC's escalation
-//! check). A binding whose AzureGroupBinding still exists is put right by that object's reconcile
-//! (adopted if still planned, deleted if not); this sweeper deletes the ones whose object is gone.
+//! check), or giving it another controller (`Namespace kube-system`, say: the garbage collector
+//! then keeps it for ever). A binding whose AzureGroupBinding still exists is put right by that
+//! object's reconcile (adopted or taken back if still planned, deleted if not); this sweeper
+//! deletes the ones whose object is gone: those reported by the binding watches, and every
+//! binding of an object the moment its deletion is seen (at the operator's pace, not the garbage
+//! collector's).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use groupbinder_api::AzureGroupBinding;
 use groupbinder_api::desired::BindingKey;
 use groupbinder_api::names::OWNER_LABEL;
+use groupbinder_api::{Allowlist, AzureGroupBinding};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -25,7 +29,7 @@ use crate::events::{Publisher, Type};
 use crate::kinds::Binding;
 use crate::metrics::Metrics;
 use crate::reconcile::apply;
-use crate::watch::owners::{Claim, claim};
+use crate::watch::owners::{Claim, claim_binding};
 
 /// Where a watch sends the bindings it saw orphaned.
 pub(crate) type Sender<B> = mpsc::UnboundedSender<ObjectRef<B>>;
@@ -43,6 +47,8 @@ pub(crate) struct Sweeper {
     pub synced: tokio::sync::watch::Receiver<bool>,
     /// Stops the sweeper (shutdown or lost leadership).
     pub stop: CancellationToken,
+    /// The operator's allowlist: what makes a labelled binding with another owner ours.
+    pub allowed: Arc<Allowlist>,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -97,7 +103,7 @@ impl Sweeper {
         let candidates: Vec<Arc<B>> = batch
             .iter()
             .filter_map(|r| cache.get(r))
-            .filter(|b| matches!(claim(b.meta()), Claim::Orphaned(_)))
+            .filter(|b| !matches!(claim_binding(&**b, &self.allowed), Claim::Foreign))
             .collect();
         if candidates.is_empty() {
             return Ok(());
@@ -113,8 +119,10 @@ impl Sweeper {
             .filter_map(|o| o.metadata.uid)
             .collect();
         for binding in candidates {
-            let Claim::Orphaned(uid) = claim(binding.meta()) else {
-                continue;
+            let uid = match claim_binding(&*binding, &self.allowed) {
+                Claim::Controlled(uid) => Some(uid),
+                Claim::Orphaned(uid) => uid,
+                Claim::Foreign => continue,
             };
             if uid.is_some_and(|uid| living.contains(uid)) {
                 continue; // its object's reconcile adopts or deletes it
@@ -163,8 +171,8 @@ impl Sweeper {
 }
 
 /// Sends `binding` to `orphans` if it is an orphan (see [`crate::watch::owners::Claim::Orphaned`]).
-pub(crate) fn report<B: Binding>(orphans: &Sender<B>, binding: &B) {
-    if matches!(claim(binding.meta()), Claim::Orphaned(_)) {
+pub(crate) fn report<B: Binding>(orphans: &Sender<B>, binding: &B, allowed: &Allowlist) {
+    if matches!(claim_binding(binding, allowed), Claim::Orphaned(_)) {
         let _ = orphans.send(ObjectRef::from_obj(binding));
     }
 }

@@ -178,7 +178,13 @@ async fn carry_out(
         ctx.settings.max_role_bindings,
     )
     .await?;
-    let ensured = apply::ensure_all(&ctx.client, &ctx.metrics, uid, &observed).await?;
+    let ensured = apply::ensure_all(
+        &ctx.client,
+        &ctx.metrics,
+        (uid, &ctx.caches.allowed),
+        &observed,
+    )
+    .await?;
     note(&ensured, changes, ctx);
     let notes = groupbinder_api::desired::prefix_warning(&plan)
         .into_iter()
@@ -274,6 +280,11 @@ fn note(ensured: &[EnsuredBinding], changes: &mut Changes, ctx: &Context) {
                 ctx.metrics.orphan("adopted");
                 ctx.metrics.repair(key.kind());
                 changes.adopted(key);
+            }
+            Ensured::TakenBack => {
+                ctx.metrics.orphan("taken_back");
+                ctx.metrics.repair(key.kind());
+                changes.taken_back(key);
             }
             Ensured::Unchanged | Ensured::Conflict { .. } => {}
         }

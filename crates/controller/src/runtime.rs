@@ -15,7 +15,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Context, Stopping};
@@ -113,6 +113,7 @@ pub async fn run(
         metrics: metrics.clone(),
         synced: synced.clone(),
         stop: stop.clone(),
+        allowed: Arc::new(config.settings.allowed.clone()),
     };
     tokio::spawn(
         sweeper
@@ -185,6 +186,9 @@ fn build_controller(
     let settings = Arc::new(config.settings.clone());
     let (agb_reader, agb_writer) = reflector::store::<Guarded>();
     let references = ReferenceIndex::new(settings, agb_reader.clone());
+    let allowed = Arc::new(config.settings.allowed.clone());
+    let crb_owners = OwnerIndex::new(allowed.clone());
+    let rb_owners = OwnerIndex::new(allowed.clone());
     let agbs = watch_events(
         Api::<Guarded>::all(client.clone()),
         watcher::Config::default().streaming_lists(),
@@ -192,38 +196,59 @@ fn build_controller(
     )
     .inspect({
         let index = references.clone();
+        let (crb_owners, rb_owners) = (crb_owners.clone(), rb_owners.clone());
+        let (crb_orphans, rb_orphans) = (crb_orphans.clone(), rb_orphans.clone());
         move |event| {
             if let Ok(event) = event {
                 index.apply(event);
+            }
+            // A deleted object's bindings go to the sweeper at once: it deletes them itself,
+            // at the operator's pace, those that another ownerReference would keep from the
+            // garbage collector included.
+            if let Ok(watcher::Event::Delete(deleted)) = event
+                && let Some(uid) = deleted.uid()
+            {
+                for binding in crb_owners.owned_by(&uid) {
+                    let _ = crb_orphans.send(binding);
+                }
+                for binding in rb_owners.owned_by(&uid) {
+                    let _ = rb_orphans.send(binding);
+                }
             }
         }
     })
     .reflect(agb_writer)
     .applied_objects();
-    let crb_owners = OwnerIndex::default();
-    let rb_owners = OwnerIndex::default();
     let (crbs, crb_events) = cached(
         Api::<ClusterRoleBinding>::all(client.clone()),
         managed.clone(),
         unread,
-        Some(crb_owners.clone()),
+        {
+            let index = crb_owners.clone();
+            move |event: &watcher::Event<ClusterRoleBinding>| index.apply(event)
+        },
     );
-    let (rbs, rb_events) = cached(
-        Api::<RoleBinding>::all(client.clone()),
-        managed,
-        unread,
-        Some(rb_owners.clone()),
-    );
-    // Orphans (labelled as ours, no controller) go to the sweeper too: it deletes those whose
-    // AzureGroupBinding is gone; the mapper below sends the others to their object's reconcile.
-    let crb_events = crb_events.inspect(move |b| {
-        if let Ok(b) = b {
-            orphans::report(&crb_orphans, b);
+    let (rbs, rb_events) = cached(Api::<RoleBinding>::all(client.clone()), managed, unread, {
+        let index = rb_owners.clone();
+        move |event: &watcher::Event<RoleBinding>| index.apply(event)
+    });
+    // Orphans (labelled as ours, without an AzureGroupBinding controller) go to the sweeper too:
+    // it deletes those whose AzureGroupBinding is gone; the mapper below sends the others to
+    // their object's reconcile.
+    let crb_events = crb_events.inspect({
+        let allowed = allowed.clone();
+        move |b| {
+            if let Ok(b) = b {
+                orphans::report(&crb_orphans, b, &allowed);
+            }
         }
     });
-    let rb_events = rb_events.inspect(move |b| {
-        if let Ok(b) = b {
-            orphans::report(&rb_orphans, b);
+    let rb_events = rb_events.inspect({
+        let allowed = allowed.clone();
+        move |b| {
+            if let Ok(b) = b {
+                orphans::report(&rb_orphans, b, &allowed);
+            }
         }
     });
     // Only whether roles and namespaces exist matters: watch their metadata.
@@ -232,20 +257,20 @@ fn build_controller(
         Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()),
         everything(),
         identity_only,
-        None,
+        |_| {},
     );
     let (roles, role_events) = cached(
         Api::<PartialObjectMeta<Role>>::all(client.clone()),
         everything(),
         identity_only,
-        None,
+        |_| {},
     );
     // Namespaces with their labels, which selectors read.
     let (namespaces, namespace_events) = cached(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         everything(),
         identity_and_labels,
-        None,
+        |_| {},
     );
     let caches = Caches {
         agbs: agb_reader.clone(),
@@ -256,6 +281,7 @@ fn build_controller(
         cluster_roles,
         roles,
         namespaces,
+        allowed: allowed.clone(),
     };
 
     // Roles and namespaces go to the objects that refer to them, found in the index.
@@ -294,12 +320,12 @@ fn build_controller(
         // Bindings go to the object that claims them (see `triggers::claiming` for why not
         // `owns_stream`).
         .watches_stream(crb_events, {
-            let agbs = agb_reader.clone();
-            move |b| triggers::claiming(b.meta(), &agbs)
+            let (agbs, allowed) = (agb_reader.clone(), allowed.clone());
+            move |b| triggers::claiming(&b, &allowed, &agbs)
         })
         .watches_stream(rb_events, {
-            let agbs = agb_reader.clone();
-            move |b| triggers::claiming(b.meta(), &agbs)
+            let (agbs, allowed) = (agb_reader.clone(), allowed.clone());
+            move |b| triggers::claiming(&b, &allowed, &agbs)
         })
         .watches_stream(cluster_role_events, by_cluster_role)
         .watches_stream(role_events, by_role)

@@ -19,7 +19,6 @@ pub(crate) mod relist;
 pub(crate) mod triggers;
 
 use crate::kinds::Watched;
-use owners::OwnerIndex;
 
 /// Exponential backoff with jitter from `min` to `max`, reset after 60 s without errors.
 pub(crate) fn jittered_backoff(
@@ -81,27 +80,28 @@ where
         .modify(trim)
 }
 
-/// The [`watch_events`] of every `K` (or those matching `config`), kept in a cache and, with
-/// `owners`, indexed by controller. Objects deleted while the watch was down come out as deleted
-/// too (see [`relist`]).
-pub fn cached<K>(
+/// The [`watch_events`] of every `K` (or those matching `config`), kept in a cache, each event
+/// shown to `index` first (an [`owners::OwnerIndex`]'s `apply`, or nothing). Objects deleted while the
+/// watch was down come out as deleted too (see [`relist`]).
+pub fn cached<K, I>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
-    owners: Option<OwnerIndex<K>>,
+    index: I,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
     K: Watched,
+    I: Fn(&watcher::Event<K>) + Send + 'static,
 {
     let (reader, writer) = reflector::store();
     let events = watch_events(api, config, trim);
     let stream = relist::deletes_missed_in_relists(reader.clone(), events)
         .inspect(move |event| {
-            if let (Some(owners), Ok(event)) = (&owners, event) {
-                owners.apply(event);
+            if let Ok(event) = event {
+                index(event);
             }
         })
         .reflect(writer)

@@ -9,9 +9,11 @@
 
 use std::sync::Arc;
 
+use groupbinder_api::Allowlist;
 use groupbinder_api::desired::{BindingKey, Planned};
 use groupbinder_api::is_satisfied;
 use groupbinder_api::names::FIELD_MANAGER;
+use groupbinder_api::ownership::controller_of;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -57,6 +59,11 @@ pub(crate) enum Step {
     Patch(Ensured),
     /// Delete ours (this very object: uid precondition) and create it: its roleRef changed.
     Replace(Ensured),
+    /// Put ours back as planned, ownerReferences included, with an update that holds only if
+    /// nobody changed it since it was read (resourceVersion): someone gave it another
+    /// controller. Not server-side apply, which would merge the ownerReferences and keep
+    /// theirs (and two controllers are refused).
+    TakeBack(Ensured),
 }
 
 /// The [`Step`] that makes `planned` true where `found` is.
@@ -73,10 +80,15 @@ pub(crate) fn step<B: Binding>(planned: &Planned<B>, found: &Found<B>) -> Step {
             } else {
                 Ensured::PutBack
             };
-            if is_satisfied(desired, current) {
+            let theirs = controller_of(current.meta()).map(|o| &o.uid);
+            if is_satisfied(desired, current)
+                && theirs == controller_of(desired.meta()).map(|o| &o.uid)
+            {
                 Step::Nothing(Ensured::Unchanged)
             } else if current.role_ref() != desired.role_ref() {
                 Step::Replace(done)
+            } else if theirs.is_some() && theirs != controller_of(desired.meta()).map(|o| &o.uid) {
+                Step::TakeBack(Ensured::TakenBack)
             } else {
                 Step::Patch(done)
             }
@@ -88,21 +100,17 @@ pub(crate) fn step<B: Binding>(planned: &Planned<B>, found: &Found<B>) -> Step {
 pub(crate) async fn ensure_all(
     client: &Client,
     metrics: &Metrics,
-    uid: &str,
+    (uid, allowed): (&str, &Allowlist),
     observed: &Observed<'_>,
 ) -> Result<Vec<EnsuredBinding>, ApplyError> {
-    let cluster = futures::future::try_join_all(
-        observed
-            .cluster_role_bindings
-            .iter()
-            .map(|(planned, found)| ensure(client, metrics, uid, planned, found.clone())),
-    );
-    let namespaced = futures::future::try_join_all(
-        observed
-            .role_bindings
-            .iter()
-            .map(|(planned, found)| ensure(client, metrics, uid, planned, found.clone())),
-    );
+    let cluster =
+        futures::future::try_join_all(observed.cluster_role_bindings.iter().map(
+            |(planned, found)| ensure(client, metrics, (uid, allowed), planned, found.clone()),
+        ));
+    let namespaced =
+        futures::future::try_join_all(observed.role_bindings.iter().map(|(planned, found)| {
+            ensure(client, metrics, (uid, allowed), planned, found.clone())
+        }));
     let (cluster, namespaced) = tokio::try_join!(cluster, namespaced)?;
     Ok(cluster.into_iter().chain(namespaced).collect())
 }
@@ -111,7 +119,7 @@ pub(crate) async fn ensure_all(
 pub(crate) async fn ensure<B: Binding>(
     client: &Client,
     metrics: &Metrics,
-    uid: &str,
+    (uid, allowed): (&str, &Allowlist),
     planned: &Planned<B>,
     mut found: Found<B>,
 ) -> Result<EnsuredBinding, ApplyError> {
@@ -139,7 +147,7 @@ pub(crate) async fn ensure<B: Binding>(
                             holder: "created by someone else just now".to_owned(),
                         };
                     }
-                    found = Found::of(look(client, key).await.map_err(fail("get"))?, uid);
+                    found = Found::of(look(client, key).await.map_err(fail("get"))?, uid, allowed);
                 }
                 Err(source) => return Err(fail("create")(source)),
             },
@@ -153,6 +161,27 @@ pub(crate) async fn ensure<B: Binding>(
                     .await
                     .map_err(fail("apply"))?;
                 break done;
+            }
+            Step::TakeBack(done) => {
+                let mut object = planned.object.clone();
+                if let Found::Ours { current, .. } = &found {
+                    object.meta_mut().resource_version = current.meta().resource_version.clone();
+                }
+                match metrics
+                    .counted(
+                        WriteAction::TakeBack,
+                        api.replace(key.name(), &post_params(), &object),
+                    )
+                    .await
+                {
+                    Ok(_) => break done,
+                    // Changed since it was read: read it and decide again.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        found =
+                            Found::of(look(client, key).await.map_err(fail("get"))?, uid, allowed);
+                    }
+                    Err(source) => return Err(fail("take back")(source)),
+                }
             }
             Step::Replace(done) => {
                 if let Found::Ours { current, .. } = &found {

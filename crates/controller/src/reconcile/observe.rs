@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use groupbinder_api::desired::{BindingKey, Planned};
-use groupbinder_api::{Plan, RoleKind};
+use groupbinder_api::{Allowlist, Plan, RoleKind};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -16,7 +16,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::outcome::Problem;
 use crate::kinds::{Binding, api};
 use crate::watch::caches::Caches;
-use crate::watch::owners::{Claim, OwnerIndex, claim, controller_of};
+use crate::watch::owners::{Claim, OwnerIndex, claim_binding, controller_of};
 
 /// What has a planned binding's name now.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,12 +38,13 @@ pub(crate) enum Found<B> {
 }
 
 impl<B: Binding> Found<B> {
-    /// What `current` is to the AzureGroupBinding with `uid` (see [`crate::watch::owners::claim`]).
-    pub(crate) fn of(current: Option<Arc<B>>, uid: &str) -> Self {
+    /// What `current` is to the AzureGroupBinding with `uid` under `allowed` (see
+    /// [`crate::watch::owners::claim_binding`]).
+    pub(crate) fn of(current: Option<Arc<B>>, uid: &str, allowed: &Allowlist) -> Self {
         let Some(current) = current else {
             return Found::Absent;
         };
-        let orphaned = match claim(current.meta()) {
+        let orphaned = match claim_binding(&*current, allowed) {
             Claim::Controlled(owner) if owner == uid => false,
             Claim::Orphaned(Some(owner)) if owner == uid => true,
             Claim::Controlled(_) | Claim::Orphaned(_) | Claim::Foreign => {
@@ -127,8 +128,10 @@ fn claimed_except<B: Binding>(
         .iter()
         .filter_map(|reference| cache.get(reference))
         .filter(|b| {
-            matches!(Found::of(Some(b.clone()), uid), Found::Ours { .. })
-                && b.key().is_some_and(|key| !keep.contains(&key))
+            matches!(
+                Found::of(Some(b.clone()), uid, owners.allowed()),
+                Found::Ours { .. }
+            ) && b.key().is_some_and(|key| !keep.contains(&key))
         })
         .collect()
 }
@@ -176,15 +179,20 @@ pub(crate) async fn observe<'p>(
         }
         role_bindings.push(planned);
     }
-    let cluster = futures::future::try_join_all(
-        plan.cluster_role_bindings
-            .iter()
-            .map(|p| found(client, &caches.cluster_role_bindings, uid, p, look_first)),
-    );
+    let cluster = futures::future::try_join_all(plan.cluster_role_bindings.iter().map(|p| {
+        found(
+            client,
+            caches,
+            &caches.cluster_role_bindings,
+            uid,
+            p,
+            look_first,
+        )
+    }));
     let namespaced = futures::future::try_join_all(
         role_bindings
             .into_iter()
-            .map(|p| found(client, &caches.role_bindings, uid, p, look_first)),
+            .map(|p| found(client, caches, &caches.role_bindings, uid, p, look_first)),
     );
     let (cluster_role_bindings, mut role_bindings) = tokio::try_join!(cluster, namespaced)?;
     if role_bindings.len() > cap {
@@ -213,6 +221,7 @@ fn role_not_found<B>(planned: &Planned<B>, namespace: Option<&str>) -> Problem {
 
 async fn found<'p, B: Binding>(
     client: &Client,
+    caches: &Caches,
     cache: &Store<B>,
     uid: &str,
     planned: &'p Planned<B>,
@@ -232,7 +241,7 @@ async fn found<'p, B: Binding>(
         })?,
         None => None,
     };
-    Ok((planned, Found::of(current, uid)))
+    Ok((planned, Found::of(current, uid, &caches.allowed)))
 }
 
 /// Reads the binding `key` from the API server.

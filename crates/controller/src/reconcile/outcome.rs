@@ -142,6 +142,9 @@ pub(crate) enum Ensured {
     /// It had lost its controller ownerReference: that was put back (with anything else that
     /// had drifted).
     Adopted,
+    /// Someone had given it another controller (re-parenting skips RBAC's escalation check):
+    /// it was taken back, ownerReferences and all, as planned.
+    TakenBack,
     /// The name is taken by a binding this object does not control; it was left untouched.
     Conflict {
         /// Who controls it.

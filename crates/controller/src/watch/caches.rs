@@ -30,6 +30,8 @@ pub(crate) struct Caches {
     pub roles: Store<PartialObjectMeta<Role>>,
     /// Every Namespace (metadata only).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The operator's allowlist, by which a labelled binding with another owner is ours.
+    pub allowed: std::sync::Arc<groupbinder_api::Allowlist>,
 }
 
 impl Caches {

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use groupbinder_api::{Allowlist, RbacBinding};
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
@@ -16,6 +17,9 @@ use kube::runtime::watcher::Event;
 /// Objects by the uid of the AzureGroupBinding that [claims](claimed_by) them.
 pub struct OwnerIndex<K: Resource<DynamicType = ()>> {
     inner: Arc<RwLock<Inner<K>>>,
+    /// The operator's allowlist: a labelled binding of an allowed role is groupbinder's whatever
+    /// its ownerReferences say.
+    allowed: Arc<Allowlist>,
 }
 
 impl<K: Resource<DynamicType = ()>> std::fmt::Debug for OwnerIndex<K> {
@@ -28,19 +32,15 @@ impl<K: Resource<DynamicType = ()>> Clone for OwnerIndex<K> {
     fn clone(&self) -> Self {
         OwnerIndex {
             inner: self.inner.clone(),
+            allowed: self.allowed.clone(),
         }
     }
 }
 
 impl<K: Resource<DynamicType = ()>> Default for OwnerIndex<K> {
+    /// An empty index under an empty allowlist.
     fn default() -> Self {
-        OwnerIndex {
-            inner: Arc::new(RwLock::new(Inner {
-                owned: HashMap::new(),
-                owner: HashMap::new(),
-                relisting: None,
-            })),
-        }
+        OwnerIndex::new(Arc::new(Allowlist::default()))
     }
 }
 
@@ -85,7 +85,7 @@ impl<K: Resource<DynamicType = ()>> Inner<K> {
     }
 }
 
-pub use groupbinder_api::ownership::{Claim, claim, claimed_by, controller_of};
+pub use groupbinder_api::ownership::{Claim, claim_binding, claimed_binding_by, controller_of};
 
 /// The key of `object` in the index: its name and namespace only.
 fn key<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
@@ -98,6 +98,23 @@ fn key<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<K> {
 }
 
 impl<K: Resource<DynamicType = ()>> OwnerIndex<K> {
+    /// An empty index; `allowed` decides what a labelled binding with another owner is.
+    pub fn new(allowed: Arc<Allowlist>) -> Self {
+        OwnerIndex {
+            inner: Arc::new(RwLock::new(Inner {
+                owned: HashMap::new(),
+                owner: HashMap::new(),
+                relisting: None,
+            })),
+            allowed,
+        }
+    }
+
+    /// The allowlist it claims by.
+    pub fn allowed(&self) -> &Allowlist {
+        &self.allowed
+    }
+
     /// The objects claimed by the AzureGroupBinding with `uid`.
     pub fn owned_by(&self, uid: &str) -> Vec<ObjectRef<K>> {
         let inner = self
@@ -110,7 +127,9 @@ impl<K: Resource<DynamicType = ()>> OwnerIndex<K> {
             .map(|set| set.iter().cloned().collect())
             .unwrap_or_default()
     }
+}
 
+impl<K: RbacBinding> OwnerIndex<K> {
     /// Updates the index from one watch event.
     pub fn apply(&self, event: &Event<K>) {
         let mut inner = self
@@ -118,11 +137,13 @@ impl<K: Resource<DynamicType = ()>> OwnerIndex<K> {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match event {
-            Event::Apply(object) => inner.insert(key(object), claimed_by(object.meta())),
+            Event::Apply(object) => {
+                inner.insert(key(object), claimed_binding_by(object, &self.allowed));
+            }
             Event::Delete(object) => inner.remove(&key(object)),
             Event::Init => inner.relisting = Some(HashMap::new()),
             Event::InitApply(object) => {
-                if let Some(uid) = claimed_by(object.meta()) {
+                if let Some(uid) = claimed_binding_by(object, &self.allowed) {
                     let uid = inner.shared(uid);
                     if let Some(relisting) = inner.relisting.as_mut() {
                         relisting.insert(key(object), uid);
@@ -145,6 +166,7 @@ impl<K: Resource<DynamicType = ()>> OwnerIndex<K> {
 mod tests {
     use super::*;
     use groupbinder_api::names::OWNER_UID_LABEL;
+    use groupbinder_api::ownership::{claim, claimed_by};
     use k8s_openapi::api::rbac::v1::RoleBinding;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 

@@ -1,22 +1,27 @@
 //! Which AzureGroupBinding a change to a binding concerns: the object that claims it (roles and
 //! namespaces: see [`crate::watch::references`]).
 
+use groupbinder_api::{Allowlist, RbacBinding};
 use kube::ResourceExt;
-use kube::core::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::kinds::Guarded;
 use crate::watch::owners::{self, Claim};
 
-/// The AzureGroupBinding that claims the binding with `meta` (see [`owners::claim`]), if any
+/// The AzureGroupBinding that claims `binding` (see [`owners::claim_binding`]), if any
 /// (cluster-scoped: no namespace in the reference). An orphan is found by its uid label among
 /// the cached objects.
 ///
 /// Not kube's `owns_stream`: it maps an ownerReference to the owner's name *in the child's
 /// namespace*, and for a cluster-scoped owner of a RoleBinding that is another key than the
 /// owner's own, so two reconciles of one object could run at once (and write twice).
-pub(crate) fn claiming(meta: &ObjectMeta, agbs: &Store<Guarded>) -> Option<ObjectRef<Guarded>> {
-    match owners::claim(meta) {
+pub(crate) fn claiming<B: RbacBinding>(
+    binding: &B,
+    allowed: &Allowlist,
+    agbs: &Store<Guarded>,
+) -> Option<ObjectRef<Guarded>> {
+    let meta = binding.meta();
+    match owners::claim_binding(binding, allowed) {
         Claim::Controlled(_) => owners::controller_of(meta).map(|o| ObjectRef::new(&o.name)),
         Claim::Orphaned(Some(uid)) => agbs
             .find(|g| g.uid().as_deref() == Some(uid))
@@ -30,7 +35,9 @@ mod tests {
     use super::*;
     use groupbinder_api::names::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_UID_LABEL};
     use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::core::ObjectMeta;
     use kube::core::error_boundary::DeserializeGuard;
     use kube::runtime::watcher::Event;
 
@@ -88,7 +95,14 @@ mod tests {
             "admins",
             "u1",
         );
-        let claimed = |meta: ObjectMeta| claiming(&meta, &agbs).map(|r| r.name);
+        let allowed = Allowlist::k10("k10", "kasten-io");
+        let claimed = |metadata: ObjectMeta| {
+            let binding = ClusterRoleBinding {
+                metadata,
+                ..ClusterRoleBinding::default()
+            };
+            claiming(&binding, &allowed, &agbs).map(|r| r.name)
+        };
         assert_eq!(
             claimed(binding_meta(Some(ours), None)),
             Some("admins".into())

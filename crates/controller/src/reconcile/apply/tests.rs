@@ -21,8 +21,13 @@ fn on_server(
     binding
 }
 
+/// The tests' allowlist: K10's roles, release `k10` in `kasten-io`.
+fn allowed() -> Allowlist {
+    Allowlist::k10("k10", "kasten-io")
+}
+
 fn found(binding: ClusterRoleBinding) -> Found<ClusterRoleBinding> {
-    Found::of(Some(Arc::new(binding)), UID)
+    Found::of(Some(Arc::new(binding)), UID, &allowed())
 }
 
 fn foreign_owner() -> OwnerReference {
@@ -46,7 +51,14 @@ async fn ensure_crb(
 ) -> Result<Ensured, ApplyError> {
     let plan = seed_plan();
     let planned = &plan.cluster_role_bindings[0];
-    let done = ensure(&api.client(), &api.metrics(), UID, planned, found).await;
+    let done = ensure(
+        &api.client(),
+        &api.metrics(),
+        (UID, &allowed()),
+        planned,
+        found,
+    )
+    .await;
     api.assert_writes_counted();
     let done = done?;
     assert_eq!(done.key, planned.key);
@@ -103,9 +115,15 @@ async fn a_role_binding_is_written_in_its_own_namespace() {
     let plan = seed_plan();
     let planned = &plan.role_bindings[0];
     let api = FakeApi::new(echo);
-    let done = ensure(&api.client(), &api.metrics(), UID, planned, Found::Absent)
-        .await
-        .unwrap();
+    let done = ensure(
+        &api.client(),
+        &api.metrics(),
+        (UID, &allowed()),
+        planned,
+        Found::Absent,
+    )
+    .await
+    .unwrap();
     api.assert_writes_counted();
     assert_eq!(done.ensured, Ensured::Created);
     assert_eq!(api.lines(), [format!("POST {RBS}")]);
@@ -191,8 +209,10 @@ async fn a_changed_role_ref_replaces_exactly_the_binding_looked_at() {
 #[tokio::test]
 async fn someone_elses_binding_is_never_written() {
     let plan = seed_plan();
+    // Another controller and none of groupbinder's labels.
     let current = on_server(&plan.cluster_role_bindings[0], |b| {
         b.metadata.owner_references = Some(vec![foreign_owner()]);
+        b.metadata.labels = None;
     });
     let api = FakeApi::new(unexpected);
     assert_eq!(
@@ -262,6 +282,7 @@ async fn a_409_on_create_for_someone_elses_binding_is_a_conflict() {
     let plan = seed_plan();
     let theirs = on_server(&plan.cluster_role_bindings[0], |b| {
         b.metadata.owner_references = Some(vec![foreign_owner()]);
+        b.metadata.labels = None;
     });
     let api = taken(move || (200, json_of(&theirs)));
     assert_eq!(
@@ -503,4 +524,28 @@ fn step_decides_from_what_has_the_name() {
         step(planned, &found(orphan_moved)),
         Step::Replace(Ensured::Adopted)
     );
+}
+
+/// A binding labelled as groupbinder's, of an allowed role, that someone gave another controller
+/// (re-parenting skips RBAC's escalation check) is groupbinder's: taken back with an update that
+/// holds only over the version read, ownerReferences exactly as planned. Not server-side apply,
+/// which would keep their ownerReference next to ours.
+#[tokio::test]
+async fn a_re_parented_binding_is_taken_back_with_an_update() {
+    let plan = seed_plan();
+    let hijacked = on_server(&plan.cluster_role_bindings[0], |b| {
+        b.metadata.owner_references = Some(vec![foreign_owner()]);
+    });
+    let api = FakeApi::new(echo);
+    assert_eq!(
+        ensure_crb(&api, found(hijacked)).await.unwrap(),
+        Ensured::TakenBack
+    );
+    assert_eq!(api.lines(), [format!("PUT {CRB}")]);
+    let put = api.request_to(CRB).unwrap();
+    assert_eq!(put.body["metadata"]["resourceVersion"], "7");
+    let owners = put.body["metadata"]["ownerReferences"].as_array().unwrap();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(owners[0]["uid"], UID);
+    assert_eq!(owners[0]["kind"], "AzureGroupBinding");
 }
