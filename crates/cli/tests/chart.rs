@@ -85,7 +85,10 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
             "RoleBinding",
             "Service",
             "ServiceAccount",
+            // The operator's own writes, and everyone else's changes to ownership.
             "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingAdmissionPolicyBinding"
         ]
     );
@@ -426,6 +429,7 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         )
         .await?;
         let ready = wait_for_reason(&admin, "lp-admins", "True", "Reconciled").await?;
+        let ready_uid = kube::ResourceExt::uid(&ready).unwrap_or_default();
         assert_eq!(
             ready.status.and_then(|s| s.group),
             Some(format!("{SEED_PREFIX}{SEED_GUID}"))
@@ -540,6 +544,16 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         let rbs: Api<RoleBinding> = Api::namespaced(sa.clone(), "kasten-io");
         assert_forbidden(rbs.create(&dry, &rb).await, "a RoleBinding to admin")?;
         // The allowlisted roles, by contrast, can be bound (as groupbinder binds them).
+        let owned_by = |api_version: &str, kind: &str| {
+            vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: api_version.into(),
+                kind: kind.into(),
+                name: "lp-admins".into(),
+                uid: ready_uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]
+        };
         let ours = |mut meta: ObjectMeta| {
             meta.labels = Some(
                 [(
@@ -548,6 +562,7 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
                 )]
                 .into(),
             );
+            meta.owner_references = Some(owned_by("groupbinder.dev/v1alpha1", "AzureGroupBinding"));
             meta
         };
         let mut allowed = crb("k10-config-view");
@@ -636,6 +651,75 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
             s
         });
         assert_forbidden(crbs.create(&dry, &two).await, "a binding for two groups")?;
+
+        // A leaked operator token cannot make a grant that nothing revokes: a labelled binding of
+        // an allowed role owned by something else (the garbage collector would keep it).
+        let mut kept = allowed.clone();
+        kept.metadata.owner_references = Some(owned_by("v1", "Namespace"));
+        assert_forbidden(crbs.create(&dry, &kept).await, "a binding owned by a Namespace")?;
+        let mut unowned = allowed.clone();
+        unowned.metadata.owner_references = None;
+        assert_forbidden(crbs.create(&dry, &unowned).await, "a binding with no owner")?;
+
+        // Everyone else: a user who may patch bindings cannot move groupbinder's ownership.
+        let patcher_role = k8s_openapi::api::rbac::v1::ClusterRole {
+            metadata: ObjectMeta {
+                name: Some("lp-binding-patcher".into()),
+                ..ObjectMeta::default()
+            },
+            rules: Some(vec![k8s_openapi::api::rbac::v1::PolicyRule {
+                api_groups: Some(vec!["rbac.authorization.k8s.io".into()]),
+                resources: Some(vec!["clusterrolebindings".into(), "rolebindings".into()]),
+                verbs: vec!["get".into(), "list".into(), "patch".into()],
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        groupbinder_e2e::apply(&admin, &patcher_role).await?;
+        let mut patcher_binding = crb("lp-binding-patcher");
+        patcher_binding.metadata.name = Some("lp-binding-patcher".into());
+        patcher_binding.subjects = Some(vec![Subject {
+            kind: "User".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            name: "lp-patcher".into(),
+            namespace: None,
+        }]);
+        groupbinder_e2e::apply(&admin, &patcher_binding).await?;
+        let patcher = cp.user("lp-patcher", &[])?.client().await?;
+        let patcher_crbs: Api<ClusterRoleBinding> = Api::all(patcher.clone());
+        let re_parent = serde_json::json!({"metadata": {"ownerReferences": owned_by("v1", "Namespace")}});
+        groupbinder_e2e::eventually(
+            "the ownership policy to refuse re-parenting",
+            std::time::Duration::from_secs(15),
+            || async {
+                Ok(assert_forbidden(
+                    patcher_crbs
+                        .patch("lp-admins:k10-admin", &patch_dry, &Patch::Merge(&re_parent))
+                        .await,
+                    "re-parenting groupbinder's binding",
+                )
+                .ok())
+            },
+        )
+        .await?;
+        let unlabel = serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}});
+        assert_forbidden(
+            patcher_crbs
+                .patch("lp-admins:k10-admin", &patch_dry, &Patch::Merge(&unlabel))
+                .await,
+            "removing groupbinder's label",
+        )?;
+        assert_forbidden(
+            patcher_crbs
+                .patch("lp-binding-patcher", &patch_dry, &Patch::Merge(&grab))
+                .await,
+            "dressing a binding up as groupbinder's",
+        )?;
+        // What is not groupbinder's stays the patcher's to change.
+        patcher_crbs
+            .patch("lp-binding-patcher", &patch_dry, &Patch::Merge(&re_parent))
+            .await?;
+        admin_crbs.delete("lp-binding-patcher", &DeleteParams::default()).await?;
 
         // The operator still works under the policy: a deleted binding is put back.
         let admin_rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), "kasten-io");
