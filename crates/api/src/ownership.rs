@@ -59,23 +59,33 @@ pub fn claim(meta: &ObjectMeta) -> Claim<'_> {
     match controller_of(meta) {
         Some(owner) if is_azure_group_binding(owner) => Claim::Controlled(&owner.uid),
         Some(_) => Claim::Foreign,
-        None if labelled_as_ours(meta) => Claim::Orphaned(
-            meta.labels
-                .as_ref()
-                .and_then(|l| l.get(OWNER_UID_LABEL))
-                .map(String::as_str),
-        ),
+        None if labelled_as_ours(meta) => Claim::Orphaned(uid_label(meta)),
         None => Claim::Foreign,
     }
+}
+
+impl<'a> Claim<'a> {
+    /// The uid of the AzureGroupBinding claimed: the controller's, or an orphan's uid label.
+    pub fn owner_uid(self) -> Option<&'a str> {
+        match self {
+            Claim::Controlled(uid) | Claim::Orphaned(Some(uid)) => Some(uid),
+            Claim::Orphaned(None) | Claim::Foreign => None,
+        }
+    }
+}
+
+/// The uid label of `meta`, naming the object a binding was made for.
+fn uid_label(meta: &ObjectMeta) -> Option<&str> {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(OWNER_UID_LABEL))
+        .map(String::as_str)
 }
 
 /// The uid of the AzureGroupBinding a binding belongs to: its controller, or for an orphan the
 /// object named by its uid label.
 pub fn claimed_by(meta: &ObjectMeta) -> Option<&str> {
-    match claim(meta) {
-        Claim::Controlled(uid) | Claim::Orphaned(Some(uid)) => Some(uid),
-        Claim::Orphaned(None) | Claim::Foreign => None,
-    }
+    claim(meta).owner_uid()
 }
 
 /// The name of the AzureGroupBinding that controls the binding with `meta`, for reports; `None`
@@ -107,12 +117,7 @@ pub fn claim_binding<'a, B: RbacBinding>(binding: &'a B, allowed: &Allowlist) ->
     let meta = binding.meta();
     match claim(meta) {
         Claim::Foreign if labelled_as_ours(meta) && binds_allowed_role(binding, allowed) => {
-            Claim::Orphaned(
-                meta.labels
-                    .as_ref()
-                    .and_then(|l| l.get(OWNER_UID_LABEL))
-                    .map(String::as_str),
-            )
+            Claim::Orphaned(uid_label(meta))
         }
         claimed => claimed,
     }
@@ -123,10 +128,7 @@ pub fn claimed_binding_by<'a, B: RbacBinding>(
     binding: &'a B,
     allowed: &Allowlist,
 ) -> Option<&'a str> {
-    match claim_binding(binding, allowed) {
-        Claim::Controlled(uid) | Claim::Orphaned(Some(uid)) => Some(uid),
-        Claim::Orphaned(None) | Claim::Foreign => None,
-    }
+    claim_binding(binding, allowed).owner_uid()
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ pub async fn run(
         metrics: metrics.clone(),
         synced: synced.clone(),
         stop: stop.clone(),
-        allowed: Arc::new(config.settings.allowed.clone()),
+        allowed: caches.allowed.clone(),
     };
     tokio::spawn(
         sweeper

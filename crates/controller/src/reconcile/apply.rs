@@ -81,13 +81,12 @@ pub(crate) fn step<B: Binding>(planned: &Planned<B>, found: &Found<B>) -> Step {
                 Ensured::PutBack
             };
             let theirs = controller_of(current.meta()).map(|o| &o.uid);
-            if is_satisfied(desired, current)
-                && theirs == controller_of(desired.meta()).map(|o| &o.uid)
-            {
+            let ours = controller_of(desired.meta()).map(|o| &o.uid);
+            if is_satisfied(desired, current) && theirs == ours {
                 Step::Nothing(Ensured::Unchanged)
             } else if current.role_ref() != desired.role_ref() {
                 Step::Replace(done)
-            } else if theirs.is_some() && theirs != controller_of(desired.meta()).map(|o| &o.uid) {
+            } else if theirs.is_some() && theirs != ours {
                 Step::TakeBack(Ensured::TakenBack)
             } else {
                 Step::Patch(done)
