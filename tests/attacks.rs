@@ -644,17 +644,13 @@ async fn hostile_owner_names_reach_status_and_events_escaped() -> anyhow::Result
     operator.stop().await
 }
 
-/// Re-parenting skips RBAC's escalation check: a user who may only get and patch bindings (no
-/// `bind`, no `delete`) gives an object's two bindings the controller ownerReference of
-/// `Namespace kube-system`. groupbinder's rule (labelled, and bound to an allowed role) keeps them
-/// its own: taken back, and when the object is deleted right after a second re-parenting, revoked
-/// by the operator though the garbage collector would keep them (their new owner exists).
-#[tokio::test]
-async fn re_parented_bindings_are_taken_back_and_revoked_with_their_object() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Namespace;
+/// A user who may get, list and patch bindings, and nothing else (no `bind`, no `delete`):
+/// changing ownerReferences skips RBAC's escalation check.
+async fn binding_patcher(
+    cp: &groupbinder_testenv::ControlPlane,
+    client: &kube::Client,
+) -> anyhow::Result<kube::Client> {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Subject};
-    let (cp, client) = setup().await?;
-    let _serial = exclusive().await;
     let rbac = "rbac.authorization.k8s.io";
     let patcher_role = ClusterRole {
         metadata: ObjectMeta {
@@ -669,7 +665,7 @@ async fn re_parented_bindings_are_taken_back_and_revoked_with_their_object() -> 
         }]),
         ..ClusterRole::default()
     };
-    apply(&client, &patcher_role).await?;
+    apply(client, &patcher_role).await?;
     let patcher_binding = ClusterRoleBinding {
         metadata: ObjectMeta {
             name: Some("binding-patcher".into()),
@@ -687,8 +683,21 @@ async fn re_parented_bindings_are_taken_back_and_revoked_with_their_object() -> 
             ..Subject::default()
         }]),
     };
-    apply(&client, &patcher_binding).await?;
-    let patcher = cp.user("patcher", &[])?.client().await?;
+    apply(client, &patcher_binding).await?;
+    Ok(cp.user("patcher", &[])?.client().await?)
+}
+
+/// Re-parenting skips RBAC's escalation check: a user who may only get and patch bindings (no
+/// `bind`, no `delete`) gives an object's two bindings the controller ownerReference of
+/// `Namespace kube-system`. groupbinder's rule (labelled, and bound to an allowed role) keeps them
+/// its own: taken back, and when the object is deleted right after a second re-parenting, revoked
+/// by the operator though the garbage collector would keep them (their new owner exists).
+#[tokio::test]
+async fn re_parented_bindings_are_taken_back_and_revoked_with_their_object() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (cp, client) = setup().await?;
+    let _serial = exclusive().await;
+    let patcher = binding_patcher(cp, &client).await?;
 
     let operator = Operator::start(&client, config(seed_settings()));
     let object = seeded(&client, "leaving-team", 1900).await?;
@@ -746,5 +755,121 @@ async fn re_parented_bindings_are_taken_back_and_revoked_with_their_object() -> 
         .await?;
     admin_bindings_gone(&client, "leaving-team", Duration::from_secs(30)).await?;
     k10_admin_denied(&client, &group).await?;
+    operator.stop().await
+}
+
+/// Moving a binding away from the object that plans it never revokes: the patch-only user gives
+/// `moving-a`'s two bindings to the living object `moving-b`, then to no owner, then to `Namespace
+/// kube-system`. Neither `moving-b`'s reconcile nor the sweeper deletes them (`moving-a` plans
+/// them), `moving-a` is reconciled each time and takes them back, and a SubjectAccessReview asked
+/// all along never says no.
+#[tokio::test]
+async fn moving_a_binding_to_another_object_never_revokes() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let (cp, client) = setup().await?;
+    let _serial = exclusive().await;
+    let patcher = binding_patcher(cp, &client).await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    let a = seeded(&client, "moving-a", 2000).await?;
+    let b = seeded(&client, "moving-b", 2001).await?;
+    let (a_uid, b_uid) = (a.uid().unwrap_or_default(), b.uid().unwrap_or_default());
+    let group = group_of(2000);
+    k10_admin_granted(&client, &group).await?;
+
+    // Ask all along: K10 actions and K10's Secrets in kasten-io (k10-admin, k10-ns-admin).
+    let (stop, asked, refused) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU32::new(0)),
+        Arc::new(AtomicU32::new(0)),
+    );
+    let sampler = tokio::spawn({
+        let (client, group) = (client.clone(), group.clone());
+        let (stop, asked, refused) = (stop.clone(), asked.clone(), refused.clone());
+        async move {
+            let groups = [group.as_str()];
+            let who = Who::new(&client, "member", &groups);
+            while !stop.load(Ordering::Relaxed) {
+                let actions = who
+                    .can("create", K10_ACTIONS, "backupactions", Some("kasten-io"))
+                    .await?;
+                let secrets = who.can("get", "", "secrets", Some("kasten-io")).await?;
+                asked.fetch_add(2, Ordering::Relaxed);
+                refused.fetch_add(u32::from(!actions) + u32::from(!secrets), Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }
+    });
+
+    let kube_system = Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await?;
+    let to_object = serde_json::json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding",
+        "name": "moving-b", "uid": b_uid, "controller": true, "blockOwnerDeletion": true,
+    }]}});
+    let to_none = serde_json::json!({"metadata": {"ownerReferences": null}});
+    let to_foreign = serde_json::json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "v1", "kind": "Namespace", "name": "kube-system",
+        "uid": kube_system.uid().unwrap_or_default(), "controller": true,
+    }]}});
+    let (crb, rb) = ("moving-a:k10-admin", "moving-a:k10-ns-admin");
+    let controller =
+        |meta: &ObjectMeta| groupbinder_api::ownership::controller_of(meta).map(|o| o.uid.clone());
+    for (what, patch) in [
+        ("to moving-b", &to_object),
+        ("to no owner", &to_none),
+        ("to Namespace kube-system", &to_foreign),
+    ] {
+        let params = PatchParams::default();
+        crbs(&patcher)
+            .patch(crb, &params, &Patch::Merge(patch))
+            .await?;
+        rbs(&patcher, "kasten-io")
+            .patch(rb, &params, &Patch::Merge(patch))
+            .await?;
+        eventually(
+            &format!("moved {what}: both taken back by moving-a"),
+            Duration::from_secs(30),
+            || async {
+                let c = crbs(&client).get(crb).await?;
+                let r = rbs(&client, "kasten-io").get(rb).await?;
+                let back = controller(&c.metadata).as_deref() == Some(a_uid.as_str())
+                    && controller(&r.metadata).as_deref() == Some(a_uid.as_str());
+                Ok(back.then_some(()))
+            },
+        )
+        .await?;
+    }
+    // moving-b kept its own two bindings and nothing else.
+    let b_bindings = crbs(&client)
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| controller(&c.metadata).as_deref() == Some(b_uid.as_str()))
+        .count();
+    assert_eq!(
+        b_bindings, 1,
+        "moving-b controls only its own ClusterRoleBinding"
+    );
+    stop.store(true, Ordering::Relaxed);
+    sampler.await??;
+    let (asked, refused) = (
+        asked.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
+    assert!(asked >= 10, "asked only {asked} times");
+    assert_eq!(
+        refused, 0,
+        "{refused} of {asked} SubjectAccessReviews said no"
+    );
+    let a = wait_for_reason(&client, "moving-a", "True", "Reconciled").await?;
+    assert_eq!(bound_roles(&a).len(), 2, "{:?}", bound_roles(&a));
+    for name in ["moving-a", "moving-b"] {
+        agbs(&client).delete(name, &DeleteParams::default()).await?;
+        admin_bindings_gone(&client, name, Duration::from_secs(30)).await?;
+    }
     operator.stop().await
 }

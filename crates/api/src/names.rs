@@ -34,6 +34,15 @@ pub fn binding_name(owner: &str, role: &str) -> String {
     shorten(&full, MAX_NAME, '-')
 }
 
+/// The name of the `AzureGroupBinding` that plans a binding named `name`: the part before the
+/// first `:` (see [`binding_name`]), which only that object's plan can hold. `None` for a name
+/// without `:` (written by hand, or cut to 253 characters: its object name was longer than 241).
+pub fn planner_of(name: &str) -> Option<&str> {
+    name.split_once(':')
+        .map(|(owner, _)| owner)
+        .filter(|o| !o.is_empty())
+}
+
 /// Value of [`OWNER_LABEL`] for the `AzureGroupBinding` named `owner`: the name itself when it
 /// fits in a label value (63 characters), otherwise a cut of it, `_`, and a hash of the name.
 /// Object names never hold `_`, so a cut value is never the name of another object.
@@ -84,6 +93,20 @@ mod tests {
             "k10-admins:k10-admin"
         );
         assert_eq!(owner_label_value("k10-admins"), "k10-admins");
+    }
+
+    #[test]
+    fn a_binding_name_says_which_object_plans_it() {
+        assert_eq!(
+            planner_of(&binding_name("k10-admins", "k10-admin")),
+            Some("k10-admins")
+        );
+        assert_eq!(planner_of("hand-written"), None);
+        assert_eq!(planner_of(":x"), None);
+        assert_eq!(
+            planner_of(&binding_name(&"a".repeat(250), "k10-admin")),
+            None
+        );
     }
 
     #[test]

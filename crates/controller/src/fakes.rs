@@ -255,6 +255,7 @@ impl FakeCaches {
                 roles: roles_r,
                 namespaces: namespaces_r,
                 allowed,
+                settings: Arc::new(settings()),
             },
             agbs,
             cluster_role_bindings,

@@ -7,7 +7,8 @@
 //! check), or giving it another controller (`Namespace kube-system`, say: the garbage collector
 //! then keeps it for ever). A binding whose AzureGroupBinding still exists is put right by that
 //! object's reconcile (adopted or taken back if still planned, deleted if not); this sweeper
-//! deletes the ones whose object is gone: those reported by the binding watches, and every
+//! deletes the ones whose object is gone, unless another living object plans them (someone moved
+//! them away from it: it takes them back): those reported by the binding watches, and every
 //! binding of an object the moment its deletion is seen (at the operator's pace, not the garbage
 //! collector's).
 
@@ -29,6 +30,7 @@ use crate::events::{Publisher, Type};
 use crate::kinds::Binding;
 use crate::metrics::Metrics;
 use crate::reconcile::apply;
+use crate::watch::caches::Caches;
 use crate::watch::owners::{Claim, claim_binding};
 
 /// Where a watch sends the bindings it saw orphaned.
@@ -49,6 +51,8 @@ pub(crate) struct Sweeper {
     pub stop: CancellationToken,
     /// The operator's allowlist: what makes a labelled binding with another owner ours.
     pub allowed: Arc<Allowlist>,
+    /// The caches, to find an object that plans a binding (see [`Caches::planner`]).
+    pub caches: Caches,
 }
 
 impl std::fmt::Debug for Sweeper {
@@ -128,6 +132,12 @@ impl Sweeper {
                 continue; // its object's reconcile adopts or deletes it
             }
             let Some(key) = binding.key() else { continue };
+            if let Some(planner) = self.caches.planner(&key, uid) {
+                // Moved away from the object that plans it: that one takes it back (the same
+                // change to the binding triggered its reconcile).
+                tracing::info!(binding = %key, planner = %planner.name, "not deleting a binding another object plans");
+                continue;
+            }
             if let Err(error) =
                 apply::delete::<B>(&self.client, &self.metrics, &key, binding.meta()).await
             {

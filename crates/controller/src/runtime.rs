@@ -114,6 +114,7 @@ pub async fn run(
         synced: synced.clone(),
         stop: stop.clone(),
         allowed: caches.allowed.clone(),
+        caches: caches.clone(),
     };
     tokio::spawn(
         sweeper
@@ -185,7 +186,7 @@ fn build_controller(
         .labels(MANAGED_SELECTOR);
     let settings = Arc::new(config.settings.clone());
     let (agb_reader, agb_writer) = reflector::store::<Guarded>();
-    let references = ReferenceIndex::new(settings, agb_reader.clone());
+    let references = ReferenceIndex::new(settings.clone(), agb_reader.clone());
     let allowed = Arc::new(config.settings.allowed.clone());
     let crb_owners = OwnerIndex::new(allowed.clone());
     let rb_owners = OwnerIndex::new(allowed.clone());
@@ -282,6 +283,7 @@ fn build_controller(
         roles,
         namespaces,
         allowed: allowed.clone(),
+        settings: settings.clone(),
     };
 
     // Roles and namespaces go to the objects that refer to them, found in the index.
@@ -317,15 +319,15 @@ fn build_controller(
             Duration::from_millis(50),
             Duration::from_millis(500),
         ))
-        // Bindings go to the object that claims them (see `triggers::claiming` for why not
+        // Bindings go to the object that claims them (see `triggers::concerned` for why not
         // `owns_stream`).
         .watches_stream(crb_events, {
             let (agbs, allowed) = (agb_reader.clone(), allowed.clone());
-            move |b| triggers::claiming(&b, &allowed, &agbs)
+            move |b| triggers::concerned(&b, &allowed, &agbs)
         })
         .watches_stream(rb_events, {
             let (agbs, allowed) = (agb_reader.clone(), allowed.clone());
-            move |b| triggers::claiming(&b, &allowed, &agbs)
+            move |b| triggers::concerned(&b, &allowed, &agbs)
         })
         .watches_stream(cluster_role_events, by_cluster_role)
         .watches_stream(role_events, by_role)

@@ -14,6 +14,7 @@ use kube::{Api, Resource};
 
 pub(crate) mod caches;
 pub(crate) mod owners;
+pub(crate) mod planners;
 pub(crate) mod references;
 pub(crate) mod relist;
 pub(crate) mod triggers;

@@ -17,6 +17,7 @@ use super::outcome::Problem;
 use crate::kinds::{Binding, api};
 use crate::watch::caches::Caches;
 use crate::watch::owners::{Claim, OwnerIndex, claim_binding, controller_of};
+use groupbinder_api::ownership::{binds_allowed_role, labelled_as_ours};
 
 /// What has a planned binding's name now.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,8 +39,8 @@ pub(crate) enum Found<B> {
 }
 
 impl<B: Binding> Found<B> {
-    /// What `current` is to the AzureGroupBinding with `uid` under `allowed` (see
-    /// [`crate::watch::owners::claim_binding`]).
+    /// What `current`, found at a name the AzureGroupBinding with `uid` plans, is to that object
+    /// under `allowed` (see [`crate::watch::owners::claim_binding`]).
     pub(crate) fn of(current: Option<Arc<B>>, uid: &str, allowed: &Allowlist) -> Self {
         let Some(current) = current else {
             return Found::Absent;
@@ -47,6 +48,9 @@ impl<B: Binding> Found<B> {
         let orphaned = match claim_binding(&*current, allowed) {
             Claim::Controlled(owner) if owner == uid => false,
             Claim::Orphaned(Some(owner)) if owner == uid => true,
+            // At a name only this object plans, groupbinder's binding (labelled, of an allowed
+            // role) that someone gave to another object, or to none: taken back.
+            _ if labelled_as_ours(current.meta()) && binds_allowed_role(&*current, allowed) => true,
             Claim::Controlled(_) | Claim::Orphaned(_) | Claim::Foreign => {
                 let holder = match controller_of(current.meta()) {
                     Some(o) => format!("controlled by {} {}", o.kind, o.name),
@@ -98,17 +102,20 @@ pub struct ObserveError {
     pub source: kube::Error,
 }
 
-/// The bindings the object with `uid` claims whose keys `keep` does not hold: found through the
+/// The bindings the object with `uid` claims whose keys `keep` does not hold, and which no other
+/// living object plans (that one takes them back: see [`Caches::planner`]): found through the
 /// owner index, so this costs O(bindings of this object).
 pub(crate) fn stale(caches: &Caches, uid: &str, keep: &BTreeSet<BindingKey>) -> Stale {
     Stale {
         cluster_role_bindings: claimed_except(
+            caches,
             &caches.cluster_role_bindings,
             &caches.cluster_role_binding_owners,
             uid,
             keep,
         ),
         role_bindings: claimed_except(
+            caches,
             &caches.role_bindings,
             &caches.role_binding_owners,
             uid,
@@ -118,6 +125,7 @@ pub(crate) fn stale(caches: &Caches, uid: &str, keep: &BTreeSet<BindingKey>) -> 
 }
 
 fn claimed_except<B: Binding>(
+    caches: &Caches,
     cache: &Store<B>,
     owners: &OwnerIndex<B>,
     uid: &str,
@@ -131,7 +139,9 @@ fn claimed_except<B: Binding>(
             matches!(
                 Found::of(Some(b.clone()), uid, owners.allowed()),
                 Found::Ours { .. }
-            ) && b.key().is_some_and(|key| !keep.contains(&key))
+            ) && b.key().is_some_and(|key| {
+                !keep.contains(&key) && caches.planner(&key, Some(uid)).is_none()
+            })
         })
         .collect()
 }

@@ -32,6 +32,8 @@ pub(crate) struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// The operator's allowlist, by which a labelled binding with another owner is ours.
     pub allowed: std::sync::Arc<groupbinder_api::Allowlist>,
+    /// The operator's settings, to plan other objects (see [`Caches::planner`]).
+    pub settings: std::sync::Arc<groupbinder_api::Settings>,
 }
 
 impl Caches {

@@ -1,6 +1,7 @@
 //! Which AzureGroupBinding a change to a binding concerns: the object that claims it (roles and
 //! namespaces: see [`crate::watch::references`]).
 
+use groupbinder_api::names::planner_of;
 use groupbinder_api::{Allowlist, RbacBinding};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -8,26 +9,40 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::kinds::Guarded;
 use crate::watch::owners::{self, Claim};
 
-/// The AzureGroupBinding that claims `binding` (see [`owners::claim_binding`]), if any
-/// (cluster-scoped: no namespace in the reference). An orphan is found by its uid label among
-/// the cached objects.
+/// The AzureGroupBindings a change to `binding` concerns: the one that claims it (see
+/// [`owners::claim_binding`]), and the one whose name its name carries
+/// ([`groupbinder_api::names::planner_of`]), if they exist (cluster-scoped: no namespace in the
+/// reference). An orphan's claimant is found by its uid label among the cached objects.
+///
+/// Both: when someone moves a binding to another object, to none or to another controller, the
+/// object that plans it is reconciled too, and takes it back. Without it, that object would not
+/// hear of the change, and would go on reporting `Ready` for a binding it no longer has.
 ///
 /// Not kube's `owns_stream`: it maps an ownerReference to the owner's name *in the child's
 /// namespace*, and for a cluster-scoped owner of a RoleBinding that is another key than the
 /// owner's own, so two reconciles of one object could run at once (and write twice).
-pub(crate) fn claiming<B: RbacBinding>(
+pub(crate) fn concerned<B: RbacBinding>(
     binding: &B,
     allowed: &Allowlist,
     agbs: &Store<Guarded>,
-) -> Option<ObjectRef<Guarded>> {
+) -> Vec<ObjectRef<Guarded>> {
     let meta = binding.meta();
-    match owners::claim_binding(binding, allowed) {
+    let claimant = match owners::claim_binding(binding, allowed) {
         Claim::Controlled(_) => owners::controller_of(meta).map(|o| ObjectRef::new(&o.name)),
         Claim::Orphaned(Some(uid)) => agbs
             .find(|g| g.uid().as_deref() == Some(uid))
             .map(|g| ObjectRef::from_obj(&*g)),
         Claim::Orphaned(None) | Claim::Foreign => None,
-    }
+    };
+    let planner = meta
+        .name
+        .as_deref()
+        .and_then(planner_of)
+        .map(ObjectRef::new)
+        .filter(|r| agbs.get(r).is_some());
+    let mut concerned: Vec<_> = claimant.into_iter().chain(planner).collect();
+    concerned.dedup();
+    concerned
 }
 
 #[cfg(test)]
@@ -83,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn a_binding_maps_to_the_object_that_claims_it() {
+    fn a_binding_maps_to_the_object_that_claims_it_and_the_one_that_plans_it() {
         let agbs = store(vec![object(
             "admins",
             "u1",
@@ -101,21 +116,48 @@ mod tests {
                 metadata,
                 ..ClusterRoleBinding::default()
             };
-            claiming(&binding, &allowed, &agbs).map(|r| r.name)
+            concerned(&binding, &allowed, &agbs)
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
         };
+        let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
         assert_eq!(
-            claimed(binding_meta(Some(ours), None)),
-            Some("admins".into())
+            claimed(binding_meta(Some(ours.clone()), None)),
+            names(&["admins"])
         );
         // An orphan goes to the object its uid label names, if it is cached.
-        assert_eq!(
-            claimed(binding_meta(None, Some("u1"))),
-            Some("admins".into())
-        );
-        assert_eq!(claimed(binding_meta(None, Some("gone"))), None);
-        assert_eq!(claimed(binding_meta(None, None)), None);
+        assert_eq!(claimed(binding_meta(None, Some("u1"))), names(&["admins"]));
+        assert_eq!(claimed(binding_meta(None, Some("gone"))), names(&[]));
+        assert_eq!(claimed(binding_meta(None, None)), names(&[]));
         // Another controller's binding (even with an AzureGroupBinding's uid) goes nowhere.
         let forged = owner("Widget", "example.com/v1", "admins", "u1");
-        assert_eq!(claimed(binding_meta(Some(forged), Some("u1"))), None);
+        assert_eq!(
+            claimed(binding_meta(Some(forged.clone()), Some("u1"))),
+            names(&[])
+        );
+        // A binding whose name an object plans goes to that object too, whoever claims it.
+        let named = |owner: Option<OwnerReference>| {
+            let mut meta = binding_meta(owner, Some("u2"));
+            meta.name = Some("planner:k10-admin".into());
+            meta
+        };
+        let agbs = store(vec![
+            object("admins", "u1", AzureGroupBindingSpec::default()),
+            object("planner", "u2", AzureGroupBindingSpec::default()),
+        ]);
+        let claimed = |metadata: ObjectMeta| {
+            let binding = ClusterRoleBinding {
+                metadata,
+                ..ClusterRoleBinding::default()
+            };
+            concerned(&binding, &allowed, &agbs)
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(claimed(named(Some(ours))), names(&["admins", "planner"]));
+        assert_eq!(claimed(named(Some(forged))), names(&["planner"]));
+        assert_eq!(claimed(named(None)), names(&["planner"]));
     }
 }

@@ -209,3 +209,52 @@ async fn over_the_cap_only_role_bindings_in_place_are_kept_and_none_is_added() {
         .unwrap();
     assert!(within.missing.is_empty(), "{:?}", within.missing);
 }
+
+/// Someone moves `other:k10-admin` (planned by the living object `other`) to this object: this
+/// object's reconcile leaves it (it is not stale here), and `other`'s takes it back.
+#[test]
+fn a_binding_moved_from_the_object_that_plans_it_is_not_stale_and_is_taken_back() {
+    let mut fake = FakeCaches::with_k10();
+    let mut other = crate::fakes::seed("b0000000-0000-4000-8000-000000000000");
+    other.metadata.name = Some("other".into());
+    other.metadata.uid = Some("other-uid".into());
+    fake.agb(&other);
+    let other_plan = groupbinder_api::plan(&other, &crate::fakes::settings(), None).unwrap();
+    // Its ClusterRoleBinding, given this object's controller ownerReference.
+    let mut moved = other_plan.cluster_role_bindings[0].object.clone();
+    moved.metadata.owner_references = seed_plan().cluster_role_bindings[0]
+        .object
+        .metadata
+        .owner_references
+        .clone();
+    fake.cluster_role_binding(&moved);
+    assert_eq!(moved.metadata.name.as_deref(), Some("other:k10-admin"));
+
+    assert!(
+        stale(&fake.caches, UID, &BTreeSet::new()).is_empty(),
+        "another living object plans it"
+    );
+    let found = Found::of(
+        Some(Arc::new(moved.clone())),
+        "other-uid",
+        &fake.caches.allowed,
+    );
+    assert!(
+        matches!(found, Found::Ours { orphaned: true, .. }),
+        "{found:?}"
+    );
+
+    // Once `other` no longer plans it (deleted here), it is this object's to revoke.
+    let mut deleting = other.clone();
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    fake.agb(&deleting);
+    assert_eq!(
+        stale(&fake.caches, UID, &BTreeSet::new())
+            .cluster_role_bindings
+            .len(),
+        1
+    );
+}
