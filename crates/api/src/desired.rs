@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
 use crate::allowlist::Allowlist;
+use crate::binding::RbacBinding;
 use crate::k10;
 use crate::names::{self, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, OWNER_UID_LABEL};
 use crate::selector::{self, Namespaces, is_selectable, is_specific};
@@ -261,6 +262,27 @@ impl Plan {
         let crbs = self.cluster_role_bindings.iter().map(|b| b.key.clone());
         let rbs = self.role_bindings.iter().map(|b| b.key.clone());
         crbs.chain(rbs).collect()
+    }
+
+    /// Whether the plan holds `binding` as it is: its kind, namespace and name, its role and its
+    /// subjects (labels and ownerReferences aside: see [`crate::ownership::standing`]).
+    pub fn holds<B: RbacBinding>(&self, binding: &B) -> bool {
+        let meta = binding.meta();
+        let same = |role_ref: &RoleRef, subjects: &Option<Vec<Subject>>| {
+            role_ref == binding.role_ref() && subjects == binding.subjects()
+        };
+        let name = meta.name.as_deref();
+        match RbacBinding::namespace(binding) {
+            None => self.cluster_role_bindings.iter().any(|p| {
+                p.object.metadata.name.as_deref() == name
+                    && same(&p.object.role_ref, &p.object.subjects)
+            }),
+            Some(namespace) => self.role_bindings.iter().any(|p| {
+                p.object.metadata.name.as_deref() == name
+                    && p.key.namespace() == Some(namespace)
+                    && same(&p.object.role_ref, &p.object.subjects)
+            }),
+        }
     }
 }
 

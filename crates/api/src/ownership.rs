@@ -2,9 +2,8 @@
 //! (`audit`'s MANAGED BY, `import`'s hand-written bindings). Pure.
 //!
 //! A binding is groupbinder's when its controller ownerReference is an AzureGroupBinding, or when
-//! it carries groupbinder's managed-by label and either has no controller or binds a role the
-//! allowlist permits (the only roles groupbinder binds), whatever its ownerReferences say
-//! ([`claim_binding`]): changing ownerReferences skips RBAC's escalation check, so a user who may
+//! it carries groupbinder's managed-by label and binds a role the allowlist permits (the only
+//! roles groupbinder binds), whatever its ownerReferences say ([`claim_binding`]): changing ownerReferences skips RBAC's escalation check, so a user who may
 //! only patch bindings could otherwise re-parent one to, say, `Namespace kube-system` and keep
 //! the grant for ever.
 
@@ -13,6 +12,7 @@ use kube::Resource;
 
 use crate::allowlist::Allowlist;
 use crate::binding::RbacBinding;
+use crate::desired::Plan;
 use crate::names::{MANAGED_BY, MANAGED_BY_LABEL, OWNER_UID_LABEL};
 use crate::v1alpha1::{AzureGroupBinding, RoleKind};
 
@@ -109,17 +109,21 @@ pub fn binds_allowed_role<B: RbacBinding>(binding: &B, allowed: &Allowlist) -> b
         && allowed.permits(kind, binding.namespace(), &role.name)
 }
 
-/// Who `binding` belongs to under groupbinder's rule (the module documentation): as [`claim`],
-/// and a labelled binding with another controller that binds an allowed role is
-/// [`Claim::Orphaned`]: groupbinder's, to take back for the object its uid label names, or to
-/// delete when none plans it.
+/// Who `binding` belongs to under groupbinder's rule (the module documentation): its
+/// AzureGroupBinding controller if it has one; else, labelled and bound to an allowed role,
+/// [`Claim::Orphaned`] whatever other controller it has: groupbinder's, to take back for the
+/// object its uid label names, or to delete when none plans it; else [`Claim::Foreign`] (a
+/// labelled binding of a role outside the allowlist included: groupbinder never made it).
 pub fn claim_binding<'a, B: RbacBinding>(binding: &'a B, allowed: &Allowlist) -> Claim<'a> {
     let meta = binding.meta();
     match claim(meta) {
-        Claim::Foreign if labelled_as_ours(meta) && binds_allowed_role(binding, allowed) => {
+        Claim::Controlled(uid) => Claim::Controlled(uid),
+        Claim::Orphaned(_) | Claim::Foreign
+            if labelled_as_ours(meta) && binds_allowed_role(binding, allowed) =>
+        {
             Claim::Orphaned(uid_label(meta))
         }
-        claimed => claimed,
+        Claim::Orphaned(_) | Claim::Foreign => Claim::Foreign,
     }
 }
 
@@ -129,6 +133,70 @@ pub fn claimed_binding_by<'a, B: RbacBinding>(
     allowed: &Allowlist,
 ) -> Option<&'a str> {
     claim_binding(binding, allowed).owner_uid()
+}
+
+/// What a binding is to groupbinder, for reports (`audit`, `import`): [`claim_binding`] checked
+/// against the AzureGroupBindings that exist and what their current plans hold. A binding is
+/// managed by an object only if that object exists with the uid the binding claims, the binding
+/// carries groupbinder's labels, and the object's plan holds exactly this binding (its name, role
+/// and subjects).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Standing {
+    /// Managed by the living AzureGroupBinding with this name, which plans it as it is.
+    Managed(String),
+    /// It claims an AzureGroupBinding that groupbinder did not give it: a controller
+    /// ownerReference to one without groupbinder's labels, or to a uid no object has. Anyone who
+    /// may patch bindings can write an ownerReference; groupbinder did not make it so.
+    ForgedOwner,
+    /// groupbinder's (labelled, of an allowed role), but no current plan holds it as it is: its
+    /// object is gone, or no longer asks for it, or someone changed its subjects. The operator
+    /// deletes it, or puts it back as planned.
+    NotPlanned,
+    /// Labelled as groupbinder's, but it binds a role outside the allowlist: not groupbinder's,
+    /// and never touched by it.
+    OutsideAllowlist,
+    /// Not groupbinder's: hand-written, or another controller's.
+    Unmanaged,
+}
+
+/// An AzureGroupBinding a binding claims, as a report sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Claimed<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its current plan; `None` when the spec is refused (then it plans nothing).
+    pub plan: Option<&'a Plan>,
+}
+
+/// The [`Standing`] of `binding` under `allowed`, where `object` finds the AzureGroupBinding
+/// with a uid, if one exists (and is not being deleted).
+pub fn standing<'a, B: RbacBinding>(
+    binding: &B,
+    allowed: &Allowlist,
+    object: impl FnOnce(&str) -> Option<Claimed<'a>>,
+) -> Standing {
+    let meta = binding.meta();
+    let claimed = match claim_binding(binding, allowed) {
+        Claim::Foreign if labelled_as_ours(meta) && !binds_allowed_role(binding, allowed) => {
+            return Standing::OutsideAllowlist;
+        }
+        Claim::Foreign => return Standing::Unmanaged,
+        Claim::Controlled(_) if !labelled_as_ours(meta) => return Standing::ForgedOwner,
+        Claim::Controlled(uid) => match object(uid) {
+            Some(claimed) => claimed,
+            None => return Standing::ForgedOwner,
+        },
+        Claim::Orphaned(Some(uid)) => match object(uid) {
+            Some(claimed) => claimed,
+            None => return Standing::NotPlanned,
+        },
+        Claim::Orphaned(None) => return Standing::NotPlanned,
+    };
+    if claimed.plan.is_some_and(|plan| plan.holds(binding)) {
+        Standing::Managed(claimed.name.to_owned())
+    } else {
+        Standing::NotPlanned
+    }
 }
 
 #[cfg(test)]
@@ -186,5 +254,65 @@ mod tests {
         // Unlabelled: never ours.
         let plain = binding("k10-admin", Some(("v1", "Namespace")), false);
         assert_eq!(claim_binding(&plain, &allowed), Claim::Foreign);
+        // Labelled, no controller, a role outside the allowlist: never ours either.
+        let labelled_admin = binding("admin", None, true);
+        assert_eq!(claim_binding(&labelled_admin, &allowed), Claim::Foreign);
+        assert_eq!(
+            claim_binding(&binding("k10-admin", None, true), &allowed),
+            Claim::Orphaned(Some("u"))
+        );
+    }
+
+    #[test]
+    fn a_binding_is_managed_only_by_a_living_object_that_plans_it_as_it_is() {
+        use crate::desired::plan;
+        use crate::v1alpha1::AzureGroupBindingSpec;
+        let settings = crate::Settings::for_k10("k10", "kasten-io", "p_");
+        let mut agb = AzureGroupBinding::new(
+            "admins",
+            AzureGroupBindingSpec {
+                group_object_id: "a318b1eb-8b78-4715-98ad-ffc8670ac79d".into(),
+                ..AzureGroupBindingSpec::default()
+            },
+        );
+        agb.metadata.uid = Some("u".into());
+        let planned = plan(&agb, &settings, None).unwrap();
+        let ours = planned.cluster_role_bindings[0].object.clone();
+        let living = |uid: &str| {
+            (uid == "u").then_some(Claimed {
+                name: "admins",
+                plan: Some(&planned),
+            })
+        };
+        let allowed = &settings.allowed;
+        assert_eq!(
+            standing(&ours, allowed, living),
+            Standing::Managed("admins".into())
+        );
+        // Someone added a subject: no plan holds it as it is.
+        let mut widened = ours.clone();
+        widened
+            .subjects
+            .get_or_insert_default()
+            .push(Default::default());
+        assert_eq!(standing(&widened, allowed, living), Standing::NotPlanned);
+        // Its object is gone.
+        assert_eq!(standing(&ours, allowed, |_| None), Standing::ForgedOwner);
+        // Unlabelled, with a controller ownerReference to the living object: forged.
+        let mut unlabelled = ours.clone();
+        unlabelled.metadata.labels = None;
+        assert_eq!(
+            standing(&unlabelled, allowed, living),
+            Standing::ForgedOwner
+        );
+        // Labelled, of a role outside the allowlist.
+        assert_eq!(
+            standing(&binding("admin", None, true), allowed, living),
+            Standing::OutsideAllowlist
+        );
+        assert_eq!(
+            standing(&binding("admin", None, false), allowed, living),
+            Standing::Unmanaged
+        );
     }
 }

@@ -3,14 +3,21 @@
 
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
 use groupbinder_api::desired::is_lower_guid;
-use groupbinder_api::{RbacBinding, RoleKind, Settings, k10, ownership};
+use groupbinder_api::ownership::{Claimed, Standing};
+use groupbinder_api::{
+    Allowlist, AzureGroupBinding, Namespaces, Plan, RbacBinding, RoleKind, Settings, k10, ownership,
+};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use kube::Api;
 use kube::api::ListParams;
 use serde::Serialize;
 
 use crate::manifests::{self, ManifestError};
+use crate::namespaces::Listed;
 use crate::output::shown;
 
 /// A ClusterRoleBinding or RoleBinding, as far as access goes.
@@ -24,21 +31,68 @@ pub struct Binding {
     pub role_ref: RoleRef,
     /// Who it binds.
     pub subjects: Vec<Subject>,
-    /// The AzureGroupBinding that controls it, if one does.
-    pub managed_by: Option<String>,
+    /// What it is to groupbinder ([`ownership::standing`]).
+    pub standing: Standing,
+}
+
+/// The AzureGroupBindings that exist, by uid, with their current plans: what a binding's claim
+/// is checked against.
+#[derive(Debug, Default)]
+pub struct Owners {
+    by_uid: HashMap<String, (String, Option<Plan>)>,
+    allowed: Allowlist,
+}
+
+impl Owners {
+    /// The living objects among `agbs`, planned under `settings` with `namespaces` (for
+    /// selectors).
+    pub fn new(
+        agbs: &[AzureGroupBinding],
+        settings: &Settings,
+        namespaces: Option<&dyn Namespaces>,
+    ) -> Self {
+        let by_uid = agbs
+            .iter()
+            .filter(|a| a.metadata.deletion_timestamp.is_none())
+            .filter_map(|a| {
+                let plan = groupbinder_api::plan(a, settings, namespaces).ok();
+                Some((a.metadata.uid.clone()?, (a.metadata.name.clone()?, plan)))
+            })
+            .collect();
+        Owners {
+            by_uid,
+            allowed: settings.allowed.clone(),
+        }
+    }
+
+    fn standing<B: RbacBinding>(&self, binding: &B) -> Standing {
+        ownership::standing(binding, &self.allowed, |uid| {
+            self.by_uid.get(uid).map(|(name, plan)| Claimed {
+                name,
+                plan: plan.as_ref(),
+            })
+        })
+    }
 }
 
 impl Binding {
-    /// What `binding` grants, and the AzureGroupBinding that controls it by groupbinder's
-    /// ownership rule ([`groupbinder_api::ownership`]).
-    pub fn of<B: RbacBinding>(binding: &B) -> Self {
+    /// What `binding` grants, and what it is to groupbinder against `owners`.
+    pub fn of<B: RbacBinding>(binding: &B, owners: &Owners) -> Self {
         let meta = binding.meta();
         Binding {
             namespace: RbacBinding::namespace(binding).map(str::to_owned),
             name: meta.name.clone().unwrap_or_default(),
             role_ref: binding.role_ref().clone(),
             subjects: binding.subjects().clone().unwrap_or_default(),
-            managed_by: ownership::controller_name(meta).map(str::to_owned),
+            standing: owners.standing(binding),
+        }
+    }
+
+    /// The AzureGroupBinding that manages it ([`Standing::Managed`]), if one does.
+    pub fn managed_by(&self) -> Option<&str> {
+        match &self.standing {
+            Standing::Managed(name) => Some(name),
+            _ => None,
         }
     }
 
@@ -61,14 +115,30 @@ impl Binding {
 }
 
 /// The bindings in `files` (YAML or JSON documents, or Lists, as `kubectl get
-/// clusterrolebindings,rolebindings -A -o yaml` prints); other kinds are skipped.
-pub fn from_files(files: &[PathBuf]) -> Result<Vec<Binding>, ManifestError> {
+/// azuregroupbindings,clusterrolebindings,rolebindings,namespaces -A -o yaml` prints), checked
+/// against the AzureGroupBindings (and, for their selectors, the Namespaces) among them; other
+/// kinds are skipped.
+pub fn from_files(files: &[PathBuf], settings: &Settings) -> Result<Vec<Binding>, ManifestError> {
     let documents = manifests::read_all(files)?;
+    let first = |failures: Vec<ManifestError>| failures.into_iter().next().map_or(Ok(()), Err);
+    let (agbs, failures) = manifests::of_kind::<AzureGroupBinding>(
+        &documents,
+        Some("groupbinder.dev/v1alpha1"),
+        "AzureGroupBinding",
+    );
+    first(failures)?;
+    let (namespaces, failures) = manifests::of_kind::<Namespace>(&documents, None, "Namespace");
+    first(failures)?;
+    let namespaces: Listed = namespaces
+        .into_iter()
+        .filter_map(|ns| Some((ns.metadata.name?, ns.metadata.labels.unwrap_or_default())))
+        .collect();
+    let owners = Owners::new(&agbs, settings, Some(&namespaces));
     let mut bindings = Vec::new();
     for document in &documents {
         if document.is(None, "ClusterRoleBinding") {
             let b: ClusterRoleBinding = document.decode("ClusterRoleBinding")?;
-            bindings.push(Binding::of(&b));
+            bindings.push(Binding::of(&b, &owners));
         } else if document.is(None, "RoleBinding") {
             let b: RoleBinding = document.decode("RoleBinding")?;
             if b.metadata.namespace.is_none() {
@@ -78,25 +148,36 @@ pub fn from_files(files: &[PathBuf]) -> Result<Vec<Binding>, ManifestError> {
                     error: "no metadata.namespace".into(),
                 });
             }
-            bindings.push(Binding::of(&b));
+            bindings.push(Binding::of(&b, &owners));
         }
     }
     Ok(bindings)
 }
 
-/// Every ClusterRoleBinding and RoleBinding of the cluster.
-pub async fn from_cluster(client: &kube::Client) -> anyhow::Result<Vec<Binding>> {
-    let (crb_api, rb_api) = (
+/// Every ClusterRoleBinding and RoleBinding of the cluster, checked against its
+/// AzureGroupBindings and Namespaces.
+pub async fn from_cluster(
+    client: &kube::Client,
+    settings: &Settings,
+) -> anyhow::Result<Vec<Binding>> {
+    let (crb_api, rb_api, agb_api) = (
         Api::<ClusterRoleBinding>::all(client.clone()),
         Api::<RoleBinding>::all(client.clone()),
+        Api::<AzureGroupBinding>::all(client.clone()),
     );
     let params = ListParams::default();
-    let (crbs, rbs) = tokio::try_join!(crb_api.list(&params), rb_api.list(&params))?;
+    let (crbs, rbs, agbs, namespaces) = tokio::try_join!(
+        async { Ok(crb_api.list(&params).await?) },
+        async { Ok(rb_api.list(&params).await?) },
+        async { Ok(agb_api.list(&params).await?) },
+        crate::namespaces::from_cluster(client),
+    )?;
+    let owners = Owners::new(&agbs.items, settings, Some(&namespaces));
     Ok(crbs
         .items
         .iter()
-        .map(Binding::of)
-        .chain(rbs.items.iter().map(Binding::of))
+        .map(|b| Binding::of(b, &owners))
+        .chain(rbs.items.iter().map(|b| Binding::of(b, &owners)))
         .collect())
 }
 
@@ -169,6 +250,14 @@ pub fn role_kind(role_ref: &RoleRef) -> RoleKind {
 pub enum Warning {
     /// No AzureGroupBinding manages it: nothing keeps it as declared or shows it.
     NotManaged,
+    /// It claims an AzureGroupBinding that groupbinder did not give it (see
+    /// [`Standing::ForgedOwner`]).
+    ForgedOwner,
+    /// groupbinder's, but no current plan holds it as it is (see [`Standing::NotPlanned`]).
+    NotPlanned,
+    /// Labelled as groupbinder's but bound to a role outside the allowlist (see
+    /// [`Standing::OutsideAllowlist`]).
+    OutsideAllowlist,
     /// The group's prefix is not K10's: K10 never presents that name.
     PrefixMismatch,
     /// The group's GUID is upper case: K10 presents it lower case.
@@ -191,6 +280,15 @@ impl Warning {
         match self {
             Warning::NotManaged => {
                 "hand-written: run `groupbinder import` and let an AzureGroupBinding keep it"
+            }
+            Warning::ForgedOwner => {
+                "it claims an AzureGroupBinding that does not exist with that uid, or lacks groupbinder's labels: groupbinder did not make it so; find who wrote its ownerReferences, and delete it"
+            }
+            Warning::NotPlanned => {
+                "no current AzureGroupBinding plans it as it is (its object is gone, no longer asks for it, or its subjects were changed): the operator deletes it or puts it back; if it stays, the operator is not running"
+            }
+            Warning::OutsideAllowlist => {
+                "labelled as groupbinder's but bound to a role outside the allowlist: groupbinder never made it and never touches it; remove the label or the binding"
             }
             Warning::PrefixMismatch => {
                 "the group prefix is not K10's groupPrefix: it matches nobody"
@@ -231,21 +329,51 @@ pub struct Grant {
     /// What is worth fixing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Warning>,
+    /// What is worth knowing (no fix needed: they do not change `audit`'s exit code).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<Note>,
+}
+
+/// Something worth knowing about one grant, that needs no fix.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Note {
+    /// `<release>-mc-admin`: every verb on Secrets in every namespace.
+    AllSecrets,
+}
+
+impl Note {
+    /// What it means.
+    pub fn explain(&self) -> &'static str {
+        match self {
+            Note::AllSecrets => {
+                "mc-admin grants every Secret in every namespace (service-account tokens too): only K10's multi-cluster primary needs it"
+            }
+        }
+    }
 }
 
 /// Every grant of a K10 role in `bindings`, sorted, with its warnings; `prefix` is K10's
 /// `groupPrefix`.
 pub fn grants(bindings: &[Binding], settings: &Settings, prefix: &str) -> Vec<Grant> {
     let basic = k10::role(&settings.k10_release, "basic");
+    let mc_admin = k10::role(&settings.k10_release, "mc-admin");
     let mut out = Vec::new();
+    // Every binding to a K10 role, and every other one that claims to be groupbinder's.
     for b in bindings
         .iter()
-        .filter(|b| is_k10_role(settings, &b.role_ref))
+        .filter(|b| is_k10_role(settings, &b.role_ref) || b.standing != Standing::Unmanaged)
     {
         for s in &b.subjects {
-            let mut warnings = Vec::new();
-            if b.managed_by.is_none() {
-                warnings.push(Warning::NotManaged);
+            let (mut warnings, mut notes) = (Vec::new(), Vec::new());
+            match &b.standing {
+                Standing::Managed(_) => {}
+                Standing::ForgedOwner => warnings.push(Warning::ForgedOwner),
+                Standing::NotPlanned => warnings.push(Warning::NotPlanned),
+                Standing::OutsideAllowlist => warnings.push(Warning::OutsideAllowlist),
+                Standing::Unmanaged => warnings.push(Warning::NotManaged),
+            }
+            if b.role_ref.name == mc_admin {
+                notes.push(Note::AllSecrets);
             }
             if b.role_ref.name == basic && b.namespace.as_deref() == Some(&settings.k10_namespace) {
                 warnings.push(Warning::BasicInK10Namespace);
@@ -295,8 +423,9 @@ pub fn grants(bindings: &[Binding], settings: &Settings, prefix: &str) -> Vec<Gr
                 role: format!("{} {}", b.role_ref.kind, b.role_ref.name),
                 subject,
                 object_id,
-                managed_by: b.managed_by.clone(),
+                managed_by: b.managed_by().map(str::to_owned),
                 warnings,
+                notes,
             });
         }
     }
@@ -304,11 +433,12 @@ pub fn grants(bindings: &[Binding], settings: &Settings, prefix: &str) -> Vec<Gr
     out
 }
 
-/// Reads the bindings from `files`, or the cluster when there are none; prints the error and
-/// returns `None` (exit code 2) when files cannot be read.
-pub async fn load(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Binding>>> {
+/// Reads the bindings from `files`, or the cluster when there are none, checked against the
+/// AzureGroupBindings found there; prints the error and returns `None` (exit code 2) when files
+/// cannot be read.
+pub async fn load(files: &[PathBuf], settings: &Settings) -> anyhow::Result<Option<Vec<Binding>>> {
     if !files.is_empty() {
-        return match from_files(files) {
+        return match from_files(files, settings) {
             Ok(bindings) => Ok(Some(bindings)),
             Err(error) => {
                 eprintln!("error: {}", shown(&error.to_string()));
@@ -316,9 +446,8 @@ pub async fn load(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Binding>>> {
             }
         };
     }
-    Ok(Some(
-        from_cluster(&kube::Client::try_default().await?).await?,
-    ))
+    let client = kube::Client::try_default().await?;
+    Ok(Some(from_cluster(&client, settings).await?))
 }
 
 /// The name of a binding's subject list entry, for messages.

@@ -390,6 +390,71 @@ async fn migrating_hand_written_bindings_keeps_every_grant() -> anyhow::Result<(
             "RoleBinding shop/ci-basic",
         ]
     );
+
+    // A backdoor that a CI audit gate must not pass: an unlabelled binding of `k10-mc-admin`
+    // (every Secret) with a controller ownerReference forged to a living object, and a binding
+    // labelled as groupbinder's of a role outside the allowlist. Neither is "managed by" anyone.
+    let living = Api::<groupbinder_api::AzureGroupBinding>::all(client.clone())
+        .list(&Default::default())
+        .await?
+        .items;
+    let victim = living.first().ok_or_else(|| anyhow::anyhow!("no object"))?;
+    let forged_owner = serde_json::json!([{
+        "apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding",
+        "name": victim.metadata.name, "uid": victim.metadata.uid, "controller": true,
+    }]);
+    let mut backdoor = foreign_binding("backdoor");
+    backdoor.role_ref.name = "k10-mc-admin".into();
+    backdoor.metadata.owner_references = Some(serde_json::from_value(forged_owner)?);
+    apply(&client, &backdoor).await?;
+    let mut labelled = foreign_binding("labelled-cluster-admin");
+    labelled.role_ref.name = "admin".into();
+    labelled.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "groupbinder".to_owned(),
+        )]
+        .into(),
+    );
+    apply(&client, &labelled).await?;
+    let audit = with_cluster(&["audit", "-o", "json"])?;
+    assert_eq!(audit.status.code(), Some(1));
+    let grants: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout)?;
+    let of = |binding: &str| {
+        grants
+            .iter()
+            .find(|g| g["binding"] == binding)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let backdoor = of("ClusterRoleBinding backdoor");
+    assert!(backdoor["managedBy"].is_null(), "{backdoor}");
+    assert_eq!(
+        backdoor["warnings"],
+        serde_json::json!(["ForgedOwner"]),
+        "{backdoor}"
+    );
+    assert_eq!(
+        backdoor["notes"],
+        serde_json::json!(["AllSecrets"]),
+        "{backdoor}"
+    );
+    let labelled = of("ClusterRoleBinding labelled-cluster-admin");
+    assert_eq!(
+        labelled["warnings"],
+        serde_json::json!(["OutsideAllowlist"]),
+        "{labelled}"
+    );
+    assert_eq!(
+        grants.iter().filter(|g| g["managedBy"].is_string()).count(),
+        5,
+        "the real ones are still managed"
+    );
+    let table = stdout(&with_cluster(&["audit"])?);
+    assert!(
+        table.contains("ForgedOwner: it claims an AzureGroupBinding"),
+        "{table}"
+    );
     operator.stop().await
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::grants::{self, Grant, Warning};
+use crate::grants::{self, Grant, Note, Warning};
 use crate::k10values::PrefixArgs;
 use crate::output::{self, Output};
 use crate::settings::SettingsArgs;
@@ -14,8 +14,9 @@ use crate::settings::SettingsArgs;
 /// Flags of `groupbinder audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Read bindings from these files (as `kubectl get clusterrolebindings,rolebindings -A -o
-    /// yaml` prints them) instead of the cluster.
+    /// Read bindings from these files instead of the cluster, with the AzureGroupBindings and
+    /// Namespaces they are checked against: as `kubectl get
+    /// azuregroupbindings,clusterrolebindings,rolebindings,namespaces -A -o yaml` prints them.
     #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
     /// Output format.
@@ -27,11 +28,11 @@ pub struct AuditArgs {
     prefix: PrefixArgs,
 }
 
-/// Runs `groupbinder audit`: exit code 1 when a grant has a warning, 2 when the bindings cannot
-/// be read.
+/// Runs `groupbinder audit`: exit code 1 when a grant has a warning (a note is not one), 2 when
+/// the bindings cannot be read.
 pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
-    let Some(bindings) = grants::load(&args.files).await? else {
+    let Some(bindings) = grants::load(&args.files, &settings).await? else {
         return Ok(ExitCode::from(2));
     };
     let prefix = args.prefix.prefix(&settings.default_group_prefix)?;
@@ -58,7 +59,12 @@ fn table(grants: &[Grant]) -> String {
     let rows: Vec<[String; 6]> = grants
         .iter()
         .map(|g| {
-            let warnings: Vec<String> = g.warnings.iter().map(|w| format!("{w:?}")).collect();
+            let warnings: Vec<String> = g
+                .warnings
+                .iter()
+                .map(|w| format!("{w:?}"))
+                .chain(g.notes.iter().map(|n| format!("({n:?})")))
+                .collect();
             [
                 g.binding.clone(),
                 g.role.clone(),
@@ -84,6 +90,15 @@ fn table(grants: &[Grant]) -> String {
         out.push_str("\nWarnings:\n");
         for w in seen {
             out.push_str(&format!("  {w:?}: {}\n", w.explain()));
+        }
+    }
+    let mut noted: Vec<&Note> = grants.iter().flat_map(|g| &g.notes).collect();
+    noted.sort();
+    noted.dedup();
+    if !noted.is_empty() {
+        out.push_str("\nNotes (in parentheses; they do not change the exit code):\n");
+        for n in noted {
+            out.push_str(&format!("  {n:?}: {}\n", n.explain()));
         }
     }
     out

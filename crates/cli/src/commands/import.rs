@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use groupbinder_api::ownership::Standing;
 use groupbinder_api::v1alpha1::MAX_ROLES;
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, RoleKind};
 
@@ -18,8 +19,9 @@ use crate::settings::SettingsArgs;
 /// Flags of `groupbinder import`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Read bindings from these files (as `kubectl get clusterrolebindings,rolebindings -A -o
-    /// yaml` prints them) instead of the cluster.
+    /// Read bindings from these files instead of the cluster (as `kubectl get
+    /// azuregroupbindings,clusterrolebindings,rolebindings,namespaces -A -o yaml` prints them:
+    /// a binding counts as managed only with the object that plans it).
     #[arg(short = 'f', long = "filename")]
     files: Vec<PathBuf>,
     /// Write one file per AzureGroupBinding into this directory instead of standard output.
@@ -63,7 +65,7 @@ pub fn import(
     let allowed = &settings.allowed;
     for b in bindings
         .iter()
-        .filter(|b| b.managed_by.is_none() && is_k10_role(settings, &b.role_ref))
+        .filter(|b| b.standing == Standing::Unmanaged && is_k10_role(settings, &b.role_ref))
     {
         for s in &b.subjects {
             let what = format!("{} → {}", b.display(), subject_name(s));
@@ -227,7 +229,7 @@ pub fn redundant<'a>(
 ) -> Vec<&'a Binding> {
     let managed: BTreeSet<(Option<&str>, &str, &str, &str, &str)> = bindings
         .iter()
-        .filter(|b| b.managed_by.is_some())
+        .filter(|b| b.managed_by().is_some())
         .flat_map(|b| {
             b.subjects.iter().map(move |s| {
                 (
@@ -243,7 +245,9 @@ pub fn redundant<'a>(
     bindings
         .iter()
         .filter(|b| {
-            b.managed_by.is_none() && is_k10_role(settings, &b.role_ref) && !b.subjects.is_empty()
+            b.standing == Standing::Unmanaged
+                && is_k10_role(settings, &b.role_ref)
+                && !b.subjects.is_empty()
         })
         .filter(|b| {
             b.subjects.iter().all(|s| {
@@ -262,7 +266,7 @@ pub fn redundant<'a>(
 /// Runs `groupbinder import`. Exit code 2 when the bindings cannot be read.
 pub async fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
-    let Some(bindings) = grants::load(&args.files).await? else {
+    let Some(bindings) = grants::load(&args.files, &settings).await? else {
         return Ok(ExitCode::from(2));
     };
     if args.redundant {
@@ -351,7 +355,7 @@ mod tests {
                     namespace: None,
                 })
                 .collect(),
-            managed_by: None,
+            standing: Standing::Unmanaged,
         }
     }
 

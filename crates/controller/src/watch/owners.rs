@@ -175,6 +175,11 @@ mod tests {
         b.metadata.name = Some(name.to_owned());
         b.metadata.namespace = Some("kasten-io".to_owned());
         b.metadata.owner_references = owner.map(|uid| vec![agb_owner(uid)]);
+        b.role_ref = k8s_openapi::api::rbac::v1::RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "k10-admin".into(),
+        };
         b
     }
 
@@ -229,9 +234,13 @@ mod tests {
         assert_eq!(claim(&anonymous.metadata), Claim::Orphaned(None));
         let unlabelled = rb("hand-made", None);
         assert_eq!(claim(&unlabelled.metadata), Claim::Foreign);
+        let index = OwnerIndex::new(Arc::new(Allowlist::k10("k10", "kasten-io")));
+        index.apply(&Event::Apply(orphan.clone()));
+        assert_eq!(names(&index, "a"), ["a:k10-admin"]);
+        // Of a role outside the allowlist: not groupbinder's, not indexed.
         let index = OwnerIndex::default();
         index.apply(&Event::Apply(orphan));
-        assert_eq!(names(&index, "a"), ["a:k10-admin"]);
+        assert!(names(&index, "a").is_empty());
     }
 
     fn names(index: &OwnerIndex<RoleBinding>, uid: &str) -> Vec<String> {

@@ -86,6 +86,14 @@ mod tests {
         }
     }
 
+    fn k10_admin() -> k8s_openapi::api::rbac::v1::RoleRef {
+        k8s_openapi::api::rbac::v1::RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "k10-admin".into(),
+        }
+    }
+
     fn owner(kind: &str, api_version: &str, name: &str, uid: &str) -> OwnerReference {
         OwnerReference {
             api_version: api_version.into(),
@@ -114,6 +122,7 @@ mod tests {
         let claimed = |metadata: ObjectMeta| {
             let binding = ClusterRoleBinding {
                 metadata,
+                role_ref: k10_admin(),
                 ..ClusterRoleBinding::default()
             };
             concerned(&binding, &allowed, &agbs)
@@ -130,11 +139,12 @@ mod tests {
         assert_eq!(claimed(binding_meta(None, Some("u1"))), names(&["admins"]));
         assert_eq!(claimed(binding_meta(None, Some("gone"))), names(&[]));
         assert_eq!(claimed(binding_meta(None, None)), names(&[]));
-        // Another controller's binding (even with an AzureGroupBinding's uid) goes nowhere.
+        // Given another controller, a labelled binding of an allowed role is still groupbinder's:
+        // it goes to the object its uid label names, which takes it back.
         let forged = owner("Widget", "example.com/v1", "admins", "u1");
         assert_eq!(
             claimed(binding_meta(Some(forged.clone()), Some("u1"))),
-            names(&[])
+            names(&["admins"])
         );
         // A binding whose name an object plans goes to that object too, whoever claims it.
         let named = |owner: Option<OwnerReference>| {
@@ -149,6 +159,7 @@ mod tests {
         let claimed = |metadata: ObjectMeta| {
             let binding = ClusterRoleBinding {
                 metadata,
+                role_ref: k10_admin(),
                 ..ClusterRoleBinding::default()
             };
             concerned(&binding, &allowed, &agbs)

@@ -520,9 +520,12 @@ fn step_decides_from_what_has_the_name() {
         step(planned, &found(moved)),
         Step::Replace(Ensured::PutBack)
     );
+    // Labelled, no controller, a role outside the allowlist: never groupbinder's, never touched.
     assert_eq!(
         step(planned, &found(orphan_moved)),
-        Step::Replace(Ensured::Adopted)
+        Step::Nothing(Ensured::Conflict {
+            holder: "no controller ownerReference".into()
+        })
     );
 }
 
