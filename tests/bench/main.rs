@@ -21,6 +21,7 @@
 
 mod churn;
 mod cold;
+mod deletion;
 mod peer;
 mod selectors;
 
@@ -458,6 +459,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--selectors") {
         return selectors::run().await;
+    }
+    if std::env::args().any(|a| a == "--deletion") {
+        return deletion::run().await;
     }
     if std::env::args().any(|a| a == "--peer") {
         return peer::run(arg("--n", 1000)).await;
