@@ -873,3 +873,109 @@ async fn moving_a_binding_to_another_object_never_revokes() -> anyhow::Result<()
     }
     operator.stop().await
 }
+
+/// One Lease write must not stop all reconciling: a user who may only update Leases in the
+/// operator's namespace writes `holderIdentity: mallory, leaseDurationSeconds: 2147483647`. The
+/// leader steps down (someone else holds it now), and the replica that starts next does not
+/// wait the 68 years the record asks for: no longer than its own lease duration (3 s here) after
+/// it first saw the record. It leads, says so in `groupbinder_leading`, and reconciles. Before,
+/// it waited for ever with `/readyz` ok.
+#[tokio::test]
+async fn a_forged_lease_duration_is_not_trusted_beyond_our_own() -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{Role, Subject};
+    let (cp, client) = setup().await?;
+    let _serial = exclusive().await;
+    let rbac = "rbac.authorization.k8s.io";
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("lease-writer".into()),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["coordination.k8s.io".into()]),
+            resources: Some(vec!["leases".into()]),
+            verbs: vec!["get".into(), "update".into(), "patch".into()],
+            ..PolicyRule::default()
+        }]),
+    };
+    apply(&client, &role).await?;
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("lease-writer".into()),
+            namespace: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some(rbac.into()),
+            kind: "Role".into(),
+            name: "lease-writer".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            api_group: Some(rbac.into()),
+            name: "lease-writer".into(),
+            ..Subject::default()
+        }]),
+    };
+    apply(&client, &binding).await?;
+    let writer = cp.user("lease-writer", &[])?.client().await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let holder = || async {
+        let lease = leases.get_opt("atk-forever").await?;
+        anyhow::Ok(lease.and_then(|l| l.spec?.holder_identity))
+    };
+
+    let first = Operator::start(&client, replica("atk-first", "atk-forever"));
+    eventually("atk-first to lead", Duration::from_secs(15), || async {
+        Ok((holder().await?.as_deref() == Some("atk-first")).then_some(()))
+    })
+    .await?;
+    let forged = serde_json::json!({"spec": {
+        "holderIdentity": "mallory", "leaseDurationSeconds": i32::MAX,
+    }});
+    Api::<Lease>::namespaced(writer, "default")
+        .patch(
+            "atk-forever",
+            &PatchParams::default(),
+            &Patch::Merge(&forged),
+        )
+        .await?;
+    eventually(
+        "atk-first to step down",
+        Duration::from_secs(15),
+        || async { Ok(first.is_finished().then_some(())) },
+    )
+    .await?;
+    assert!(first.stop().await.is_err(), "it stopped for a lost lease");
+
+    // The replica that comes next (a restarted pod).
+    let started = std::time::Instant::now();
+    let next = Operator::start(&client, replica("atk-next", "atk-forever"));
+    eventually(
+        "atk-next to wait for the lease",
+        Duration::from_secs(5),
+        || async { Ok((metric(&next, "groupbinder_lease_wait_seconds") > 0.0).then_some(())) },
+    )
+    .await?;
+    assert_eq!(metric(&next, "groupbinder_leading"), 0.0);
+    eventually("atk-next to lead", Duration::from_secs(15), || async {
+        Ok((holder().await?.as_deref() == Some("atk-next")).then_some(()))
+    })
+    .await?;
+    println!("took over after {:?}", started.elapsed());
+    eventually(
+        "atk-next to say it leads",
+        Duration::from_secs(5),
+        || async { Ok((metric(&next, "groupbinder_leading") == 1.0).then_some(())) },
+    )
+    .await?;
+    let lease = leases.get("atk-forever").await?;
+    assert_eq!(lease.spec.and_then(|s| s.lease_duration_seconds), Some(3));
+    seeded(&client, "atk-forever", 1810).await?;
+    agbs(&client)
+        .delete("atk-forever", &DeleteParams::default())
+        .await?;
+    admin_bindings_gone(&client, "atk-forever", Duration::from_secs(30)).await?;
+    next.stop().await
+}

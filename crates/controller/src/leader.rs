@@ -7,6 +7,11 @@
 //! `renewTime` with the local clock. Replicas' clocks differ; with a holder whose clock is a
 //! minute behind, that comparison made two leaders, and with one an hour ahead, a dead holder
 //! kept the lease for an hour.
+//!
+//! Nor is a remote lease duration trusted beyond this replica's own: anyone who may update the
+//! Lease could write `leaseDurationSeconds: 2147483647` (and another holder), and every replica
+//! would then wait for ever while nothing reconciles. All replicas run with the same duration
+//! (the chart's value), so the shorter of the two is the holder's real promise.
 
 use std::time::Duration;
 
@@ -18,6 +23,8 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use groupbinder_api::names::FIELD_MANAGER;
+
+use crate::metrics::Metrics;
 
 /// How to elect a leader.
 #[derive(Clone, Debug)]
@@ -64,12 +71,18 @@ impl Elector {
         }
     }
 
-    /// Waits until this replica holds the lease; `None` if `shutdown` came first.
-    pub async fn acquire(&self, shutdown: &CancellationToken) -> Option<()> {
+    /// Waits until this replica holds the lease; `None` if `shutdown` came first. `metrics` show
+    /// how long it has waited, and that it leads once it does.
+    pub async fn acquire(&self, shutdown: &CancellationToken, metrics: &Metrics) -> Option<()> {
+        let started = tokio::time::Instant::now();
+        metrics.leading.set(0);
         loop {
+            metrics.lease_wait.set(started.elapsed().as_secs_f64());
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
-                    tracing::info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
+                    tracing::info!(lease = %self.config.name, identity = %self.config.identity, waited = ?started.elapsed(), "became leader");
+                    metrics.lease_wait.set(0.0);
+                    metrics.leading.set(1);
                     return Some(());
                 }
                 Ok(false) => {
@@ -146,9 +159,10 @@ impl Elector {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(me.as_str());
-        let valid = Duration::from_secs(
+        let remote = Duration::from_secs(
             u64::try_from(spec.lease_duration_seconds.unwrap_or(duration)).unwrap_or(0),
         );
+        let valid = remote.min(self.config.lease_duration);
         let seen_since = self.observe(spec);
         if !ours && holder.is_some() && seen_since.elapsed() < valid {
             return Ok(false);

@@ -79,6 +79,10 @@ pub struct Metrics {
     /// Bindings put back after someone else changed them, by kind: a count that keeps rising is
     /// another writer fighting the operator.
     pub repairs: Family<KindLabels, Counter>,
+    /// 1 while this replica holds the lease (or runs without leader election), else 0.
+    pub leading: Gauge,
+    /// Seconds this replica has waited for the lease so far; 0 while it leads.
+    pub lease_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -99,6 +103,8 @@ impl Metrics {
         let writes = Family::<WriteLabels, Counter>::default();
         let orphans = Family::<OrphanLabels, Counter>::default();
         let repairs = Family::<KindLabels, Counter>::default();
+        let leading = Gauge::default();
+        let lease_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "reconciles",
             "Reconciles of AzureGroupBindings",
@@ -139,6 +145,16 @@ impl Metrics {
             "Bindings put back as declared after another writer changed them, by kind; a count that keeps rising is a fight",
             repairs.clone(),
         );
+        registry.register(
+            "leading",
+            "1 while this replica leads (holds the lease, or runs without leader election), else 0",
+            leading.clone(),
+        );
+        registry.register(
+            "lease_wait_seconds",
+            "How long this replica has waited for the lease so far; 0 while it leads",
+            lease_wait.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -149,6 +165,8 @@ impl Metrics {
             writes,
             orphans,
             repairs,
+            leading,
+            lease_wait,
         }
     }
 

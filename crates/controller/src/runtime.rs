@@ -70,6 +70,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     check_crd(&client).await?;
+    metrics
+        .leading
+        .set(i64::from(config.leader_election.is_none()));
     let lost = CancellationToken::new();
     let stop = CancellationToken::new();
     let mut holder = None;
@@ -77,7 +80,7 @@ pub async fn run(
         // A standby is ready: it serves probes and waits for the lease.
         health.set_ready(true);
         let elector = leader::Elector::new(client.clone(), election);
-        if elector.acquire(&shutdown).await.is_none() {
+        if elector.acquire(&shutdown, &metrics).await.is_none() {
             return Ok(());
         }
         health.set_ready(false);
@@ -122,6 +125,7 @@ pub async fn run(
             .run(caches.cluster_role_bindings.clone(), crb_orphans),
     );
     tokio::spawn(sweeper.run(caches.role_bindings.clone(), rb_orphans));
+    let leading = metrics.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.settings.clone(),
@@ -152,6 +156,7 @@ pub async fn run(
         })
         .await;
     health.set_ready(false);
+    leading.leading.set(0);
     if let Some(holder) = holder {
         let _ = holder.await;
     }
