@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{audit, crd, explain, import, plan, run};
+use commands::{audit, crd, explain, import, plan, run, unmanage};
 
 /// Maps Entra ID (Azure AD) groups to Kasten K10 roles through Kubernetes RBAC: runs the
 /// controller, plans and explains its bindings offline, audits and imports hand-written ones.
@@ -42,6 +42,9 @@ enum Command {
     Import(import::ImportArgs),
     /// Who has which K10 access, from RBAC as the API server sees it; exit code 1 on warnings.
     Audit(audit::AuditArgs),
+    /// Leave groupbinder without losing access: turn the bindings of AzureGroupBindings into
+    /// hand-written ones (run with the operator stopped and the chart uninstalled).
+    Unmanage(unmanage::UnmanageArgs),
 }
 
 /// Runs the command line, every command on one runtime.
@@ -59,6 +62,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::ExplainToken(args) => explain::run(&args).await,
             Command::Import(args) => import::run(&args).await,
             Command::Audit(args) => audit::run(&args).await,
+            Command::Unmanage(args) => unmanage::run(&args).await,
             Command::Crd => {
                 print!("{}", crd::yaml()?);
                 Ok(ExitCode::SUCCESS)

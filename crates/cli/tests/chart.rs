@@ -732,6 +732,15 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
             || async { Ok(admin_rbs.get_opt("lp-admins:k10-ns-admin").await?.map(|_| ())) },
         )
         .await?;
+
+        // Leaving groupbinder is refused while the chart's policy stands, even to an admin, and
+        // says what to do; nothing changes.
+        let refused = unmanage(cp, "lp-admins")?;
+        assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("uninstall the chart first"), "{stderr}");
+        let still = admin_crbs.get("lp-admins:k10-admin").await?;
+        assert!(still.metadata.owner_references.is_some(), "{still:?}");
         anyhow::Ok(())
     }
     .await;
@@ -742,7 +751,93 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
             .output()?,
         "helm uninstall",
     )?;
-    result
+    result?;
+    leave_groupbinder(cp, &admin).await
+}
+
+/// `groupbinder unmanage NAME` as the control plane's admin.
+fn unmanage(cp: &ControlPlane, name: &str) -> anyhow::Result<std::process::Output> {
+    Ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_groupbinder"))
+            .args(["unmanage", name])
+            .env("KUBECONFIG", cp.kubeconfig())
+            .output()?,
+    )
+}
+
+/// The README's uninstall, after `helm uninstall`: `groupbinder unmanage` turns `lp-admins`'s
+/// bindings into hand-written ones; the object is deleted (as deleting the CRD would), and the
+/// group's access, asked of the authorizer before and after, is the same: K10 actions, and K10's
+/// Secrets in K10's namespace only.
+async fn leave_groupbinder(cp: &ControlPlane, admin: &kube::Client) -> anyhow::Result<()> {
+    let group = format!("{SEED_PREFIX}{SEED_GUID}");
+    let groups = [group.as_str()];
+    let member = Who::new(admin, "member", &groups);
+    let access = || async {
+        anyhow::Ok([
+            member
+                .can(
+                    "create",
+                    "actions.kio.kasten.io",
+                    "backupactions",
+                    Some("kasten-io"),
+                )
+                .await?,
+            member.can("get", "", "secrets", Some("kasten-io")).await?,
+            member.can("get", "", "secrets", Some("default")).await?,
+        ])
+    };
+    let before = access().await?;
+    assert_eq!(before, [true, true, false]);
+    // The policy goes with the chart a moment after `helm uninstall`.
+    let left = groupbinder_e2e::eventually(
+        "groupbinder unmanage to succeed once the chart is gone",
+        std::time::Duration::from_secs(15),
+        || async {
+            let out = unmanage(cp, "lp-admins")?;
+            Ok(out.status.success().then_some(out))
+        },
+    )
+    .await?;
+    let said = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        said.contains(
+            "unmanaged ClusterRoleBinding lp-admins:k10-admin (AzureGroupBinding lp-admins)"
+        ),
+        "{said}"
+    );
+    let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), "kasten-io");
+    let (crb, rb) = ("lp-admins:k10-admin", "lp-admins:k10-ns-admin");
+    for meta in [crbs.get(crb).await?.metadata, rbs.get(rb).await?.metadata] {
+        assert_eq!(meta.owner_references, None, "{meta:?}");
+        let labels = meta.labels.unwrap_or_default();
+        assert!(
+            !labels
+                .keys()
+                .any(|k| k.starts_with("groupbinder.dev/") || k == "app.kubernetes.io/managed-by"),
+            "{labels:?}"
+        );
+    }
+    let agbs: Api<groupbinder_api::AzureGroupBinding> = Api::all(admin.clone());
+    agbs.delete("lp-admins", &DeleteParams::default()).await?;
+    groupbinder_e2e::eventually(
+        "lp-admins to be gone",
+        std::time::Duration::from_secs(15),
+        || async { Ok(agbs.get_opt("lp-admins").await?.is_none().then_some(())) },
+    )
+    .await?;
+    // Give the garbage collector time to act, had it anything to act on.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(crbs.get_opt(crb).await?.is_some() && rbs.get_opt(rb).await?.is_some());
+    assert_eq!(
+        access().await?,
+        before,
+        "the same access after leaving groupbinder"
+    );
+    crbs.delete(crb, &DeleteParams::default()).await?;
+    rbs.delete(rb, &DeleteParams::default()).await?;
+    Ok(())
 }
 
 fn assert_forbidden<T: std::fmt::Debug>(

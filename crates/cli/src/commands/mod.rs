@@ -7,3 +7,4 @@ pub mod explain;
 pub mod import;
 pub mod plan;
 pub mod run;
+pub mod unmanage;
