@@ -364,6 +364,48 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
     Ok(())
 }
 
+/// The real binary as the chart's ServiceAccount of release `release` (in `<release>-system`),
+/// with the chart's settings: the process, and a client with that identity.
+async fn chart_operator(
+    cp: &ControlPlane,
+    admin: &kube::Client,
+    release: &str,
+) -> anyhow::Result<(OperatorProcess, kube::Client)> {
+    let (namespace, account) = (
+        format!("{release}-system"),
+        format!("{release}-groupbinder"),
+    );
+    // A token for the chart's ServiceAccount, from the TokenRequest API.
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| anyhow::anyhow!("no token"))?;
+    let kubeconfig = cp.token_kubeconfig(&account, &token)?;
+    let sa = groupbinder_testenv::client_from_kubeconfig(&kubeconfig).await?;
+    let operator = OperatorProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_groupbinder")),
+        &kubeconfig,
+        &[
+            ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
+            ("GROUPBINDER_LEADER_ELECTION", "true"),
+            ("POD_NAMESPACE", namespace.as_str()),
+            ("GROUPBINDER_LEASE_NAME", account.as_str()),
+        ],
+        Stdio::null(),
+    )?;
+    Ok((operator, sa))
+}
+
 #[tokio::test]
 async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_else()
 -> anyhow::Result<()> {
@@ -387,36 +429,7 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         "helm install",
     )?;
 
-    // A token for the chart's ServiceAccount, from the TokenRequest API.
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "lp-system");
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request("lp-groupbinder", &PostParams::default(), &request)
-        .await?
-        .status
-        .and_then(|s| s.token)
-        .ok_or_else(|| anyhow::anyhow!("no token"))?;
-    let kubeconfig = cp.token_kubeconfig("lp-groupbinder", &token)?;
-    let sa = groupbinder_testenv::client_from_kubeconfig(&kubeconfig).await?;
-
-    // The real binary, with that identity and the chart's settings, reconciles the seed scenario.
-    let operator = OperatorProcess::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_groupbinder")),
-        &kubeconfig,
-        &[
-            ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
-            ("GROUPBINDER_LEADER_ELECTION", "true"),
-            ("POD_NAMESPACE", "lp-system"),
-            ("GROUPBINDER_LEASE_NAME", "lp-groupbinder"),
-        ],
-        Stdio::null(),
-    )?;
+    let (operator, sa) = chart_operator(cp, &admin, "lp").await?;
     let result = async {
         // The seed's three-line spec: the prefix comes from the chart's k10.groupPrefix.
         let spec = groupbinder_api::AzureGroupBindingSpec {
@@ -928,4 +941,118 @@ async fn every_example_applies_and_the_seed_becomes_ready() -> anyhow::Result<()
         wait_for_reason(&admin, name, "True", "Reconciled").await?;
     }
     operator.stop().await
+}
+
+/// The chart's ownership policy lets the garbage collector orphan groupbinder's bindings where
+/// kube-controller-manager runs with per-controller credentials (most clusters), as
+/// `system:serviceaccount:kube-system:generic-garbage-collector`: `kubectl delete agb
+/// --cascade=orphan` with the operator down completes (the garbage collector removes the
+/// ownerReferences, an UPDATE the policy refuses to anyone else), and the operator, back, deletes
+/// the orphans. With that identity left out of `admissionPolicy.garbageCollectors`, the same
+/// deletion never completes: the value is what makes it work.
+#[tokio::test]
+async fn the_garbage_collector_orphans_under_the_ownership_policy_with_its_own_credentials()
+-> anyhow::Result<()> {
+    use groupbinder_api::AzureGroupBinding;
+    let cp = ControlPlane::start(groupbinder_testenv::Options {
+        per_controller_credentials: true,
+        ..Default::default()
+    })
+    .await?;
+    let admin = cp.client().await?;
+    install_k10(&admin, "k10", "kasten-io").await?;
+    let install = |extra: &[&str]| {
+        let mut helm = cp.helm();
+        helm.args([
+            "upgrade",
+            "--install",
+            "gc",
+            &chart_dir(),
+            "-n",
+            "gc-system",
+        ])
+        .args([
+            "--create-namespace",
+            "--set",
+            &format!("k10.groupPrefix={SEED_PREFIX}"),
+        ])
+        .args(extra);
+        succeeded(helm.output()?, "helm upgrade --install")
+    };
+    install(&[])?;
+    let agbs: Api<AzureGroupBinding> = Api::all(admin.clone());
+    let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let object = |name: &str| {
+        AzureGroupBinding::new(
+            name,
+            groupbinder_api::AzureGroupBindingSpec {
+                group_object_id: SEED_GUID.into(),
+                ..Default::default()
+            },
+        )
+    };
+    let orphan_delete = |name: &str| {
+        succeeded(
+            cp.kubectl()
+                .args(["delete", "agb", name, "--cascade=orphan", "--wait=false"])
+                .output()?,
+            "kubectl delete --cascade=orphan",
+        )
+    };
+
+    let (operator, _) = chart_operator(&cp, &admin, "gc").await?;
+    groupbinder_e2e::apply(&admin, &object("gc-orphaned")).await?;
+    wait_for_reason(&admin, "gc-orphaned", "True", "Reconciled").await?;
+    drop(operator); // down: only the garbage collector acts on the deletion
+    orphan_delete("gc-orphaned")?;
+    groupbinder_e2e::eventually(
+        "the garbage collector to orphan the bindings and let the object go",
+        std::time::Duration::from_secs(30),
+        || async { Ok(agbs.get_opt("gc-orphaned").await?.is_none().then_some(())) },
+    )
+    .await?;
+    let orphaned = crbs.get("gc-orphaned:k10-admin").await?;
+    assert_eq!(orphaned.metadata.owner_references, None, "{orphaned:?}");
+    // The operator, back, deletes what no object plans any more.
+    let (operator, _) = chart_operator(&cp, &admin, "gc").await?;
+    groupbinder_e2e::eventually(
+        "the operator to delete the orphans",
+        std::time::Duration::from_secs(30),
+        || async {
+            Ok(crbs
+                .get_opt("gc-orphaned:k10-admin")
+                .await?
+                .is_none()
+                .then_some(()))
+        },
+    )
+    .await?;
+
+    // Without the garbage collector's own identity in the value, the deletion is stuck.
+    drop(operator);
+    groupbinder_e2e::apply(&admin, &object("gc-stuck")).await?;
+    let (operator, _) = chart_operator(&cp, &admin, "gc").await?;
+    wait_for_reason(&admin, "gc-stuck", "True", "Reconciled").await?;
+    drop(operator);
+    install(&[
+        "--set",
+        "admissionPolicy.garbageCollectors={system:kube-controller-manager}",
+    ])?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await; // the policy's new parameters
+    orphan_delete("gc-stuck")?;
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let stuck = agbs.get_opt("gc-stuck").await?;
+    assert!(
+        stuck.is_some_and(|s| s.metadata.deletion_timestamp.is_some()),
+        "the deletion completed though the policy refused the garbage collector"
+    );
+    assert!(
+        crbs.get("gc-stuck:k10-admin")
+            .await?
+            .metadata
+            .owner_references
+            .is_some()
+    );
+    cp.shutdown();
+    Ok(())
 }

@@ -90,6 +90,11 @@ pub struct Options {
     pub extra_apiserver_args: Vec<String>,
     /// Leave kube-controller-manager out (no garbage collection, no namespace deletion).
     pub without_controller_manager: bool,
+    /// Run kube-controller-manager's controllers with per-controller credentials
+    /// (`--use-service-account-credentials`, as most clusters do): the garbage collector is then
+    /// `system:serviceaccount:kube-system:generic-garbage-collector`, not
+    /// `system:kube-controller-manager`.
+    pub per_controller_credentials: bool,
     /// Also start a node ([`Node`]: containerd, kubelet, kube-scheduler) and the controllers
     /// Deployments need, so that pods run. Needs root and `make node-deps`.
     pub node: bool,
@@ -256,7 +261,10 @@ impl ControlPlane {
                 format!("--root-ca-file={}", ca_file.display()),
                 "--leader-elect=false".into(),
                 "--secure-port=0".into(),
-                "--use-service-account-credentials=false".into(),
+                format!(
+                    "--use-service-account-credentials={}",
+                    options.per_controller_credentials
+                ),
                 "--concurrent-gc-syncs=5".into(),
             ];
             let kcm = cp.spawn(
