@@ -238,8 +238,11 @@ async fn delete_each<B: Binding>(
     (deleted, Ok(()))
 }
 
-/// Deletes the binding `key` described by `meta`, only if it is still that very object (uid
-/// precondition). A binding that is already gone, or was replaced meanwhile, counts as deleted.
+/// Deletes the binding `key` described by `meta`, only if it is still that very object *as
+/// read* (uid and resourceVersion preconditions): a decision made on a cached copy never applies
+/// to a binding someone changed since (re-labelled as theirs, say). If it changed, it is read
+/// from the API server: gone, or another object by now, counts as deleted; the same object,
+/// changed, is an error, and the reconcile decides again on what it is now.
 ///
 /// A binding held back by finalizers would keep granting while it waits: RBAC does not look at
 /// `deletionTimestamp`. Anyone who may patch bindings can add a finalizer (that change skips
@@ -266,7 +269,7 @@ async fn delete_as<B: Binding>(
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: meta.uid.clone(),
-            resource_version: None,
+            resource_version: meta.resource_version.clone(),
         }),
         ..DeleteParams::default()
     };
@@ -275,7 +278,14 @@ async fn delete_as<B: Binding>(
         .await
     {
         Ok(either) => either.left(),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => None,
+        Err(kube::Error::Api(status)) if status.code == 404 => None,
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let now = api.get_opt(key.name()).await.map_err(fail("get"))?;
+            if now.is_some_and(|b| b.meta().uid == meta.uid) {
+                return Err(fail("delete")(kube::Error::Api(status)));
+            }
+            None
+        }
         Err(source) => return Err(fail("delete")(source)),
     };
     let Some(lingering) = lingering.filter(|b| {

@@ -365,6 +365,7 @@ fn meta(uid: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some("k10-admins:k10-admin".into()),
         uid: Some(uid.into()),
+        resource_version: Some("7".into()),
         ..ObjectMeta::default()
     }
 }
@@ -383,15 +384,41 @@ async fn delete_names_the_uid_it_looked_at() {
     let [delete] = api.requests().try_into().unwrap();
     assert_eq!(delete.line(), format!("DELETE {CRB}"));
     assert_eq!(delete.body["preconditions"]["uid"], "old-uid");
+    assert_eq!(delete.body["preconditions"]["resourceVersion"], "7");
 }
 
 #[tokio::test]
 async fn a_binding_already_gone_or_replaced_counts_as_deleted() {
-    for code in [404, 409] {
-        let api = FakeApi::new(move |_| failure(code, "gone"));
+    let api = FakeApi::new(move |_| failure(404, "gone"));
+    delete_crb(&api).await.unwrap();
+    assert_eq!(api.lines().len(), 1);
+    // 409: read again; another object of that name (or none) by now.
+    for now in [
+        json!({"metadata": {"name": "x", "uid": "new-uid"}}),
+        Value::Null,
+    ] {
+        let api = FakeApi::new(move |seen| match seen.method.as_str() {
+            "DELETE" => failure(409, "Conflict"),
+            _ if now.is_null() => failure(404, "NotFound"),
+            _ => (200, now.clone()),
+        });
         delete_crb(&api).await.unwrap();
-        assert_eq!(api.lines().len(), 1);
+        assert_eq!(api.lines().len(), 2, "{:?}", api.lines());
     }
+}
+
+#[tokio::test]
+async fn a_binding_changed_since_it_was_read_is_not_deleted_but_decided_again() {
+    let api = FakeApi::new(|seen| match seen.method.as_str() {
+        "DELETE" => failure(409, "Conflict"),
+        _ => (
+            200,
+            json!({"metadata": {"name": "x", "uid": "old-uid", "resourceVersion": "8"}}),
+        ),
+    });
+    let error = delete_crb(&api).await.unwrap_err();
+    assert_eq!(error.action, "delete");
+    assert_eq!(api.lines().len(), 2, "one DELETE, one GET, nothing more");
 }
 
 fn lingering(uid: &str) -> Value {
