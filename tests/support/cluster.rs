@@ -235,3 +235,67 @@ where
         }
     }
 }
+
+/// A client secret planted in every fixture OIDC Secret: no output of the operator may hold it.
+pub const CLIENT_SECRET: &str = "k10-client-secret-never-shown-7c1f";
+
+/// K10's OIDC settings as a running K10 keeps them: Secret `secret` in `namespace` holding
+/// `settings` (keys as K10's chart writes them) and [`CLIENT_SECRET`], and Deployment `auth-svc`
+/// mounting it as volume `k10-oidc-auth` (the Deployment need not run). Replaces what was there.
+pub async fn install_k10_oidc(
+    client: &kube::Client,
+    namespace: &str,
+    secret: &str,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Secret;
+    ensure_namespace(client, namespace).await?;
+    let data: std::collections::BTreeMap<String, String> = settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .chain([
+            ("client-id".to_owned(), "k10".to_owned()),
+            ("client-secret".to_owned(), CLIENT_SECRET.to_owned()),
+        ])
+        .collect();
+    let secret_object: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secret, "namespace": namespace, "labels": {"app": "k10"}},
+        "stringData": data,
+    }))?;
+    // Replace, so that keys left out now are gone (server-side apply of stringData would merge).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let _ = secrets.delete(secret, &Default::default()).await;
+    secrets.create(&Default::default(), &secret_object).await?;
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "auth-svc", "namespace": namespace,
+                     "labels": {"app": "k10", "component": "auth"}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"component": "auth"}},
+            "template": {
+                "metadata": {"labels": {"component": "auth"}},
+                "spec": {
+                    "containers": [{"name": "auth-svc", "image": "gcr.io/kasten-images/auth:9.0.7",
+                        "volumeMounts": [{"name": "k10-oidc-auth",
+                            "mountPath": "/var/run/secrets/kasten.io/k10-oidc-auth"}]}],
+                    "volumes": [{"name": "k10-oidc-auth", "secret": {"secretName": secret}}],
+                },
+            },
+        },
+    }))?;
+    apply(client, &deployment).await?;
+    let config: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "k10-config", "namespace": namespace, "labels": {"app": "k10"}},
+            "data": {"version": K10_FIXTURE_VERSION, "apiDomain": "kio.kasten.io"},
+        }))?;
+    apply(client, &config).await?;
+    Ok(())
+}
+
+/// The version [`install_k10_oidc`] writes in `k10-config`.
+pub const K10_FIXTURE_VERSION: &str = "8.0.15";

@@ -149,8 +149,12 @@ impl OperatorProcess {
     /// The value of the metric sample `name` (e.g. `groupbinder_reconciles_total`) from its
     /// `/metrics`, or `None` while it does not answer.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let text = http_get(("127.0.0.1", self.port), "/metrics").ok()?;
-        metric(&text, name)
+        metric(&self.metrics()?, name)
+    }
+
+    /// Its whole `/metrics` answer, or `None` while it does not answer.
+    pub fn metrics(&self) -> Option<String> {
+        http_get(("127.0.0.1", self.port), "/metrics").ok()
     }
 
     /// The process, to kill or wait for it.

@@ -3,8 +3,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// The one condition type: `True` when every binding is in place and every role exists.
+/// `True` when every binding is in place, every role exists, and K10 does not certainly fail to
+/// present the group (see the README's table of what `Ready` means).
 pub const READY: &str = "Ready";
+/// Whether K10, as configured now, presents the object's group: `True`, `False` (the bindings
+/// reach nobody; `Ready` is `False` too) or `Unknown` (K10's settings cannot be read, or cannot
+/// tell). Reasons: [`crate::k10oidc::reason`].
+pub const K10_PRESENTS: &str = "K10Presents";
 
 /// Condition reasons (CamelCase, as the Kubernetes API conventions ask).
 pub mod reason {
@@ -42,7 +47,29 @@ pub fn condition(
     observed_generation: Option<i64>,
     now: &Time,
 ) -> Condition {
-    let status = if status { "True" } else { "False" }.to_owned();
+    let status = if status { "True" } else { "False" };
+    condition_of(
+        previous,
+        type_,
+        status,
+        reason,
+        message,
+        observed_generation,
+        now,
+    )
+}
+
+/// [`condition`] with any status: `True`, `False` or `Unknown`.
+pub fn condition_of(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    observed_generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = status.to_owned();
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)

@@ -72,3 +72,33 @@ mod tests {
         );
     }
 }
+
+/// The newest K10 release whose chart the project's fixtures reproduce (`tests/support/k10.rs`).
+pub const NEWEST_COVERED: &str = "8.0.15";
+
+/// Whether K10 `version` (`k10-config`'s `version`, e.g. `8.0.15`) is newer than
+/// [`NEWEST_COVERED`]: its roles' rules may have changed in ways no test has seen. `None` for a
+/// version that is not `major.minor.patch` numbers.
+pub fn newer_than_covered(version: &str) -> Option<bool> {
+    let parse = |v: &str| -> Option<Vec<u64>> {
+        v.trim_start_matches('v')
+            .split('.')
+            .map(|p| p.parse().ok())
+            .collect()
+    };
+    Some(parse(version)? > parse(NEWEST_COVERED)?)
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_numbers() {
+        assert_eq!(newer_than_covered("8.0.15"), Some(false));
+        assert_eq!(newer_than_covered("8.0.9"), Some(false));
+        assert_eq!(newer_than_covered("8.0.101"), Some(true));
+        assert_eq!(newer_than_covered("9.0.7"), Some(true));
+        assert_eq!(newer_than_covered("latest"), None);
+    }
+}

@@ -6,6 +6,7 @@ pub mod binding;
 pub mod conditions;
 pub mod desired;
 pub mod k10;
+pub mod k10oidc;
 pub mod names;
 pub mod ownership;
 pub mod selector;
@@ -18,6 +19,6 @@ pub use desired::{BindingKey, BoundRole, Plan, PlanError, Planned, RefusedRole, 
 pub use selector::Namespaces;
 pub use v1alpha1::{
     AzureGroupBinding, AzureGroupBindingSpec, AzureGroupBindingStatus, BindingStatus,
-    NamespaceSelector, NamespacedRole, RoleKind, RoleName, SelectedNamespaces, SelectorOperator,
-    SelectorRequirement, Target,
+    NamespaceSelector, NamespacedRole, PresentedBy, RoleKind, RoleName, SelectedNamespaces,
+    SelectorOperator, SelectorRequirement, Target,
 };

@@ -72,6 +72,12 @@ pub const MAX_VALUES: usize = 16;
         description = "Why the binding is or is not ready"
     ),
     printcolumn(
+        name = "K10",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"K10Presents\")].reason",
+        description = "Whether K10, as configured now, presents this group (condition K10Presents)"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -159,6 +165,23 @@ pub struct AzureGroupBindingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "atomic"))] // MAX_ROLES
     pub roles: Option<Vec<NamespacedRole>>,
+
+    /// Who presents this group to the API server. `K10` (the default): K10 impersonates its
+    /// signed-in members with it, and the operator checks that against K10's live OIDC settings
+    /// (condition `K10Presents`; `Ready` is `False` when K10 certainly will not present it).
+    /// `Other`: something else presents it (kube-apiserver's own OIDC sign-in, say): not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presented_by: Option<PresentedBy>,
+}
+
+/// Who presents an AzureGroupBinding's group to the API server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PresentedBy {
+    /// K10, impersonating a signed-in member: checked against K10's live OIDC settings.
+    #[default]
+    K10,
+    /// Another sign-in: not checked.
+    Other,
 }
 
 /// The name of a Role or ClusterRole.

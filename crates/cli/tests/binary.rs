@@ -123,8 +123,18 @@ async fn runs_the_seed_example_serves_probes_and_metrics_and_stops_on_sigterm() 
         Some("michael_azure_a318b1eb-8b78-4715-98ad-ffc8670ac79d")
     );
 
-    let (code, metrics) = http_get(port, "/metrics").await?;
-    assert_eq!(code, 200);
+    // The object may be Ready from an earlier test's operator: wait for this one's reconcile.
+    let metrics = eventually(
+        "this process to reconcile",
+        Duration::from_secs(30),
+        || async {
+            let (code, metrics) = http_get(port, "/metrics").await?;
+            let done = code == 200
+                && metrics.contains("groupbinder_managed_bindings{kind=\"ClusterRoleBinding\"}");
+            Ok(done.then_some(metrics))
+        },
+    )
+    .await?;
     for family in [
         "groupbinder_reconciles_total",
         "groupbinder_reconcile_duration_seconds",

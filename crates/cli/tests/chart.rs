@@ -276,6 +276,8 @@ async fn install_upgrade_uninstall_keeps_the_crd_and_the_bindings() -> anyhow::R
         "rolebinding.rbac.authorization.k8s.io/gb-groupbinder-bind",
         "role.rbac.authorization.k8s.io/gb-groupbinder-events",
         "rolebinding.rbac.authorization.k8s.io/gb-groupbinder-events",
+        "role.rbac.authorization.k8s.io/gb-groupbinder-k10-settings",
+        "rolebinding.rbac.authorization.k8s.io/gb-groupbinder-k10-settings",
         "clusterrole.rbac.authorization.k8s.io/gb-groupbinder",
         "clusterrole.rbac.authorization.k8s.io/gb-groupbinder-editor",
         "clusterrole.rbac.authorization.k8s.io/gb-groupbinder-viewer",
@@ -479,6 +481,19 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         let secrets: Api<k8s_openapi::api::core::v1::Secret> =
             Api::namespaced(sa.clone(), "kasten-io");
         assert_forbidden(secrets.list(&Default::default()).await, "reading secrets")?;
+        // K10's OIDC Secret by name, and no other: the API server decides (404 is not 403).
+        match secrets.get("k10-oidc-auth").await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            other => anyhow::bail!("reading K10's OIDC Secret: {other:?}"),
+        }
+        assert_forbidden(secrets.get("k10-other-secret").await, "reading another Secret")?;
+        assert_forbidden(
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(sa.clone(), "default")
+                .get("k10-oidc-auth")
+                .await,
+            "reading a Secret of that name elsewhere",
+        )?;
         let agbs: Api<groupbinder_api::AzureGroupBinding> = Api::all(sa.clone());
         let patch =
             serde_json::json!({"spec": {"groupObjectId": "00000000-0000-4000-8000-000000000000"}});

@@ -111,6 +111,7 @@ fn largest(i: usize) -> AzureGroupBinding {
         description: Some("d".repeat(groupbinder_api::v1alpha1::DESCRIPTION_MAX_CHARS)),
         cluster_roles: Some(cluster_roles),
         roles: Some(roles),
+        presented_by: Some(groupbinder_api::PresentedBy::Other),
     };
     AzureGroupBinding::new(&format!("largest-{i:03}"), spec)
 }

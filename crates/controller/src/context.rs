@@ -43,6 +43,8 @@ pub(crate) struct Context {
     /// waiting for the caches then gives up: the caches are no longer fed, and waiting would hold
     /// up the graceful shutdown for ever.
     pub(crate) stop: tokio_util::sync::CancellationToken,
+    /// K10's live OIDC settings (see [`crate::k10live`]); `None` until first read.
+    pub(crate) k10: tokio::sync::watch::Receiver<Option<groupbinder_api::k10oidc::K10Live>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -86,6 +88,7 @@ impl Context {
             conflict_retry: Duration::from_secs(60),
             lost,
             stop,
+            k10: tokio::sync::watch::channel(None).1,
         }
     }
 

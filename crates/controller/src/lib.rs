@@ -17,6 +17,7 @@
 
 mod context;
 mod events;
+mod k10live;
 mod kinds;
 pub mod leader;
 pub mod metrics;

@@ -51,6 +51,15 @@ pub struct WriteLabels {
     pub action: WriteAction,
 }
 
+/// Labels of K10's version, as its `k10-config` ConfigMap says: one series at a time.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct K10InfoLabels {
+    /// `version`, e.g. `8.0.15`.
+    pub version: String,
+    /// `apiDomain`, e.g. `kio.kasten.io`.
+    pub api_domain: String,
+}
+
 /// Labels of what was done with an orphaned binding: `adopted`, `taken_back` or `deleted`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OrphanLabels {
@@ -83,6 +92,8 @@ pub struct Metrics {
     pub leading: Gauge,
     /// Seconds this replica has waited for the lease so far; 0 while it leads.
     pub lease_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 for K10's version and API domain, as `k10-config` says (no series without K10).
+    pub k10_info: Family<K10InfoLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -105,6 +116,7 @@ impl Metrics {
         let repairs = Family::<KindLabels, Counter>::default();
         let leading = Gauge::default();
         let lease_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let k10_info = Family::<K10InfoLabels, Gauge>::default();
         registry.register(
             "reconciles",
             "Reconciles of AzureGroupBindings",
@@ -155,6 +167,11 @@ impl Metrics {
             "How long this replica has waited for the lease so far; 0 while it leads",
             lease_wait.clone(),
         );
+        registry.register(
+            "k10_info",
+            "1 for the K10 version and API domain its k10-config ConfigMap names",
+            k10_info.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -167,6 +184,7 @@ impl Metrics {
             repairs,
             leading,
             lease_wait,
+            k10_info,
         }
     }
 

@@ -16,9 +16,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use groupbinder_api::AzureGroupBinding;
 use groupbinder_api::conditions::reason;
 use groupbinder_api::desired::BindingKey;
+use groupbinder_api::k10oidc::{Presents, Verdict, presents, reason as k10reason};
+use groupbinder_api::{AzureGroupBinding, PresentedBy};
 use kube::ResourceExt;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
@@ -193,6 +194,7 @@ async fn carry_out(
             &ctx.settings,
         ))
         .collect();
+    let notes = (notes, Some(k10_verdict(agb, &plan.group, ctx)));
     Ok(status::outcome(
         &plan,
         observed.missing,
@@ -200,6 +202,25 @@ async fn carry_out(
         &ensured,
         &ctx.settings.allowed,
     ))
+}
+
+/// Whether K10, as its live settings say now, presents `group` for `agb`'s members.
+fn k10_verdict(agb: &AzureGroupBinding, group: &str, ctx: &Context) -> Verdict {
+    if agb.spec.presented_by == Some(PresentedBy::Other) {
+        return Verdict {
+            presents: Presents::Unknown,
+            reason: k10reason::NOT_CHECKED,
+            message: "spec.presentedBy is Other: something other than K10 presents this group; not checked".into(),
+        };
+    }
+    match &*ctx.k10.borrow() {
+        Some(live) => presents(group, &agb.spec.group_object_id, live),
+        None => Verdict {
+            presents: Presents::Unknown,
+            reason: k10reason::K10_CONFIG_UNREADABLE,
+            message: "K10's OIDC settings have not been read yet".into(),
+        },
+    }
 }
 
 /// An object being deleted grants nothing from that moment: its bindings are deleted at once,

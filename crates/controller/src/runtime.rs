@@ -27,7 +27,7 @@ use crate::watch::triggers;
 use crate::watch::{
     cached, identity_and_labels, identity_only, jittered_backoff, unread, watch_events,
 };
-use crate::{Health, LeaderElection, Metrics, OwnerIndex, events, leader, orphans};
+use crate::{Health, LeaderElection, Metrics, OwnerIndex, events, k10live, leader, orphans};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -102,12 +102,21 @@ pub async fn run(
 
     let (crb_orphans_tx, crb_orphans) = tokio::sync::mpsc::unbounded_channel();
     let (rb_orphans_tx, rb_orphans) = tokio::sync::mpsc::unbounded_channel();
-    let (controller, caches) = build_controller(
+    // K10's live OIDC settings: every object is reconciled again when they change.
+    let (k10_tx, k10) = tokio::sync::watch::channel(None);
+    tokio::spawn(k10live::run(
+        client.clone(),
+        config.settings.k10_namespace.clone(),
+        (k10_tx, metrics.clone()),
+        stop.clone(),
+    ));
+    let (mut controller, caches) = build_controller(
         &client,
         &config,
         stop.clone(),
         (crb_orphans_tx, rb_orphans_tx),
     );
+    controller = controller.reconcile_all_on(k10_changes(k10.clone()));
     let events = events::Publisher::new(client.clone(), "groupbinder", &config.instance);
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let sweeper = orphans::Sweeper {
@@ -126,7 +135,7 @@ pub async fn run(
     );
     tokio::spawn(sweeper.run(caches.role_bindings.clone(), rb_orphans));
     let leading = metrics.clone();
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         config.settings.clone(),
         caches.clone(),
@@ -137,10 +146,17 @@ pub async fn run(
             lost: lost.clone(),
             stop: stop.clone(),
         },
-    ));
+    );
+    ctx.k10 = k10.clone();
+    let ctx = Arc::new(ctx);
     let ready_health = health.clone();
     tokio::spawn(async move {
         caches.wait_ready().await;
+        // K10's settings too, so that a start does not write every status twice; not for
+        // ever: a K10 watch that never answers leaves them unknown.
+        let mut k10 = k10;
+        let first = k10.wait_for(Option::is_some);
+        let _ = tokio::time::timeout(Duration::from_secs(10), first).await;
         let _ = synced_tx.send(true);
         ready_health.set_ready(true);
         tracing::info!("caches synced; reconciling");
@@ -343,6 +359,21 @@ fn build_controller(
         controller = controller.reconcile_all_on(ticks);
     }
     (controller, caches)
+}
+
+/// One `()` each time K10's settings change after they were first read.
+fn k10_changes(
+    k10: tokio::sync::watch::Receiver<Option<groupbinder_api::k10oidc::K10Live>>,
+) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::unfold(k10, |mut k10| async move {
+        loop {
+            let before = k10.borrow_and_update().is_some();
+            k10.changed().await.ok()?;
+            if before {
+                return Some(((), k10));
+            }
+        }
+    })
 }
 
 fn tokio_stream_interval(every: Duration) -> impl Stream<Item = ()> + Send + 'static {

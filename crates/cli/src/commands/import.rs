@@ -180,6 +180,7 @@ fn objects(
                         .map(|((ns, name, kind), _)| NamespacedRole::in_namespace(name, ns, *kind))
                         .collect()
                 }),
+                presented_by: None,
             };
             let name = match k {
                 0 => format!("azure-{id}"),

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use groupbinder_api::conditions::reason;
 use groupbinder_api::desired::{BindingKey, BoundRole};
+use groupbinder_api::k10oidc::Verdict;
 use groupbinder_api::{BindingStatus, PlanError, RoleKind};
 
 /// Something that keeps an `AzureGroupBinding` from being `Ready`.
@@ -47,6 +48,14 @@ pub enum Problem {
         /// The role's name.
         name: String,
     },
+    /// K10, as configured now, will not present the group: the bindings are in place and reach
+    /// nobody (condition `K10Presents`).
+    K10WillNotPresent {
+        /// Why (a `K10Presents` reason).
+        reason: &'static str,
+        /// What to fix.
+        message: String,
+    },
 }
 
 impl Problem {
@@ -57,6 +66,7 @@ impl Problem {
             Problem::Conflict { .. } => reason::CONFLICT,
             Problem::NamespaceNotFound { .. } => reason::NAMESPACE_NOT_FOUND,
             Problem::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
+            Problem::K10WillNotPresent { reason, .. } => reason,
         }
     }
 
@@ -85,6 +95,9 @@ impl Problem {
                     "{role} does not exist (yet): its binding is in place and grants access once the role exists; if K10 is installed, check that its Helm release name matches the operator's --k10-release"
                 )
             }
+            Problem::K10WillNotPresent { message, .. } => {
+                format!("the bindings are in place but reach nobody: {message}")
+            }
         }
     }
 }
@@ -106,6 +119,8 @@ pub enum Outcome {
         selected: BTreeSet<String>,
         /// What is worth saying but does not keep it from being ready.
         notes: Vec<String>,
+        /// Whether K10 presents the group (`None`: not asked).
+        k10: Option<Verdict>,
     },
 }
 
@@ -119,6 +134,7 @@ impl Outcome {
             problems,
             selected: BTreeSet::new(),
             notes: Vec::new(),
+            k10: None,
         }
     }
 

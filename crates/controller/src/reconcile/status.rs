@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use groupbinder_api::conditions::{self, READY, reason};
 use groupbinder_api::desired::{BindingKey, refusal_message};
+use groupbinder_api::k10oidc::{Presents, Verdict};
 use groupbinder_api::{
     Allowlist, AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, SelectedNamespaces,
 };
@@ -17,11 +18,17 @@ use super::outcome::{Ensured, EnsuredBinding, Outcome, Problem};
 pub(crate) fn outcome(
     plan: &Plan,
     missing: Vec<Problem>,
-    notes: Vec<String>,
+    (notes, k10): (Vec<String>, Option<Verdict>),
     ensured: &[EnsuredBinding],
     allowed: &Allowlist,
 ) -> Outcome {
     let mut problems = missing;
+    if let Some(verdict) = k10.as_ref().filter(|v| v.presents == Presents::No) {
+        problems.push(Problem::K10WillNotPresent {
+            reason: verdict.reason,
+            message: verdict.message.clone(),
+        });
+    }
     if !plan.refused.is_empty() {
         problems.push(Problem::RoleNotAllowed {
             message: refusal_message(&plan.refused, allowed),
@@ -43,6 +50,7 @@ pub(crate) fn outcome(
         problems,
         selected: plan.selected.clone(),
         notes,
+        k10,
     }
 }
 
@@ -64,6 +72,22 @@ pub fn desired_status(
 ) -> AzureGroupBindingStatus {
     let previous = agb.status.clone().unwrap_or_default();
     let generation = agb.metadata.generation;
+    let k10 = match outcome {
+        Outcome::Bound { k10: Some(v), .. } => Some(conditions::condition_of(
+            &previous.conditions,
+            conditions::K10_PRESENTS,
+            match v.presents {
+                Presents::Yes => "True",
+                Presents::No => "False",
+                Presents::Unknown => "Unknown",
+            },
+            v.reason,
+            v.message.clone(),
+            generation,
+            now,
+        )),
+        _ => None,
+    };
     let (ready, reason, message, group, mut bindings, selected) = match outcome {
         Outcome::Refused(error) => (
             false,
@@ -79,6 +103,7 @@ pub fn desired_status(
             problems,
             selected,
             notes,
+            k10: _,
         } => {
             let mut problems = problems.clone();
             problems.sort();
@@ -117,7 +142,7 @@ pub fn desired_status(
         group,
         bindings,
         selected_namespaces: selected,
-        conditions: vec![conditions::condition(
+        conditions: std::iter::once(conditions::condition(
             &previous.conditions,
             READY,
             ready,
@@ -125,7 +150,9 @@ pub fn desired_status(
             message,
             generation,
             now,
-        )],
+        ))
+        .chain(k10)
+        .collect(),
     }
 }
 
@@ -162,6 +189,9 @@ pub fn reason_label(reason: &str) -> &'static str {
         reason::NAMESPACE_NOT_FOUND,
         reason::APPLY_FAILED,
         reason::DELETING,
+        groupbinder_api::k10oidc::reason::PREFIX_MISMATCH,
+        groupbinder_api::k10oidc::reason::NO_GROUP_CLAIM,
+        groupbinder_api::k10oidc::reason::NOT_IN_GROUP_ALLOW_LIST,
     ]
     .into_iter()
     .find(|r| *r == reason)

@@ -1,0 +1,245 @@
+//! Ready means a member really gets K10 access: the operator reads K10's live OIDC settings as
+//! K10 does (Deployment `auth-svc` → its volume `k10-oidc-auth` → that Secret), watches them, and
+//! says in condition `K10Presents` (and `Ready`) whether K10 presents each object's group. The
+//! real binary, at debug log level, on the real control plane; the client secret in K10's Secret
+//! never reaches its logs, events, statuses or metrics.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, PresentedBy};
+use groupbinder_e2e::{
+    CLIENT_SECRET, OperatorProcess, SEED_PREFIX, Who, agbs, apply, crbs, eventually, guid,
+    install_crd, install_k10, install_k10_oidc, wait_for_reason_within,
+};
+use groupbinder_testenv::ControlPlane;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+
+const PROVIDER: &str =
+    "https://login.microsoftonline.com/3f1c0d2e-0000-4000-8000-000000000001/v2.0";
+
+fn object(name: &str, n: u32, prefix: Option<&str>, by: Option<PresentedBy>) -> AzureGroupBinding {
+    AzureGroupBinding::new(
+        name,
+        AzureGroupBindingSpec {
+            group_object_id: guid(n),
+            group_prefix: prefix.map(str::to_owned),
+            presented_by: by,
+            ..AzureGroupBindingSpec::default()
+        },
+    )
+}
+
+/// The `K10Presents` condition of `name`: (status, reason).
+async fn k10_presents(
+    client: &kube::Client,
+    name: &str,
+) -> anyhow::Result<Option<(String, String)>> {
+    let agb = agbs(client).get(name).await?;
+    Ok(agb
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "K10Presents")
+        .map(|c| (c.status.clone(), c.reason.clone())))
+}
+
+async fn wait_presents(
+    client: &kube::Client,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    eventually(
+        &format!("{name} to say K10Presents={status} ({reason})"),
+        Duration::from_secs(30),
+        || async {
+            let now = k10_presents(client, name).await?;
+            Ok((now == Some((status.to_owned(), reason.to_owned()))).then_some(()))
+        },
+    )
+    .await
+}
+
+async fn k10(client: &kube::Client, secret: &str, settings: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut all = vec![("provider-url", PROVIDER), ("usernameClaim", "email")];
+    all.extend_from_slice(settings);
+    install_k10_oidc(client, "kasten-io", secret, &all).await
+}
+
+#[tokio::test]
+async fn ready_follows_what_k10_really_presents_and_the_client_secret_stays_hidden()
+-> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    let prefix = ("groupClaim", "groups");
+    k10(
+        &client,
+        "k10-oidc-auth",
+        &[prefix, ("groupPrefix", "azure:")],
+    )
+    .await?;
+    let log = cp.dir().join("k10-settings-operator.log");
+    let operator = OperatorProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_groupbinder")),
+        cp.kubeconfig(),
+        &[
+            ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
+            ("GROUPBINDER_LOG_LEVEL", "debug"),
+        ],
+        Stdio::from(std::fs::File::create(&log)?),
+    )?;
+    let within = Duration::from_secs(30);
+
+    // The operator's default prefix and an object's own prefix both differ from K10's.
+    apply(&client, &object("chain-default", 1, None, None)).await?;
+    apply(&client, &object("chain-override", 2, Some("other:"), None)).await?;
+    apply(
+        &client,
+        &object(
+            "chain-elsewhere",
+            3,
+            Some("other:"),
+            Some(PresentedBy::Other),
+        ),
+    )
+    .await?;
+    let mismatch =
+        wait_for_reason_within(&client, "chain-default", "False", "PrefixMismatch", within).await?;
+    let message = mismatch
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("K10 presents azure:{}", guid(1))),
+        "{message}"
+    );
+    wait_presents(&client, "chain-default", "False", "PrefixMismatch").await?;
+    wait_for_reason_within(&client, "chain-override", "False", "PrefixMismatch", within).await?;
+    // Kept either way (they grant nobody): nothing flaps when K10's settings change.
+    assert!(
+        crbs(&client)
+            .get_opt("chain-default:k10-admin")
+            .await?
+            .is_some()
+    );
+    // Not for K10: not checked.
+    wait_for_reason_within(&client, "chain-elsewhere", "True", "Reconciled", within).await?;
+    wait_presents(&client, "chain-elsewhere", "Unknown", "NotChecked").await?;
+
+    // K10's Secret corrected: Ready without a restart, and a member has access.
+    k10(
+        &client,
+        "k10-oidc-auth",
+        &[prefix, ("groupPrefix", SEED_PREFIX)],
+    )
+    .await?;
+    wait_for_reason_within(&client, "chain-default", "True", "Reconciled", within).await?;
+    wait_presents(&client, "chain-default", "True", "Presented").await?;
+    let group = format!("{SEED_PREFIX}{}", guid(1));
+    let groups = [group.as_str()];
+    Who::new(&client, "member", &groups)
+        .may(
+            "create",
+            "actions.kio.kasten.io",
+            "backupactions",
+            Some("kasten-io"),
+        )
+        .await?;
+    wait_for_reason_within(&client, "chain-override", "False", "PrefixMismatch", within).await?;
+
+    // No groups claim: K10 presents no groups at all.
+    k10(&client, "k10-oidc-auth", &[("groupPrefix", SEED_PREFIX)]).await?;
+    wait_for_reason_within(&client, "chain-default", "False", "NoGroupClaim", within).await?;
+    // An allow list without the group, either way it is read; then with both forms.
+    let allowed_other = [
+        prefix,
+        ("groupPrefix", SEED_PREFIX),
+        ("groupAllowList", "someone-else\n"),
+    ];
+    k10(&client, "k10-oidc-auth", &allowed_other).await?;
+    wait_for_reason_within(
+        &client,
+        "chain-default",
+        "False",
+        "NotInGroupAllowList",
+        within,
+    )
+    .await?;
+    let both = format!("{}\n{group}\n", guid(1));
+    k10(
+        &client,
+        "k10-oidc-auth",
+        &[
+            prefix,
+            ("groupPrefix", SEED_PREFIX),
+            ("groupAllowList", &both),
+        ],
+    )
+    .await?;
+    wait_for_reason_within(&client, "chain-default", "True", "Reconciled", within).await?;
+
+    // auth.oidcAuth.secretName: auth-svc mounts another Secret, which is the one read.
+    k10(&client, "custom-oidc", &allowed_other).await?;
+    wait_for_reason_within(
+        &client,
+        "chain-default",
+        "False",
+        "NotInGroupAllowList",
+        within,
+    )
+    .await?;
+
+    // K10 gone: Unknown, and Ready as before, the bindings made.
+    Api::<Deployment>::namespaced(client.clone(), "kasten-io")
+        .delete("auth-svc", &Default::default())
+        .await?;
+    wait_presents(&client, "chain-default", "Unknown", "K10NotInstalled").await?;
+    wait_for_reason_within(&client, "chain-default", "True", "Reconciled", within).await?;
+
+    // K10's version, from k10-config.
+    let metrics = operator.metrics().unwrap_or_default();
+    assert!(
+        metrics.contains(r#"groupbinder_k10_info{version="8.0.15",api_domain="kio.kasten.io"} 1"#),
+        "{metrics}"
+    );
+    // The client secret is in no output: logs (debug), events, statuses, metrics.
+    drop(operator);
+    let logs = std::fs::read_to_string(&log)?;
+    assert!(
+        logs.contains("K10's OIDC settings"),
+        "the log says what it read"
+    );
+    let events = cp
+        .kubectl()
+        .args(["get", "events", "-A", "-o", "yaml"])
+        .output()?;
+    let statuses = cp.kubectl().args(["get", "agb", "-o", "yaml"]).output()?;
+    for (what, text) in [
+        ("log", logs),
+        ("metrics", metrics),
+        (
+            "events",
+            String::from_utf8_lossy(&events.stdout).into_owned(),
+        ),
+        (
+            "statuses",
+            String::from_utf8_lossy(&statuses.stdout).into_owned(),
+        ),
+    ] {
+        assert!(
+            !text.contains(CLIENT_SECRET),
+            "the client secret is in the {what}"
+        );
+    }
+    for name in ["chain-default", "chain-override", "chain-elsewhere"] {
+        agbs(&client).delete(name, &Default::default()).await?;
+    }
+    Ok(())
+}
