@@ -295,6 +295,19 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
     cp.import_image(&tarball)?;
     let client = cp.client().await?;
     install_k10(&client, "k10", "kasten-io").await?;
+    // K10's live OIDC settings, as a running K10 keeps them: the pod reads them with its own
+    // token (the chart grants exactly this Secret, by name).
+    install_k10_oidc(
+        &client,
+        "kasten-io",
+        "k10-oidc-auth",
+        &[
+            ("provider-url", "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000001/v2.0"),
+            ("groupClaim", "groups"),
+            ("groupPrefix", SEED_PREFIX),
+        ],
+    )
+    .await?;
 
     // 1. helm install: the Deployment becomes Available, its probes passing.
     helm_release(cp, "install", &tag, &[])?;
@@ -318,6 +331,18 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
         "True",
         "Reconciled",
         Duration::from_secs(60),
+    )
+    .await?;
+    eventually(
+        "the pod to read K10's OIDC Secret: K10Presents=True",
+        Duration::from_secs(30),
+        || async {
+            let agb = agbs(&client).get("k10-admins").await?;
+            let presented = agb.status.iter().flat_map(|s| &s.conditions).any(|c| {
+                c.type_ == "K10Presents" && c.status == "True" && c.reason == "Presented"
+            });
+            Ok(presented.then_some(()))
+        },
     )
     .await?;
     let group = format!("{SEED_PREFIX}{SEED_GUID}");

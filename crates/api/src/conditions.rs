@@ -34,6 +34,8 @@ pub mod reason {
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// The object is being deleted (a finalizer holds it): its bindings were deleted at once.
     pub const DELETING: &str = "Deleting";
+    /// The operator follows K10's `groupPrefix` and has not read it yet: nothing was changed.
+    pub const K10_PREFIX_UNKNOWN: &str = "K10PrefixUnknown";
 }
 
 /// Builds a condition, keeping `lastTransitionTime` from `previous` when the status is unchanged.

@@ -33,6 +33,9 @@ pub struct Settings {
     /// The most RoleBindings one object may make (its selectors select that many namespaces at
     /// most): above it, the object keeps the RoleBindings it has and adds none.
     pub max_role_bindings: usize,
+    /// Objects that set no `groupPrefix` use K10's live `groupPrefix` (read from its OIDC
+    /// Secret) instead of [`Settings::default_group_prefix`], and follow it when it changes.
+    pub follow_k10_group_prefix: bool,
 }
 
 /// The default of [`Settings::max_role_bindings`].
@@ -47,6 +50,7 @@ impl Settings {
             default_group_prefix: default_group_prefix.to_owned(),
             allowed: Allowlist::k10(release, namespace),
             max_role_bindings: DEFAULT_MAX_ROLE_BINDINGS,
+            follow_k10_group_prefix: false,
         }
     }
 
@@ -318,6 +322,17 @@ pub fn plan(
     settings: &Settings,
     namespaces: Option<&dyn Namespaces>,
 ) -> Result<Plan, PlanError> {
+    plan_with_default_prefix(agb, settings, namespaces, &settings.default_group_prefix)
+}
+
+/// [`plan`], with `default_prefix` for a spec that sets no `groupPrefix` (K10's live one, when
+/// the operator follows it).
+pub fn plan_with_default_prefix(
+    agb: &AzureGroupBinding,
+    settings: &Settings,
+    namespaces: Option<&dyn Namespaces>,
+    default_prefix: &str,
+) -> Result<Plan, PlanError> {
     let owner = agb.metadata.name.as_deref().ok_or(PlanError::MissingName)?;
     let spec = &agb.spec;
     if !is_lower_guid(&spec.group_object_id) {
@@ -325,10 +340,7 @@ pub fn plan(
             spec.group_object_id.clone(),
         ));
     }
-    let prefix = spec
-        .group_prefix
-        .as_deref()
-        .unwrap_or(&settings.default_group_prefix);
+    let prefix = spec.group_prefix.as_deref().unwrap_or(default_prefix);
     if !is_valid_prefix(prefix) {
         return Err(PlanError::InvalidGroupPrefix(prefix.to_owned()));
     }

@@ -234,6 +234,25 @@ pub fn presents(group: &str, object_id: &str, live: &K10Live) -> Verdict {
     )
 }
 
+/// The prefix an object that sets none uses when the operator follows K10's `groupPrefix`: K10's
+/// live one when it is known and valid; else the last known good, which the object's status
+/// `group` (`<prefix><object ID>`) still holds; else none (the object then changes nothing).
+/// Never a fallback to "": that would grant the bare object ID.
+pub fn followed_prefix(
+    live: Option<&K10Live>,
+    status_group: Option<&str>,
+    object_id: &str,
+) -> Option<String> {
+    match live {
+        Some(K10Live::Known(oidc)) if crate::desired::is_valid_prefix(&oidc.group_prefix) => {
+            Some(oidc.group_prefix.clone())
+        }
+        _ => status_group
+            .and_then(|g| g.strip_suffix(object_id))
+            .map(str::to_owned),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +318,32 @@ mod tests {
             mismatch.message.contains(&format!("K10 presents {ID}")),
             "{}",
             mismatch.message
+        );
+    }
+
+    #[test]
+    fn a_followed_prefix_holds_while_k10_cannot_be_read() {
+        let group = format!("k10:{ID}");
+        let known = live(|o| o.group_prefix = "azure:".into());
+        assert_eq!(
+            followed_prefix(Some(&known), Some(&group), ID).as_deref(),
+            Some("azure:")
+        );
+        for unknown in [
+            K10Live::NotInstalled,
+            K10Live::Unreadable("x".into()),
+            live(|o| o.group_prefix = "system:x".into()),
+        ] {
+            assert_eq!(
+                followed_prefix(Some(&unknown), Some(&group), ID).as_deref(),
+                Some("k10:"),
+                "{unknown:?}"
+            );
+        }
+        assert_eq!(
+            followed_prefix(None, None, ID),
+            None,
+            "never a fallback to \"\""
         );
     }
 

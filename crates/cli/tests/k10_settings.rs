@@ -73,6 +73,7 @@ async fn ready_follows_what_k10_really_presents_and_the_client_secret_stays_hidd
 -> anyhow::Result<()> {
     let cp = ControlPlane::shared().await?;
     let client = cp.client().await?;
+    let _serial = groupbinder_e2e::exclusive().await; // K10's one Secret, one operator
     install_crd(&client).await?;
     install_k10(&client, "k10", "kasten-io").await?;
     let prefix = ("groupClaim", "groups");
@@ -239,6 +240,139 @@ async fn ready_follows_what_k10_really_presents_and_the_client_secret_stays_hidd
         );
     }
     for name in ["chain-default", "chain-override", "chain-elsewhere"] {
+        agbs(&client).delete(name, &Default::default()).await?;
+    }
+    Ok(())
+}
+
+/// The operator's status group of `name`.
+async fn group_of(client: &kube::Client, name: &str) -> anyhow::Result<Option<String>> {
+    Ok(agbs(client).get(name).await?.status.and_then(|s| s.group))
+}
+
+fn operator(cp: &ControlPlane, log: &str) -> anyhow::Result<OperatorProcess> {
+    let log = std::fs::File::create(cp.dir().join(log))?;
+    OperatorProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_groupbinder")),
+        cp.kubeconfig(),
+        &[("GROUPBINDER_FOLLOW_K10_GROUP_PREFIX", "true")],
+        Stdio::from(log),
+    )
+}
+
+/// One prefix, K10's, on request: with `--follow-k10-group-prefix` an object that sets no prefix
+/// uses K10's live `groupPrefix` and follows it; while K10's Secret is gone (also across a
+/// restart) the last known prefix holds and access never lapses; an explicit prefix that differs
+/// is reported, never "fixed".
+#[tokio::test]
+async fn objects_follow_k10s_prefix_and_hold_the_last_known_one() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    let _serial = groupbinder_e2e::exclusive().await;
+    install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    let claim = ("groupClaim", "groups");
+    k10(&client, "k10-oidc-auth", &[claim, ("groupPrefix", "k10:")]).await?;
+    let first = operator(cp, "follow-1.log")?;
+    let within = Duration::from_secs(30);
+    apply(&client, &object("follow-a", 10, None, None)).await?;
+    apply(
+        &client,
+        &object("follow-explicit", 11, Some("other:"), None),
+    )
+    .await?;
+    wait_for_reason_within(&client, "follow-a", "True", "Reconciled", within).await?;
+    let held = format!("k10:{}", guid(10));
+    assert_eq!(
+        group_of(&client, "follow-a").await?.as_deref(),
+        Some(held.as_str())
+    );
+    wait_for_reason_within(
+        &client,
+        "follow-explicit",
+        "False",
+        "PrefixMismatch",
+        within,
+    )
+    .await?;
+    let groups = [held.as_str()];
+    let member = Who::new(&client, "member", &groups);
+    let actions = (
+        "create",
+        "actions.kio.kasten.io",
+        "backupactions",
+        Some("kasten-io"),
+    );
+    member
+        .may(actions.0, actions.1, actions.2, actions.3)
+        .await?;
+
+    // K10's Secret deleted (a reinstall), and the operator restarted meanwhile: the prefix
+    // holds, nothing is revoked.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kasten-io");
+    secrets.delete("k10-oidc-auth", &Default::default()).await?;
+    wait_presents(&client, "follow-a", "Unknown", "K10ConfigUnreadable").await?;
+    drop(first);
+    let second = operator(cp, "follow-2.log")?;
+    eventually("the new operator to reconcile", within, || async {
+        Ok(second
+            .metric("groupbinder_reconciles_total")
+            .filter(|n| *n >= 2.0)
+            .map(|_| ()))
+    })
+    .await?;
+    for _ in 0..5 {
+        assert!(
+            member
+                .can(actions.0, actions.1, actions.2, actions.3)
+                .await?,
+            "access lapsed"
+        );
+        assert_eq!(
+            group_of(&client, "follow-a").await?.as_deref(),
+            Some(held.as_str())
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_for_reason_within(&client, "follow-a", "True", "Reconciled", within).await?;
+
+    // Back, then K10's prefix changed: followed, counted, the old group revoked.
+    k10(&client, "k10-oidc-auth", &[claim, ("groupPrefix", "k10:")]).await?;
+    wait_presents(&client, "follow-a", "True", "Presented").await?;
+    k10(
+        &client,
+        "k10-oidc-auth",
+        &[claim, ("groupPrefix", "azure:")],
+    )
+    .await?;
+    let moved = format!("azure:{}", guid(10));
+    eventually("follow-a to follow K10's new prefix", within, || async {
+        Ok((group_of(&client, "follow-a").await?.as_deref() == Some(moved.as_str())).then_some(()))
+    })
+    .await?;
+    wait_presents(&client, "follow-a", "True", "Presented").await?;
+    let new_groups = [moved.as_str()];
+    Who::new(&client, "member", &new_groups)
+        .may(actions.0, actions.1, actions.2, actions.3)
+        .await?;
+    member
+        .may_not(actions.0, actions.1, actions.2, actions.3)
+        .await?;
+    assert_eq!(
+        second.metric("groupbinder_k10_group_prefix_changes_total"),
+        Some(1.0)
+    );
+    wait_for_reason_within(
+        &client,
+        "follow-explicit",
+        "False",
+        "PrefixMismatch",
+        within,
+    )
+    .await?;
+    drop(second);
+    for name in ["follow-a", "follow-explicit"] {
         agbs(&client).delete(name, &Default::default()).await?;
     }
     Ok(())

@@ -58,6 +58,8 @@ pub(crate) async fn run(
         (data.get("version").cloned(), data.get("apiDomain").cloned())
     });
     let mut info: Option<K10InfoLabels> = None;
+    // The last groupPrefix read, kept while K10 cannot be read: a change is counted once.
+    let mut last_prefix: Option<String> = None;
     let mut deployment_events = one(deployments, AUTH_DEPLOYMENT, |d: Deployment| {
         oidc_secret_name(&d)
     });
@@ -94,6 +96,16 @@ pub(crate) async fn run(
             }
         }
         if let Some(now) = judged(&deployment, secret_name.as_deref(), &secret, &namespace) {
+            if let K10Live::Known(oidc) = &now {
+                if last_prefix
+                    .as_ref()
+                    .is_some_and(|p| *p != oidc.group_prefix)
+                {
+                    metrics.k10_prefix_changes.inc();
+                    tracing::warn!(from = ?last_prefix, to = %oidc.group_prefix, "K10's groupPrefix changed");
+                }
+                last_prefix = Some(oidc.group_prefix.clone());
+            }
             live.send_if_modified(|was| {
                 let changed = was.as_ref() != Some(&now);
                 if changed {

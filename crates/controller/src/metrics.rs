@@ -94,6 +94,8 @@ pub struct Metrics {
     pub lease_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// 1 for K10's version and API domain, as `k10-config` says (no series without K10).
     pub k10_info: Family<K10InfoLabels, Gauge>,
+    /// Changes of K10's live `groupPrefix` seen (what objects that follow it then use).
+    pub k10_prefix_changes: Counter,
 }
 
 impl Default for Metrics {
@@ -117,6 +119,7 @@ impl Metrics {
         let leading = Gauge::default();
         let lease_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let k10_info = Family::<K10InfoLabels, Gauge>::default();
+        let k10_prefix_changes = Counter::default();
         registry.register(
             "reconciles",
             "Reconciles of AzureGroupBindings",
@@ -172,6 +175,11 @@ impl Metrics {
             "1 for the K10 version and API domain its k10-config ConfigMap names",
             k10_info.clone(),
         );
+        registry.register(
+            "k10_group_prefix_changes",
+            "Changes of K10's live groupPrefix seen (objects that follow it move their subjects)",
+            k10_prefix_changes.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -185,6 +193,7 @@ impl Metrics {
             leading,
             lease_wait,
             k10_info,
+            k10_prefix_changes,
         }
     }
 

@@ -12,6 +12,7 @@
 //! *current* allowlist permits it. A spec whose group cannot be computed, an object that cannot be
 //! decoded, and an object being deleted keep no binding at all.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -163,7 +164,16 @@ async fn carry_out(
     changes: &mut Changes,
     ctx: &Context,
 ) -> Result<Outcome, ReconcileError> {
-    let plan = groupbinder_api::plan(agb, &ctx.settings, Some(&ctx.caches));
+    let prefix = match default_prefix(agb, ctx) {
+        Some(prefix) => prefix,
+        None => return Ok(Outcome::Held(held_message(), k10_verdict(agb, "", ctx))),
+    };
+    let plan = groupbinder_api::desired::plan_with_default_prefix(
+        agb,
+        &ctx.settings,
+        Some(&ctx.caches),
+        &prefix,
+    );
     let keep = plan.as_ref().map(|p| p.keys()).unwrap_or_default();
     revoke(&observe::stale(&ctx.caches, uid, &keep), changes, ctx).await?;
     let plan = match plan {
@@ -202,6 +212,26 @@ async fn carry_out(
         &ensured,
         &ctx.settings.allowed,
     ))
+}
+
+/// The prefix `agb` gets when its spec sets none: the operator's default, or, when it follows
+/// K10's (`--follow-k10-group-prefix`), K10's live one or the last known good; `None` when that
+/// is not known yet (the object then changes nothing: never a fallback to "").
+fn default_prefix<'c>(agb: &AzureGroupBinding, ctx: &'c Context) -> Option<Cow<'c, str>> {
+    if !ctx.settings.follow_k10_group_prefix || agb.spec.group_prefix.is_some() {
+        return Some(Cow::Borrowed(&ctx.settings.default_group_prefix));
+    }
+    let status_group = agb.status.as_ref().and_then(|s| s.group.as_deref());
+    groupbinder_api::k10oidc::followed_prefix(
+        ctx.k10.borrow().as_ref(),
+        status_group,
+        &agb.spec.group_object_id,
+    )
+    .map(Cow::Owned)
+}
+
+fn held_message() -> String {
+    "the operator follows K10's groupPrefix (--follow-k10-group-prefix) and has not read it yet (see condition K10Presents): nothing was changed; once K10's OIDC settings are readable this object is bound".into()
 }
 
 /// Whether K10, as its live settings say now, presents `group` for `agb`'s members.

@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// would otherwise revoke every grant in the cluster): the operator then binds only those.
     #[arg(long, env = "GROUPBINDER_ALLOW_NON_K10_ROLES")]
     allow_non_k10_roles: bool,
+    /// Objects that set no groupPrefix use K10's live groupPrefix (from K10's OIDC Secret)
+    /// instead of --default-group-prefix, and follow it when it changes. Whoever may write
+    /// K10's OIDC Secret then decides the group names their bindings grant.
+    #[arg(long, env = "GROUPBINDER_FOLLOW_K10_GROUP_PREFIX")]
+    follow_k10_group_prefix: bool,
     /// Log level or tracing filter, e.g. `info` or `info,groupbinder_controller=debug`.
     #[arg(long, env = "GROUPBINDER_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -77,7 +82,8 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn config(&self) -> Config {
-        let settings = self.settings.settings();
+        let mut settings = self.settings.settings();
+        settings.follow_k10_group_prefix = self.follow_k10_group_prefix;
         let identity = self.identity.clone().unwrap_or_else(hostname);
         let lease_duration = Duration::from_secs(self.lease_duration_seconds.max(2));
         Config {

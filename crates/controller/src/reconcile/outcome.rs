@@ -107,6 +107,9 @@ impl Problem {
 pub enum Outcome {
     /// No group can be computed for the spec: every binding of the object was deleted.
     Refused(PlanError),
+    /// The group's prefix is not known yet (the operator follows K10's, unread so far): nothing
+    /// was changed; why, and what is known of K10.
+    Held(String, Verdict),
     /// The plan was carried out as far as possible.
     Bound {
         /// The RBAC group subject.

@@ -73,22 +73,32 @@ pub fn desired_status(
     let previous = agb.status.clone().unwrap_or_default();
     let generation = agb.metadata.generation;
     let k10 = match outcome {
-        Outcome::Bound { k10: Some(v), .. } => Some(conditions::condition_of(
-            &previous.conditions,
-            conditions::K10_PRESENTS,
-            match v.presents {
-                Presents::Yes => "True",
-                Presents::No => "False",
-                Presents::Unknown => "Unknown",
-            },
-            v.reason,
-            v.message.clone(),
-            generation,
-            now,
-        )),
+        Outcome::Bound { k10: Some(v), .. } | Outcome::Held(_, v) => {
+            Some(conditions::condition_of(
+                &previous.conditions,
+                conditions::K10_PRESENTS,
+                match v.presents {
+                    Presents::Yes => "True",
+                    Presents::No => "False",
+                    Presents::Unknown => "Unknown",
+                },
+                v.reason,
+                v.message.clone(),
+                generation,
+                now,
+            ))
+        }
         _ => None,
     };
     let (ready, reason, message, group, mut bindings, selected) = match outcome {
+        Outcome::Held(message, _) => (
+            false,
+            reason::K10_PREFIX_UNKNOWN,
+            message.clone(),
+            previous.group.clone(),
+            previous.bindings.clone(),
+            previous.selected_namespaces.clone(),
+        ),
         Outcome::Refused(error) => (
             false,
             error.reason(),
@@ -189,6 +199,7 @@ pub fn reason_label(reason: &str) -> &'static str {
         reason::NAMESPACE_NOT_FOUND,
         reason::APPLY_FAILED,
         reason::DELETING,
+        reason::K10_PREFIX_UNKNOWN,
         groupbinder_api::k10oidc::reason::PREFIX_MISMATCH,
         groupbinder_api::k10oidc::reason::NO_GROUP_CLAIM,
         groupbinder_api::k10oidc::reason::NOT_IN_GROUP_ALLOW_LIST,
