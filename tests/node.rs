@@ -302,7 +302,10 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
         "kasten-io",
         "k10-oidc-auth",
         &[
-            ("provider-url", "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000001/v2.0"),
+            (
+                "provider-url",
+                "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000001/v2.0",
+            ),
             ("groupClaim", "groups"),
             ("groupPrefix", SEED_PREFIX),
         ],
@@ -338,9 +341,10 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
         Duration::from_secs(30),
         || async {
             let agb = agbs(&client).get("k10-admins").await?;
-            let presented = agb.status.iter().flat_map(|s| &s.conditions).any(|c| {
-                c.type_ == "K10Presents" && c.status == "True" && c.reason == "Presented"
-            });
+            let presented =
+                agb.status.iter().flat_map(|s| &s.conditions).any(|c| {
+                    c.type_ == "K10Presents" && c.status == "True" && c.reason == "Presented"
+                });
             Ok(presented.then_some(()))
         },
     )

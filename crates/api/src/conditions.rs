@@ -10,6 +10,13 @@ pub const READY: &str = "Ready";
 /// reach nobody; `Ready` is `False` too) or `Unknown` (K10's settings cannot be read, or cannot
 /// tell). Reasons: [`crate::k10oidc::reason`].
 pub const K10_PRESENTS: &str = "K10Presents";
+/// kstatus: `True` while `Ready` is `False` for a reason that needs a person (`RoleNotAllowed`,
+/// `InvalidSpec`, `Conflict`, `TooManyRoleBindings`, `PrefixMismatch`, `NoGroupClaim`,
+/// `NotInGroupAllowList`); absent otherwise.
+pub const STALLED: &str = "Stalled";
+/// kstatus: `True` while `Ready` is `False` for a reason that resolves by itself (a role or
+/// namespace not there yet, a write being retried, K10's prefix not read yet); absent otherwise.
+pub const RECONCILING: &str = "Reconciling";
 
 /// Condition reasons (CamelCase, as the Kubernetes API conventions ask).
 pub mod reason {

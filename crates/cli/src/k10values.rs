@@ -47,22 +47,37 @@ pub fn group_prefix(values: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Flags for the group prefix K10 uses, from its values file or the operator's setting.
+/// Flags for the group prefix K10 uses: from its values file, from the cluster, or the
+/// operator's setting.
 #[derive(Debug, clap::Args)]
 pub struct PrefixArgs {
     /// Take K10's groupPrefix from its Helm values file (auth.oidcAuth.groupPrefix) instead of
-    /// --default-group-prefix.
+    /// K10's live settings in the cluster or --default-group-prefix.
     #[arg(long)]
     k10_values: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    cluster: crate::k10cluster::K10ClusterArgs,
 }
 
 impl PrefixArgs {
-    /// The prefix: from the values file when given (and set there), else `default`.
-    pub fn prefix(&self, default: &str) -> anyhow::Result<String> {
-        Ok(match &self.k10_values {
-            Some(file) => group_prefix(&read(file)?).unwrap_or_else(|| default.to_owned()),
-            None => default.to_owned(),
-        })
+    /// The prefix: from the values file when given (and set there); else, when the command reads
+    /// the cluster (`cluster`: a client and K10's namespace), K10's live `groupPrefix`; else
+    /// `default`.
+    pub async fn prefix(
+        &self,
+        default: &str,
+        cluster: Option<(&kube::Client, &str)>,
+    ) -> anyhow::Result<String> {
+        if let Some(file) = &self.k10_values {
+            return Ok(group_prefix(&read(file)?).unwrap_or_else(|| default.to_owned()));
+        }
+        if let Some((client, namespace)) = cluster {
+            let live = crate::k10cluster::read(self.cluster, client, namespace).await;
+            if let Some(oidc) = live.as_ref().and_then(|l| l.oidc()) {
+                return Ok(oidc.group_prefix.clone());
+            }
+        }
+        Ok(default.to_owned())
     }
 }
 

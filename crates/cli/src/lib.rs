@@ -6,6 +6,7 @@
 
 mod commands;
 mod grants;
+mod k10cluster;
 mod k10values;
 mod manifests;
 mod namespaces;

@@ -28,6 +28,11 @@ pub struct NamespaceArgs {
 pub type Listed = Vec<(String, Labels)>;
 
 impl NamespaceArgs {
+    /// Whether the namespaces are read from the cluster (`--namespaces-from-cluster`).
+    pub fn reads_cluster(&self) -> bool {
+        self.namespaces_from_cluster
+    }
+
     /// The namespaces from the file, if one was given.
     pub fn read_file(&self) -> Result<Option<Listed>, ManifestError> {
         let Some(file) = &self.file else {

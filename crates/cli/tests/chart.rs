@@ -106,7 +106,13 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
     let rules: Vec<(&serde_json::Value, &serde_json::Value)> = documents
         .iter()
         .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
-        .flat_map(|d| d["rules"].as_array().into_iter().flatten().map(move |r| (d, r)))
+        .flat_map(|d| {
+            d["rules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |r| (d, r))
+        })
         .collect();
     assert!(rules.len() >= 8, "{rules:?}");
     let strings = |rule: &serde_json::Value, key: &str| -> Vec<String> {

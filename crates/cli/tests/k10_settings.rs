@@ -377,3 +377,145 @@ async fn objects_follow_k10s_prefix_and_hold_the_last_known_one() -> anyhow::Res
     }
     Ok(())
 }
+
+/// `groupbinder <args>` against the control plane; (exit code, stdout, stderr).
+fn cli(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_groupbinder"))
+        .args(args)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .output()?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The commands that talk to the cluster read K10's live settings when no values file is given:
+/// `audit` judges prefixes against K10's, `plan --namespaces-from-cluster` says when K10 will
+/// not present a planned group, `explain-token --check` maps a token with K10's prefix and
+/// claim. `--no-k10-from-cluster` turns it off.
+#[tokio::test]
+async fn the_commands_read_k10s_live_settings() -> anyhow::Result<()> {
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    let _serial = groupbinder_e2e::exclusive().await;
+    install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    k10(
+        &client,
+        "k10-oidc-auth",
+        &[("groupClaim", "groups"), ("groupPrefix", "azure:")],
+    )
+    .await?;
+    let hand_written = |name: &str, group: String| ClusterRoleBinding {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "k10-admin".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "Group".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            name: group,
+            ..Subject::default()
+        }]),
+    };
+    apply(
+        &client,
+        &hand_written("hw-azure", format!("azure:{}", guid(20))),
+    )
+    .await?;
+    apply(
+        &client,
+        &hand_written("hw-michael", format!("{SEED_PREFIX}{}", guid(21))),
+    )
+    .await?;
+    let warnings = |json: &str, binding: &str| -> anyhow::Result<Vec<String>> {
+        let grants: Vec<serde_json::Value> = serde_json::from_str(json)?;
+        Ok(grants
+            .iter()
+            .filter(|g| g["binding"] == format!("ClusterRoleBinding {binding}"))
+            .flat_map(|g| g["warnings"].as_array().cloned().unwrap_or_default())
+            .filter_map(|w| w.as_str().map(str::to_owned))
+            .collect())
+    };
+    let (_, live, stderr) = cli(cp, &["audit", "-o", "json"])?;
+    assert!(stderr.contains("K10's live OIDC settings"), "{stderr}");
+    assert_eq!(warnings(&live, "hw-azure")?, ["NotManaged"]);
+    assert!(warnings(&live, "hw-michael")?.contains(&"PrefixMismatch".to_owned()));
+    let off = [
+        "audit",
+        "-o",
+        "json",
+        "--no-k10-from-cluster",
+        "--default-group-prefix",
+        SEED_PREFIX,
+    ];
+    let (_, flags, _) = cli(cp, &off)?;
+    assert!(warnings(&flags, "hw-azure")?.contains(&"PrefixMismatch".to_owned()));
+    assert_eq!(warnings(&flags, "hw-michael")?, ["NotManaged"]);
+
+    // plan, with the namespaces (and so K10) from the cluster.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("agb.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: groupbinder.dev/v1alpha1\nkind: AzureGroupBinding\nmetadata: {{name: planned}}\nspec: {{groupObjectId: {}}}\n",
+            guid(22)
+        ),
+    )?;
+    let path = file.display().to_string();
+    let plan = ["plan", "-f", &path, "--namespaces-from-cluster"];
+    let (code, _, stderr) = cli(
+        cp,
+        &[&plan[..], &["--default-group-prefix", SEED_PREFIX]].concat(),
+    )?;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("PrefixMismatch"), "{stderr}");
+    let (_, _, stderr) = cli(
+        cp,
+        &[&plan[..], &["--default-group-prefix", "azure:"]].concat(),
+    )?;
+    assert!(!stderr.contains("PrefixMismatch"), "{stderr}");
+
+    // explain-token --check maps with K10's prefix and claim.
+    let token = groupbinder_e2e::oidc::unsigned(&serde_json::json!({
+        "iss": PROVIDER, "aud": "k10", "sub": "someone", "email": "someone@example.com",
+        "groups": [guid(20)], "exp": 4_102_444_800u64,
+    }));
+    let token_file = dir.path().join("t.jwt");
+    std::fs::write(&token_file, token)?;
+    let token_path = token_file.display().to_string();
+    let (_, out, stderr) = cli(
+        cp,
+        &[
+            "explain-token",
+            "-o",
+            "json",
+            "--check",
+            "--token-file",
+            &token_path,
+        ],
+    )?;
+    let report: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{e}: {stderr}"))?;
+    assert_eq!(report["mapping"]["groupsPrefix"], "azure:", "{report}");
+    assert_eq!(report["mapping"]["usernameClaim"], "email", "{report}");
+    let allowed = report["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["allowed"] == true);
+    assert!(allowed, "the hand-written azure: binding grants: {report}");
+    for name in ["hw-azure", "hw-michael"] {
+        crbs(&client).delete(name, &Default::default()).await?;
+    }
+    Ok(())
+}

@@ -69,6 +69,8 @@ pub struct ExplainArgs {
     output: Output,
     #[command(flatten)]
     settings: SettingsArgs,
+    #[command(flatten)]
+    cluster: crate::k10cluster::K10ClusterArgs,
 }
 
 /// An AzureGroupBinding whose group the token carries.
@@ -161,7 +163,7 @@ pub async fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let (mapping, k10) = mapping(args)?;
+    let (mapping, k10) = mapping(args).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -203,12 +205,43 @@ pub async fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The mapping from the K10 values (if given) and the flags, and what else the values say.
-fn mapping(args: &ExplainArgs) -> anyhow::Result<(Mapping, Option<K10Values>)> {
+async fn mapping(args: &ExplainArgs) -> anyhow::Result<(Mapping, Option<K10Values>)> {
     let mut mapping = Mapping {
         groups_prefix: args.settings.default_group_prefix.clone(),
         ..Mapping::default()
     };
     let mut k10 = None;
+    // Without a values file, K10's live settings when the command talks to the cluster anyway.
+    // No cluster at hand (no kubeconfig): the flags and defaults, as offline.
+    let client = match (args.k10_values.is_none() && (args.check || args.files.is_empty()))
+        .then(kube::Client::try_default)
+    {
+        Some(connect) => connect.await.ok(),
+        None => None,
+    };
+    if let Some(client) = client {
+        let namespace = &args.settings.settings().k10_namespace;
+        if let Some(cluster) = crate::k10cluster::read(args.cluster, &client, namespace).await {
+            if let Some(oidc) = cluster.oidc() {
+                mapping.provider_url = Some(oidc.provider_url.clone()).filter(|u| !u.is_empty());
+                mapping.username_claim = oidc.username_claim.clone();
+                mapping.username_prefix = oidc.username_prefix.clone().filter(|p| !p.is_empty());
+                mapping.groups_claim = oidc.group_claim.clone();
+                mapping.groups_prefix = oidc.group_prefix.clone();
+            }
+            k10 = Some(K10Values {
+                group_allow_list: cluster
+                    .oidc()
+                    .map(|o| o.group_allow_list.clone())
+                    .unwrap_or_default(),
+                namespaced_api: cluster
+                    .api_domain
+                    .as_deref()
+                    .is_some_and(|d| d != "kio.kasten.io"),
+                ..K10Values::default()
+            });
+        }
+    }
     if let Some(file) = &args.k10_values {
         let values = crate::k10values::read(file)?;
         k10 = Some(K10Values::from_values(&values));

@@ -294,7 +294,18 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let prefix = args.prefix.prefix(&settings.default_group_prefix)?;
+    let client = if args.files.is_empty() {
+        Some(kube::Client::try_default().await?)
+    } else {
+        None
+    };
+    let cluster = client
+        .as_ref()
+        .map(|c| (c, settings.k10_namespace.as_str()));
+    let prefix = args
+        .prefix
+        .prefix(&settings.default_group_prefix, cluster)
+        .await?;
     let (agbs, refused) = import(&bindings, &settings, &prefix);
     let mut out = String::new();
     for agb in &agbs {

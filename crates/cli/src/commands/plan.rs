@@ -26,6 +26,8 @@ pub struct PlanArgs {
     settings: SettingsArgs,
     #[command(flatten)]
     namespaces: NamespaceArgs,
+    #[command(flatten)]
+    cluster: crate::k10cluster::K10ClusterArgs,
 }
 
 /// Why a document could not be planned.
@@ -47,6 +49,13 @@ pub async fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
     let namespaces = args.namespaces.read(false).await?;
     let namespaces = namespaces.as_ref().map(|n| n as &dyn Namespaces);
+    // With the cluster at hand, K10's live settings: whether K10 presents each planned group.
+    let k10 = if args.namespaces.reads_cluster() {
+        let client = kube::Client::try_default().await?;
+        crate::k10cluster::read(args.cluster, &client, &settings.k10_namespace).await
+    } else {
+        None
+    };
     let (agbs, failures) = manifests::azure_group_bindings(&args.files);
     let mut failures: Vec<PlanFailure> = failures.into_iter().map(PlanFailure::from).collect();
     let mut out = Vec::new();
@@ -59,6 +68,23 @@ pub async fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
                 }
                 for rb in &plan.role_bindings {
                     out.push(output::yaml(&rb.object)?);
+                }
+                let verdict = k10.as_ref().map(|k| {
+                    groupbinder_api::k10oidc::presents(
+                        &plan.group,
+                        &agb.spec.group_object_id,
+                        &k.live,
+                    )
+                });
+                if let Some(v) =
+                    verdict.filter(|v| v.presents == groupbinder_api::k10oidc::Presents::No)
+                {
+                    eprintln!(
+                        "warning: AzureGroupBinding {}: {}: {}",
+                        shown(&name),
+                        v.reason,
+                        shown(&v.message)
+                    );
                 }
                 for warning in groupbinder_api::desired::warnings(&plan, &settings) {
                     eprintln!(

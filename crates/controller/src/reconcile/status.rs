@@ -157,12 +157,43 @@ pub fn desired_status(
             READY,
             ready,
             reason,
-            message,
+            message.clone(),
             generation,
             now,
         ))
         .chain(k10)
+        .chain(kstatus(ready, reason).map(|type_| {
+            conditions::condition(
+                &previous.conditions,
+                type_,
+                true,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            )
+        }))
         .collect(),
+    }
+}
+
+/// kstatus's abnormal-true condition for a `Ready=False` with `reason` (what Flux's health
+/// checks and `wait: true` read): `Stalled` when a person must act (Flux fails at once instead of
+/// waiting out its timeout), `Reconciling` when it resolves by itself. Absent when ready.
+fn kstatus(ready: bool, reason: &str) -> Option<&'static str> {
+    use groupbinder_api::k10oidc::reason as k10;
+    if ready {
+        return None;
+    }
+    match reason {
+        reason::ROLE_NOT_ALLOWED
+        | reason::INVALID_SPEC
+        | reason::CONFLICT
+        | reason::TOO_MANY_ROLE_BINDINGS
+        | k10::PREFIX_MISMATCH
+        | k10::NO_GROUP_CLAIM
+        | k10::NOT_IN_GROUP_ALLOW_LIST => Some(conditions::STALLED),
+        _ => Some(conditions::RECONCILING),
     }
 }
 
@@ -277,6 +308,43 @@ mod tests {
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(status.group.as_deref(), Some("g"));
         assert_eq!(ready.message, "group g is bound to k10-admin");
+    }
+
+    #[test]
+    fn kstatus_says_stalled_when_a_person_must_act_and_reconciling_otherwise() {
+        let types = |problems: Vec<Problem>| -> Vec<(String, String)> {
+            let outcome = Outcome::bound("g".into(), vec![], problems);
+            desired_status(&agb(), &outcome, &at(1))
+                .conditions
+                .into_iter()
+                .map(|c| (c.type_, c.status))
+                .collect()
+        };
+        let pair = |t: &str, s: &str| (t.to_owned(), s.to_owned());
+        assert_eq!(types(vec![]), [pair("Ready", "True")]);
+        let conflict = Problem::Conflict {
+            binding: BindingKey::Cluster { name: "x".into() },
+            holder: "someone".into(),
+        };
+        assert_eq!(
+            types(vec![conflict]),
+            [pair("Ready", "False"), pair("Stalled", "True")]
+        );
+        let waiting = Problem::NamespaceNotFound {
+            namespace: "shop".into(),
+        };
+        assert_eq!(
+            types(vec![waiting]),
+            [pair("Ready", "False"), pair("Reconciling", "True")]
+        );
+        let unseen = Problem::K10WillNotPresent {
+            reason: groupbinder_api::k10oidc::reason::PREFIX_MISMATCH,
+            message: "m".into(),
+        };
+        assert_eq!(
+            types(vec![unseen]),
+            [pair("Ready", "False"), pair("Stalled", "True")]
+        );
     }
 
     #[test]
