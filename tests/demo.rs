@@ -11,7 +11,9 @@
 
 use std::process::{Command, ExitCode, Stdio};
 
-use groupbinder_e2e::{OperatorProcess, SEED_GUID, SEED_PREFIX, Who, install_k10, repo};
+use groupbinder_e2e::{
+    OperatorProcess, SEED_GUID, SEED_PREFIX, Who, install_k10, install_k10_oidc, repo,
+};
 use groupbinder_testenv::{ControlPlane, Options};
 
 fn section(title: &str) {
@@ -95,8 +97,24 @@ async fn demo() -> anyhow::Result<()> {
     );
     let client = cp.client().await?;
 
-    section("K10's roles (fixtures of K10 8.0.15's Helm chart), and the AzureGroupBinding CRD");
+    section(
+        "K10's roles (fixtures of K10 8.0.15's Helm chart), its OIDC settings, and the AzureGroupBinding CRD",
+    );
     install_k10(&client, "k10", "kasten-io").await?;
+    install_k10_oidc(
+        &client,
+        "kasten-io",
+        "k10-oidc-auth",
+        &[
+            (
+                "provider-url",
+                "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000001/v2.0",
+            ),
+            ("groupClaim", "groups"),
+            ("groupPrefix", "michael-azure_"),
+        ],
+    )
+    .await?;
     show(
         &cp,
         &[
@@ -179,8 +197,20 @@ async fn demo() -> anyhow::Result<()> {
         let example = repo().join("examples/k10-admins.yaml");
         print!("{}", std::fs::read_to_string(&example)?);
         show(&cp, &["apply", "--server-side", "-f", &example.display().to_string()])?;
+
+        section("K10's live OIDC settings: a typo in K10's groupPrefix is caught, then fixed in K10, live");
+        println!("K10's OIDC Secret says groupPrefix michael-azure_ (a hyphen for an underscore):");
+        show(&cp, &["get", "secret", "k10-oidc-auth", "-n", "kasten-io", "-o", "jsonpath={.data.groupPrefix}"])?;
+        println!();
+        show(&cp, &["wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=PrefixMismatch", "azuregroupbinding/k10-admins", "--timeout=60s"])?;
+        let caught = show(&cp, &["get", "agb"])?;
+        check(caught.contains("PrefixMismatch") && caught.contains("False"), "the typo is caught: Ready=False, PrefixMismatch")?;
+        show(&cp, &["get", "agb", "k10-admins", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].message}"])?;
+        println!();
+        show(&cp, &["patch", "secret", "k10-oidc-auth", "-n", "kasten-io", "--type", "merge", "-p", &format!("{{\"stringData\":{{\"groupPrefix\":\"{SEED_PREFIX}\"}}}}")])?;
         show(&cp, &["wait", "--for=condition=Ready", "azuregroupbinding/k10-admins", "--timeout=60s"])?;
         let table = show(&cp, &["get", "agb"])?;
+        check(table.contains("Presented"), "K10, as configured now, presents the group (K10Presents=True), no restart")?;
         check(table.contains("True") && table.contains(&format!("{SEED_PREFIX}{SEED_GUID}")), "k10-admins is Ready for the prefixed group")?;
 
         section("What groupbinder created");
