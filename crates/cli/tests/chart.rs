@@ -458,6 +458,37 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         )
         .await?;
         let ready = wait_for_reason(&admin, "lp-admins", "True", "Reconciled").await?;
+        // K10 keeps its OIDC settings in a Secret the chart was not told about
+        // (auth.oidcAuth.secretName without k10.oidcSecretName): the chart's token may not
+        // read it, the object says so (Unknown), and Ready is decided as before.
+        groupbinder_e2e::install_k10_oidc(
+            &admin,
+            "kasten-io",
+            "lp-custom-oidc",
+            &[("groupClaim", "groups"), ("groupPrefix", SEED_PREFIX)],
+        )
+        .await?;
+        groupbinder_e2e::eventually(
+            "lp-admins to say it may not read K10's Secret",
+            std::time::Duration::from_secs(30),
+            || async {
+                let agb = Api::<groupbinder_api::AzureGroupBinding>::all(admin.clone())
+                    .get("lp-admins")
+                    .await?;
+                let said = agb.status.iter().flat_map(|s| &s.conditions).any(|c| {
+                    c.type_ == "K10Presents"
+                        && c.status == "Unknown"
+                        && c.reason == "K10ConfigUnreadable"
+                        && c.message.contains("may not read Secret kasten-io/lp-custom-oidc")
+                });
+                Ok(said.then_some(()))
+            },
+        )
+        .await?;
+        wait_for_reason(&admin, "lp-admins", "True", "Reconciled").await?;
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(admin.clone(), "kasten-io")
+            .delete("auth-svc", &Default::default())
+            .await?;
         let ready_uid = kube::ResourceExt::uid(&ready).unwrap_or_default();
         assert_eq!(
             ready.status.and_then(|s| s.group),
