@@ -1,6 +1,8 @@
 //! K10 as it really is: the seed scenario and its access checks against the RBAC objects of each
 //! K10 chart version (6.0.3, 7.5.10, 8.0.15), decided by the real RBAC authorizer.
 
+use std::time::Duration;
+
 use groupbinder_api::{AzureGroupBindingSpec, Settings};
 use groupbinder_e2e::k10::{K10, Version};
 use groupbinder_e2e::*;
@@ -60,6 +62,14 @@ async fn the_seed_scenario_holds_on_each_k10_version() -> anyhow::Result<()> {
     for (i, version) in (0u32..).zip(Version::ALL) {
         let k10 = K10::new(version, &format!("k10v{i}"), &format!("kasten-v{i}"));
         install(&client, &k10).await?;
+        // What a real K10 of that version has for this check: its OIDC Secret, auth-svc, k10-config.
+        install_k10_oidc_of(
+            &client,
+            (&k10.namespace, version.as_str()),
+            "k10-oidc-auth",
+            &[("groupClaim", "groups"), ("groupPrefix", SEED_PREFIX)],
+        )
+        .await?;
         let settings = Settings::for_k10(&k10.release, &k10.namespace, SEED_PREFIX);
         let operator = Operator::start(&client, config(settings));
         let name = format!("seed-v{i}");
@@ -70,6 +80,28 @@ async fn the_seed_scenario_holds_on_each_k10_version() -> anyhow::Result<()> {
         let group = format!("{SEED_PREFIX}{}", spec.group_object_id);
         apply(&client, &agb(&name, spec)).await?;
         let ready = wait_for_reason(&client, &name, "True", "Reconciled").await?;
+        let presents = ready
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .find(|c| c.type_ == "K10Presents")
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        assert_eq!(
+            presents,
+            Some(("True".to_owned(), "Presented".to_owned())),
+            "{}",
+            version.as_str()
+        );
+        let info = format!(
+            r#"groupbinder_k10_info{{version="{}",api_domain="kio.kasten.io"}} 1"#,
+            version.as_str()
+        );
+        eventually(
+            "the K10 version metric",
+            Duration::from_secs(10),
+            || async { Ok(operator.metrics.encode().contains(&info).then_some(())) },
+        )
+        .await?;
         let bound = bound_roles(&ready);
         let r = &k10.release;
         assert_eq!(

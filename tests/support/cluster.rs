@@ -248,6 +248,16 @@ pub async fn install_k10_oidc(
     secret: &str,
     settings: &[(&str, &str)],
 ) -> anyhow::Result<()> {
+    install_k10_oidc_of(client, (namespace, K10_FIXTURE_VERSION), secret, settings).await
+}
+
+/// [`install_k10_oidc`] for K10 `version` (what `k10-config` says).
+pub async fn install_k10_oidc_of(
+    client: &kube::Client,
+    (namespace, version): (&str, &str),
+    secret: &str,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<()> {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Secret;
     ensure_namespace(client, namespace).await?;
@@ -291,7 +301,7 @@ pub async fn install_k10_oidc(
         serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "k10-config", "namespace": namespace, "labels": {"app": "k10"}},
-            "data": {"version": K10_FIXTURE_VERSION, "apiDomain": "kio.kasten.io"},
+            "data": {"version": version, "apiDomain": "kio.kasten.io"},
         }))?;
     apply(client, &config).await?;
     Ok(())
