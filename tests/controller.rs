@@ -953,3 +953,32 @@ async fn a_fight_over_a_binding_costs_one_event_and_shows_in_the_metrics() -> an
         .await?;
     operator.stop().await
 }
+
+/// kstatus (Flux's `wait: true` and health checks) reads a new object as InProgress, not Current,
+/// until the controller has reconciled it: the CRD defaults `status.observedGeneration` to 0, which
+/// differs from the object's generation until the controller writes its own.
+#[tokio::test]
+async fn a_new_object_reads_in_progress_until_it_is_reconciled() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await; // no operator runs meanwhile
+    let spec = AzureGroupBindingSpec {
+        group_object_id: guid(2300),
+        ..seed_spec()
+    };
+    apply(&client, &agb("in-progress", spec)).await?;
+    let fresh = agbs(&client).get("in-progress").await?;
+    assert_eq!(fresh.metadata.generation, Some(1));
+    assert_eq!(
+        fresh.status.as_ref().and_then(|s| s.observed_generation),
+        Some(0),
+        "{:?}",
+        fresh.status
+    );
+    let operator = Operator::start(&client, config(seed_settings()));
+    let ready = wait_for_reason(&client, "in-progress", "True", "Reconciled").await?;
+    assert_eq!(ready.status.and_then(|s| s.observed_generation), Some(1));
+    agbs(&client)
+        .delete("in-progress", &DeleteParams::default())
+        .await?;
+    operator.stop().await
+}

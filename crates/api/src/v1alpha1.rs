@@ -371,6 +371,9 @@ impl RoleKind {
 /// What the controller last saw and did. Written by the controller only.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// A new object reads as `observedGeneration: 0` until the controller writes its status, so
+// kstatus (Flux's `wait`, `kubectl wait`-style tools) sees it InProgress, not Current.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct AzureGroupBindingStatus {
     /// The `metadata.generation` of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
