@@ -8,6 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+
 /// The keys of K10's OIDC Secret that groupbinder reads; nothing else is taken.
 pub const KEYS: [&str; 6] = [
     "provider-url",
@@ -17,6 +20,32 @@ pub const KEYS: [&str; 6] = [
     "groupPrefix",
     "groupAllowList",
 ];
+
+/// The Deployment whose volume says which Secret K10 reads its OIDC settings from.
+pub const AUTH_DEPLOYMENT: &str = "auth-svc";
+/// The volume of [`AUTH_DEPLOYMENT`] that mounts K10's OIDC Secret.
+pub const OIDC_VOLUME: &str = "k10-oidc-auth";
+/// The ConfigMap that holds K10's `version` and `apiDomain`.
+pub const K10_CONFIG: &str = "k10-config";
+
+/// The Secret that K10's `auth-svc` `deployment` mounts as [`OIDC_VOLUME`], if any: the one K10
+/// reads (its `auth.oidcAuth.secretName`, or `k10-oidc-auth`).
+pub fn mounted_oidc_secret(deployment: &Deployment) -> Option<&str> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == OIDC_VOLUME)?
+        .secret
+        .as_ref()?
+        .secret_name
+        .as_deref()
+}
 
 /// K10's OIDC settings that decide which group name it presents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,6 +65,19 @@ pub struct K10Oidc {
 }
 
 impl K10Oidc {
+    /// Reads the settings from K10's OIDC `secret`, taking only [`KEYS`]; the rest of it
+    /// (`client-secret` among them) is dropped here, with the Secret.
+    pub fn from_secret(secret: Secret) -> Self {
+        let data = secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        K10Oidc::from_data(&data)
+    }
+
     /// Reads the settings from a Secret's `data`, taking only [`KEYS`]; values that are not
     /// UTF-8 count as absent.
     pub fn from_data(data: &BTreeMap<String, Vec<u8>>) -> Self {

@@ -434,12 +434,15 @@ pub fn grants(bindings: &[Binding], settings: &Settings, prefix: &str) -> Vec<Gr
 }
 
 /// Reads the bindings from `files`, or the cluster when there are none, checked against the
-/// AzureGroupBindings found there; prints the error and returns `None` (exit code 2) when files
-/// cannot be read.
-pub async fn load(files: &[PathBuf], settings: &Settings) -> anyhow::Result<Option<Vec<Binding>>> {
+/// AzureGroupBindings found there, and returns the cluster's client with them when it was read;
+/// prints the error and returns `None` (exit code 2) when files cannot be read.
+pub async fn load(
+    files: &[PathBuf],
+    settings: &Settings,
+) -> anyhow::Result<Option<(Vec<Binding>, Option<kube::Client>)>> {
     if !files.is_empty() {
         return match from_files(files, settings) {
-            Ok(bindings) => Ok(Some(bindings)),
+            Ok(bindings) => Ok(Some((bindings, None))),
             Err(error) => {
                 eprintln!("error: {}", shown(&error.to_string()));
                 Ok(None)
@@ -447,7 +450,8 @@ pub async fn load(files: &[PathBuf], settings: &Settings) -> anyhow::Result<Opti
         };
     }
     let client = kube::Client::try_default().await?;
-    Ok(Some(from_cluster(&client, settings).await?))
+    let bindings = from_cluster(&client, settings).await?;
+    Ok(Some((bindings, Some(client))))
 }
 
 /// The name of a binding's subject list entry, for messages.

@@ -3,7 +3,9 @@
 //! the operator watches (Deployment `auth-svc` → volume `k10-oidc-auth` → that Secret, and
 //! ConfigMap `k10-config`), read once. Only the six OIDC keys are taken from the Secret.
 
-use groupbinder_api::k10oidc::{K10Live, K10Oidc, KEYS};
+use groupbinder_api::k10oidc::{
+    AUTH_DEPLOYMENT, K10_CONFIG, K10Live, K10Oidc, mounted_oidc_secret,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
@@ -47,7 +49,7 @@ pub async fn read(args: K10ClusterArgs, client: &Client, namespace: &str) -> Opt
     let cluster = K10Cluster {
         live: live(client, namespace).await,
         api_domain: Api::<ConfigMap>::namespaced(client.clone(), namespace)
-            .get_opt("k10-config")
+            .get_opt(K10_CONFIG)
             .await
             .ok()
             .flatten()
@@ -75,42 +77,27 @@ pub async fn read(args: K10ClusterArgs, client: &Client, namespace: &str) -> Opt
 
 async fn live(client: &Client, namespace: &str) -> K10Live {
     let deployment = match Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get_opt("auth-svc")
+        .get_opt(AUTH_DEPLOYMENT)
         .await
     {
         Ok(Some(d)) => d,
         Ok(None) => return K10Live::NotInstalled,
         Err(e) => {
-            return K10Live::Unreadable(format!("reading Deployment {namespace}/auth-svc: {e}"));
+            return K10Live::Unreadable(format!(
+                "reading Deployment {namespace}/{AUTH_DEPLOYMENT}: {e}"
+            ));
         }
     };
-    let secret_name = deployment
-        .spec
-        .and_then(|s| s.template.spec)
-        .and_then(|s| s.volumes)
-        .into_iter()
-        .flatten()
-        .find(|v| v.name == "k10-oidc-auth")
-        .and_then(|v| v.secret?.secret_name);
-    let Some(name) = secret_name else {
+    let Some(name) = mounted_oidc_secret(&deployment) else {
         return K10Live::OidcOff;
     };
     match Api::<Secret>::namespaced(client.clone(), namespace)
-        .get_opt(&name)
+        .get_opt(name)
         .await
     {
-        Ok(Some(secret)) => {
-            let data = secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(k, _)| KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            K10Live::Known(K10Oidc::from_data(&data))
-        }
+        Ok(Some(secret)) => K10Live::Known(K10Oidc::from_secret(secret)),
         Ok(None) => K10Live::Unreadable(format!(
-            "auth-svc mounts Secret {namespace}/{name}, which does not exist"
+            "{AUTH_DEPLOYMENT} mounts Secret {namespace}/{name}, which does not exist"
         )),
         Err(e) => K10Live::Unreadable(format!("reading Secret {namespace}/{name}: {e}")),
     }

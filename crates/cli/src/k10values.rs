@@ -61,23 +61,23 @@ pub struct PrefixArgs {
 
 impl PrefixArgs {
     /// The prefix: from the values file when given (and set there); else, when the command reads
-    /// the cluster (`cluster`: a client and K10's namespace), K10's live `groupPrefix`; else
-    /// `default`.
+    /// the cluster (`client`), K10's live `groupPrefix`; else `settings`' default.
     pub async fn prefix(
         &self,
-        default: &str,
-        cluster: Option<(&kube::Client, &str)>,
+        settings: &groupbinder_api::Settings,
+        client: Option<&kube::Client>,
     ) -> anyhow::Result<String> {
+        let default = &settings.default_group_prefix;
         if let Some(file) = &self.k10_values {
-            return Ok(group_prefix(&read(file)?).unwrap_or_else(|| default.to_owned()));
+            return Ok(group_prefix(&read(file)?).unwrap_or_else(|| default.clone()));
         }
-        if let Some((client, namespace)) = cluster {
-            let live = crate::k10cluster::read(self.cluster, client, namespace).await;
+        if let Some(client) = client {
+            let live = crate::k10cluster::read(self.cluster, client, &settings.k10_namespace).await;
             if let Some(oidc) = live.as_ref().and_then(|l| l.oidc()) {
                 return Ok(oidc.group_prefix.clone());
             }
         }
-        Ok(default.to_owned())
+        Ok(default.clone())
     }
 }
 

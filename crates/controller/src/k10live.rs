@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use groupbinder_api::k10oidc::{K10Live, K10Oidc};
+use groupbinder_api::k10oidc::{
+    AUTH_DEPLOYMENT, K10_CONFIG, K10Live, K10Oidc, mounted_oidc_secret,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::watcher::{self, Event};
@@ -22,13 +24,6 @@ use std::sync::Arc;
 
 use crate::metrics::{K10InfoLabels, Metrics};
 use crate::watch::jittered_backoff;
-
-/// The Deployment whose volume says which Secret K10 reads.
-pub const AUTH_DEPLOYMENT: &str = "auth-svc";
-/// The volume of [`AUTH_DEPLOYMENT`] that mounts K10's OIDC Secret.
-pub const OIDC_VOLUME: &str = "k10-oidc-auth";
-/// The ConfigMap that holds K10's `version` and `apiDomain`.
-pub const K10_CONFIG: &str = "k10-config";
 
 /// What a watch of one object has found so far.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,7 +56,7 @@ pub(crate) async fn run(
     // The last groupPrefix read, kept while K10 cannot be read: a change is counted once.
     let mut last_prefix: Option<String> = None;
     let mut deployment_events = one(deployments, AUTH_DEPLOYMENT, |d: Deployment| {
-        oidc_secret_name(&d)
+        mounted_oidc_secret(&d).map(str::to_owned)
     });
     let mut deployment = Seen::Pending;
     let mut secret_name: Option<String> = None;
@@ -80,12 +75,7 @@ pub(crate) async fn run(
                     secret_name = name.clone();
                     secret = Seen::Pending;
                     secret_events = name.map(|n| {
-                        one(secrets.clone(), &n, |s: Secret| {
-                            let data = s.data.unwrap_or_default().into_iter().filter(|(k, _)| {
-                                groupbinder_api::k10oidc::KEYS.contains(&k.as_str())
-                            });
-                            K10Oidc::from_data(&data.map(|(k, v)| (k, v.0)).collect())
-                        })
+                        one(secrets.clone(), &n, K10Oidc::from_secret)
                     });
                 }
             }
@@ -194,24 +184,6 @@ fn summary(live: &K10Live) -> String {
         K10Live::OidcOff => "OIDC off".into(),
         K10Live::Unreadable(why) => format!("unreadable: {why}"),
     }
-}
-
-/// The Secret that `deployment`'s [`OIDC_VOLUME`] mounts, if any.
-fn oidc_secret_name(deployment: &Deployment) -> Option<String> {
-    deployment
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == OIDC_VOLUME)?
-        .secret
-        .as_ref()?
-        .secret_name
-        .clone()
 }
 
 /// What a watch of the one object `name` of `api` finds, each time it changes: `read` takes

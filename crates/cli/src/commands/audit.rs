@@ -32,21 +32,10 @@ pub struct AuditArgs {
 /// the bindings cannot be read.
 pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
-    let Some(bindings) = grants::load(&args.files, &settings).await? else {
+    let Some((bindings, client)) = grants::load(&args.files, &settings).await? else {
         return Ok(ExitCode::from(2));
     };
-    let client = if args.files.is_empty() {
-        Some(kube::Client::try_default().await?)
-    } else {
-        None
-    };
-    let cluster = client
-        .as_ref()
-        .map(|c| (c, settings.k10_namespace.as_str()));
-    let prefix = args
-        .prefix
-        .prefix(&settings.default_group_prefix, cluster)
-        .await?;
+    let prefix = args.prefix.prefix(&settings, client.as_ref()).await?;
     let grants = grants::grants(&bindings, &settings, &prefix);
     print!("{}", output::render(args.output, &grants, |g| table(g))?);
     Ok(if grants.iter().any(|g| !g.warnings.is_empty()) {

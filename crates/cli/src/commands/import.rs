@@ -267,7 +267,7 @@ pub fn redundant<'a>(
 /// Runs `groupbinder import`. Exit code 2 when the bindings cannot be read.
 pub async fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
-    let Some(bindings) = grants::load(&args.files, &settings).await? else {
+    let Some((bindings, client)) = grants::load(&args.files, &settings).await? else {
         return Ok(ExitCode::from(2));
     };
     if args.redundant {
@@ -294,18 +294,7 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let client = if args.files.is_empty() {
-        Some(kube::Client::try_default().await?)
-    } else {
-        None
-    };
-    let cluster = client
-        .as_ref()
-        .map(|c| (c, settings.k10_namespace.as_str()));
-    let prefix = args
-        .prefix
-        .prefix(&settings.default_group_prefix, cluster)
-        .await?;
+    let prefix = args.prefix.prefix(&settings, client.as_ref()).await?;
     let (agbs, refused) = import(&bindings, &settings, &prefix);
     let mut out = String::new();
     for agb in &agbs {
