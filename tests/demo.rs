@@ -12,7 +12,7 @@
 use std::process::{Command, ExitCode, Stdio};
 
 use groupbinder_e2e::{
-    OperatorProcess, SEED_GUID, SEED_PREFIX, Who, install_k10, install_k10_oidc, repo,
+    OperatorProcess, SEED_GUID, SEED_PREFIX, Who, entra_oidc, install_k10, install_k10_oidc, repo,
 };
 use groupbinder_testenv::{ControlPlane, Options};
 
@@ -105,14 +105,7 @@ async fn demo() -> anyhow::Result<()> {
         &client,
         "kasten-io",
         "k10-oidc-auth",
-        &[
-            (
-                "provider-url",
-                "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000001/v2.0",
-            ),
-            ("groupClaim", "groups"),
-            ("groupPrefix", "michael-azure_"),
-        ],
+        &entra_oidc("michael-azure_"),
     )
     .await?;
     show(

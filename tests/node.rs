@@ -301,14 +301,7 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
         &client,
         "kasten-io",
         "k10-oidc-auth",
-        &[
-            (
-                "provider-url",
-                "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000001/v2.0",
-            ),
-            ("groupClaim", "groups"),
-            ("groupPrefix", SEED_PREFIX),
-        ],
+        &entra_oidc(SEED_PREFIX),
     )
     .await?;
 

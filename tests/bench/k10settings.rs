@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
 use groupbinder_e2e::{
-    OperatorProcess, SEED_PREFIX, apiserver_writes, install_crd, install_k10, install_k10_oidc,
-    ready,
+    OperatorProcess, SEED_PREFIX, apiserver_writes, entra_oidc, install_crd, install_k10,
+    install_k10_oidc, ready,
 };
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::core::v1::Secret;
@@ -46,21 +46,11 @@ pub async fn run() -> anyhow::Result<()> {
     let client = cp.client().await?;
     install_crd(&client).await?;
     install_k10(&client, "k10", "kasten-io").await?;
-    let settings = |prefix: &'static str| {
-        [
-            (
-                "provider-url",
-                "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000001/v2.0",
-            ),
-            ("groupClaim", "groups"),
-            ("groupPrefix", prefix),
-        ]
-    };
     install_k10_oidc(
         &client,
         "kasten-io",
         "k10-oidc-auth",
-        &settings(SEED_PREFIX),
+        &entra_oidc(SEED_PREFIX),
     )
     .await?;
     println!(

@@ -236,6 +236,19 @@ where
     }
 }
 
+/// The OIDC settings of a K10 that signs users in with Entra ID and presents their groups with
+/// `group_prefix`: what [`install_k10_oidc`] most often gets.
+pub fn entra_oidc(group_prefix: &str) -> [(&'static str, &str); 3] {
+    [
+        (
+            "provider-url",
+            "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000001/v2.0",
+        ),
+        ("groupClaim", "groups"),
+        ("groupPrefix", group_prefix),
+    ]
+}
+
 /// A client secret planted in every fixture OIDC Secret: no output of the operator may hold it.
 pub const CLIENT_SECRET: &str = "k10-client-secret-never-shown-7c1f";
 

@@ -49,9 +49,8 @@ pub(crate) struct Sweeper {
     pub synced: tokio::sync::watch::Receiver<bool>,
     /// Stops the sweeper (shutdown or lost leadership).
     pub stop: CancellationToken,
-    /// The operator's allowlist: what makes a labelled binding with another owner ours.
-    pub allowed: Arc<Allowlist>,
-    /// The caches, to find an object that plans a binding (see [`Caches::planner`]).
+    /// The caches: the allowlist that makes a labelled binding with another owner ours, and the
+    /// objects that may plan a binding (see [`Caches::planner`]).
     pub caches: Caches,
 }
 
@@ -107,7 +106,7 @@ impl Sweeper {
         let candidates: Vec<Arc<B>> = batch
             .iter()
             .filter_map(|r| cache.get(r))
-            .filter(|b| !matches!(claim_binding(&**b, &self.allowed), Claim::Foreign))
+            .filter(|b| !matches!(claim_binding(&**b, &self.caches.allowed), Claim::Foreign))
             .collect();
         if candidates.is_empty() {
             return Ok(());
@@ -123,7 +122,7 @@ impl Sweeper {
             .filter_map(|o| o.metadata.uid)
             .collect();
         for binding in candidates {
-            let uid = match claim_binding(&*binding, &self.allowed) {
+            let uid = match claim_binding(&*binding, &self.caches.allowed) {
                 Claim::Controlled(uid) => Some(uid),
                 Claim::Orphaned(uid) => uid,
                 Claim::Foreign => continue,

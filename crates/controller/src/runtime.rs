@@ -125,7 +125,6 @@ pub async fn run(
         metrics: metrics.clone(),
         synced: synced.clone(),
         stop: stop.clone(),
-        allowed: caches.allowed.clone(),
         caches: caches.clone(),
     };
     tokio::spawn(

@@ -105,6 +105,20 @@ mod tests {
         }
     }
 
+    /// The names of the objects a ClusterRoleBinding of `k10-admin` with `metadata` concerns.
+    fn concerned_names(agbs: &Store<Guarded>, metadata: ObjectMeta) -> Vec<String> {
+        let binding = ClusterRoleBinding {
+            metadata,
+            role_ref: k10_admin(),
+            ..ClusterRoleBinding::default()
+        };
+        let allowed = Allowlist::k10("k10", "kasten-io");
+        concerned(&binding, &allowed, agbs)
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    }
+
     #[test]
     fn a_binding_maps_to_the_object_that_claims_it_and_the_one_that_plans_it() {
         let agbs = store(vec![object(
@@ -118,18 +132,7 @@ mod tests {
             "admins",
             "u1",
         );
-        let allowed = Allowlist::k10("k10", "kasten-io");
-        let claimed = |metadata: ObjectMeta| {
-            let binding = ClusterRoleBinding {
-                metadata,
-                role_ref: k10_admin(),
-                ..ClusterRoleBinding::default()
-            };
-            concerned(&binding, &allowed, &agbs)
-                .into_iter()
-                .map(|r| r.name)
-                .collect::<Vec<_>>()
-        };
+        let claimed = |metadata| concerned_names(&agbs, metadata);
         let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
         assert_eq!(
             claimed(binding_meta(Some(ours.clone()), None)),
@@ -156,17 +159,7 @@ mod tests {
             object("admins", "u1", AzureGroupBindingSpec::default()),
             object("planner", "u2", AzureGroupBindingSpec::default()),
         ]);
-        let claimed = |metadata: ObjectMeta| {
-            let binding = ClusterRoleBinding {
-                metadata,
-                role_ref: k10_admin(),
-                ..ClusterRoleBinding::default()
-            };
-            concerned(&binding, &allowed, &agbs)
-                .into_iter()
-                .map(|r| r.name)
-                .collect::<Vec<_>>()
-        };
+        let claimed = |metadata| concerned_names(&agbs, metadata);
         assert_eq!(claimed(named(Some(ours))), names(&["admins", "planner"]));
         assert_eq!(claimed(named(Some(forged))), names(&["planner"]));
         assert_eq!(claimed(named(None)), names(&["planner"]));
