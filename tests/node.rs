@@ -207,6 +207,53 @@ fn pod_reconciles(pod: &Pod) -> anyhow::Result<f64> {
     Ok(metric(&text, "groupbinder_reconciles_total").unwrap_or(0.0))
 }
 
+/// When `pod`'s container started, and how long after that it logged that its caches had synced,
+/// that it had read K10's settings, and that the kubelet saw it Ready.
+async fn timeline(pods: &Api<Pod>, pod: &Pod) -> anyhow::Result<String> {
+    use k8s_openapi::jiff::Timestamp;
+    let status = pod.status.clone().unwrap_or_default();
+    let started = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.clone())
+        .map(|t| t.0);
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .and_then(|c| c.last_transition_time.clone())
+        .map(|t| t.0);
+    let log = pods
+        .logs(
+            &pod.name_any(),
+            &kube::api::LogParams {
+                timestamps: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let logged = |what: &str| -> Option<Timestamp> {
+        let line = log.lines().find(|l| l.contains(what))?;
+        line.split_whitespace().next()?.parse().ok()
+    };
+    let after = |t: Option<Timestamp>| match (started, t) {
+        (Some(s), Some(t)) => format!("{:+.1} s", (t - s).total(jiff_seconds()).unwrap_or(0.0)),
+        _ => "never".to_owned(),
+    };
+    Ok(format!(
+        "container started; caches synced {}; K10's settings read {}; Ready {}",
+        after(logged("caches synced")),
+        after(logged("K10's OIDC settings")),
+        after(ready),
+    ))
+}
+
+fn jiff_seconds() -> k8s_openapi::jiff::Unit {
+    k8s_openapi::jiff::Unit::Second
+}
+
 async fn lease_holder(client: &kube::Client) -> anyhow::Result<Option<String>> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
     Ok(leases
@@ -542,6 +589,7 @@ async fn restart_at_scale(cp: &ControlPlane, client: &kube::Client) -> anyhow::R
     let cgroup_peak = read_number(cgroup.join("memory.max_usage_in_bytes"))?;
     let failcnt = read_number(cgroup.join("memory.failcnt"))?;
     let next = pods_api.get(&next.name_any()).await?;
+    eprintln!("restart timeline: {}", timeline(&pods_api, &next).await?);
     eprintln!(
         "restart in the pod with {n} objects: confirmed in {:.1} s; RSS at rest before {:.1} MiB; peak RSS {:.1} MiB; cgroup peak {:.1} MiB of {} MiB; failcnt {failcnt}; restarts {}",
         confirmed.as_secs_f64(),
