@@ -22,6 +22,10 @@ cache=${GROUPBINDER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/groupbinder}
 bin="$cache/bin/k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
 mkdir -p "$bin"
 export GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false"
+# Go's build cache for these packages is ~4 GB and worth nothing once the binaries are cached by
+# version: it lives beside them while building and is removed after (a CI machine ran out of disk).
+export GOCACHE="$cache/go-build.tmp"
+trap 'rm -rf "$GOCACHE"' EXIT
 export CGO_ENABLED=0
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
