@@ -98,7 +98,7 @@ async fn demo() -> anyhow::Result<()> {
     let client = cp.client().await?;
 
     section(
-        "K10's roles (fixtures of K10 8.0.15's Helm chart), its OIDC settings, and the AzureGroupBinding CRD",
+        "K10's roles (fixtures of K10 9.0.7's Helm chart), its OIDC settings, and the AzureGroupBinding CRD",
     );
     install_k10(&client, "k10", "kasten-io").await?;
     install_k10_oidc(

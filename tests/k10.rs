@@ -1,5 +1,5 @@
 //! K10 as it really is: the seed scenario and its access checks against the RBAC objects of each
-//! K10 chart version (6.0.3, 7.5.10, 8.0.15), decided by the real RBAC authorizer.
+//! K10 chart version (6.0.3, 7.5.10, 8.0.15, 9.0.7), decided by the real RBAC authorizer.
 
 use std::time::Duration;
 
@@ -55,6 +55,20 @@ async fn check_access(client: &kube::Client, k10: &K10, group: &str) -> anyhow::
     Ok(())
 }
 
+/// The keys K10's chart of `version` writes in its OIDC Secret (besides the client's): 9.0 adds
+/// `pkce`, `sessionDuration` and `refreshTokenSupport`, which groupbinder does not read.
+fn oidc_keys(version: Version) -> Vec<(&'static str, &'static str)> {
+    let mut keys = vec![("groupClaim", "groups"), ("groupPrefix", SEED_PREFIX)];
+    if version >= Version::V9_0_7 {
+        keys.extend([
+            ("pkce", "true"),
+            ("sessionDuration", "1h0m0s"),
+            ("refreshTokenSupport", "false"),
+        ]);
+    }
+    keys
+}
+
 #[tokio::test]
 async fn the_seed_scenario_holds_on_each_k10_version() -> anyhow::Result<()> {
     let (_, client) = setup().await?;
@@ -67,7 +81,7 @@ async fn the_seed_scenario_holds_on_each_k10_version() -> anyhow::Result<()> {
             &client,
             (&k10.namespace, version.as_str()),
             "k10-oidc-auth",
-            &[("groupClaim", "groups"), ("groupPrefix", SEED_PREFIX)],
+            &oidc_keys(version),
         )
         .await?;
         let settings = Settings::for_k10(&k10.release, &k10.namespace, SEED_PREFIX);

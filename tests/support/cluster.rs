@@ -321,4 +321,4 @@ pub async fn install_k10_oidc_of(
 }
 
 /// The version [`install_k10_oidc`] writes in `k10-config`.
-pub const K10_FIXTURE_VERSION: &str = "8.0.15";
+pub const K10_FIXTURE_VERSION: &str = "9.0.7";

@@ -1,6 +1,8 @@
-//! K10's RBAC objects as its Helm chart installs them, per chart version (6.0.3, 7.5.10, 8.0.15:
-//! the rules as `../shared/reference/k10-and-entra-facts.md` lists them from the chart
-//! templates). groupbinder binds roles by name and never copies rules; these fixtures exist so that
+//! K10's RBAC objects as its Helm chart installs them, per chart version (6.0.3, 7.5.10, 8.0.15,
+//! 9.0.7: the rules as `../shared/reference/k10-and-entra-facts.md` lists them from the chart
+//! templates; 9.0.7's user roles are 8.0.15's: its `rbac.yaml` is unchanged, and its API lists
+//! in `_definitions.tpl` name the same groups — 9.0 moved only K10's own service roles, to
+//! `clusterroles.yaml` and `roles.yaml`). groupbinder binds roles by name and never copies rules; these fixtures exist so that
 //! the access a binding gives is what a real K10 of that version would give.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
@@ -16,13 +18,20 @@ pub enum Version {
     V7_5_10,
     /// 8.0.15.
     V8_0_15,
+    /// 9.0.7.
+    V9_0_7,
 }
 
 impl Version {
     /// Every version, oldest first.
-    pub const ALL: [Version; 3] = [Version::V6_0_3, Version::V7_5_10, Version::V8_0_15];
+    pub const ALL: [Version; 4] = [
+        Version::V6_0_3,
+        Version::V7_5_10,
+        Version::V8_0_15,
+        Version::V9_0_7,
+    ];
     /// The newest: what the demo and most tests install.
-    pub const NEWEST: Version = Version::V8_0_15;
+    pub const NEWEST: Version = Version::V9_0_7;
 
     /// `6.0.3`, ...
     pub fn as_str(self) -> &'static str {
@@ -30,6 +39,7 @@ impl Version {
             Version::V6_0_3 => "6.0.3",
             Version::V7_5_10 => "7.5.10",
             Version::V8_0_15 => "8.0.15",
+            Version::V9_0_7 => "9.0.7",
         }
     }
 }

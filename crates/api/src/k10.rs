@@ -74,7 +74,11 @@ mod tests {
 }
 
 /// The newest K10 release whose chart the project's fixtures reproduce (`tests/support/k10.rs`).
-pub const NEWEST_COVERED: &str = "8.0.15";
+pub const NEWEST_COVERED: &str = "9.0.7";
+
+/// The reason of the warning event about `k10-config` when K10 is newer than
+/// [`NEWEST_COVERED`] (or its version cannot be compared).
+pub const NEWER_THAN_TESTED: &str = "K10NewerThanTested";
 
 /// Whether K10 `version` (`k10-config`'s `version`, e.g. `8.0.15`) is newer than
 /// [`NEWEST_COVERED`]: its roles' rules may have changed in ways no test has seen. `None` for a
@@ -95,10 +99,10 @@ mod version_tests {
 
     #[test]
     fn versions_compare_as_numbers() {
+        assert_eq!(newer_than_covered("9.0.7"), Some(false));
         assert_eq!(newer_than_covered("8.0.15"), Some(false));
-        assert_eq!(newer_than_covered("8.0.9"), Some(false));
-        assert_eq!(newer_than_covered("8.0.101"), Some(true));
-        assert_eq!(newer_than_covered("9.0.7"), Some(true));
+        assert_eq!(newer_than_covered("9.0.10"), Some(true));
+        assert_eq!(newer_than_covered("10.0.1"), Some(true));
         assert_eq!(newer_than_covered("latest"), None);
     }
 }

@@ -76,6 +76,21 @@ pub fn shown(text: &str) -> String {
         .collect()
 }
 
+/// [`shown`], cut to at most `max` characters (the last one `…` when cut): for text from outside
+/// (a K10 version, a group's display name) that is stored or shown where its size is not ours.
+pub fn bounded(text: &str, max: usize) -> String {
+    let shown = shown(text);
+    if shown.chars().count() <= max {
+        return shown;
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut cut: String = shown.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// Whether `c` is written as an escape by [`shown`].
 pub fn needs_escape(c: char) -> bool {
     c != ' ' && is_invisible(c)
@@ -84,6 +99,15 @@ pub fn needs_escape(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_text_is_escaped_then_cut() {
+        assert_eq!(bounded("9.0.7", 64), "9.0.7");
+        assert_eq!(bounded("abcdef", 4), "abc…");
+        assert_eq!(bounded("a\u{1b}[2J", 64), "a\\u{1b}[2J");
+        assert_eq!(bounded(&"x".repeat(1 << 20), 64).chars().count(), 64);
+        assert_eq!(bounded("abc", 0), "");
+    }
 
     #[test]
     fn the_pattern_and_the_function_agree_on_every_character() {

@@ -486,6 +486,29 @@ async fn the_chart_service_account_reconciles_the_seed_and_can_grant_nothing_els
         )
         .await?;
         wait_for_reason(&admin, "lp-admins", "True", "Reconciled").await?;
+        // K10 newer than the fixtures: the chart's token may tell it in K10's namespace.
+        let config: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "k10-config", "namespace": "kasten-io"},
+                "data": {"version": "99.1.0", "apiDomain": "kio.kasten.io"},
+            }))?;
+        groupbinder_e2e::apply(&admin, &config).await?;
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(admin.clone(), "kasten-io");
+        groupbinder_e2e::eventually(
+            "a warning event about K10's version",
+            std::time::Duration::from_secs(30),
+            || async {
+                let all = events.list(&Default::default()).await?;
+                let warned = all.items.iter().any(|e| {
+                    e.reason.as_deref() == Some(groupbinder_api::k10::NEWER_THAN_TESTED)
+                        && e.note.as_deref().is_some_and(|n| n.starts_with("K10 99.1.0 is newer"))
+                });
+                Ok(warned.then_some(()))
+            },
+        )
+        .await?;
         Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(admin.clone(), "kasten-io")
             .delete("auth-svc", &Default::default())
             .await?;

@@ -207,9 +207,51 @@ async fn ready_follows_what_k10_really_presents_and_the_client_secret_stays_hidd
     // K10's version, from k10-config.
     let metrics = operator.metrics().unwrap_or_default();
     assert!(
-        metrics.contains(r#"groupbinder_k10_info{version="8.0.15",api_domain="kio.kasten.io"} 1"#),
+        metrics.contains(r#"groupbinder_k10_info{version="9.0.7",api_domain="kio.kasten.io"} 1"#),
         "{metrics}"
     );
+    // K10 newer than the fixtures, with a version chosen by whoever may write k10-config (K10's
+    // ns-admins): one warning event about k10-config, escaped; the metric label bounded.
+    let hostile = format!("99.0.0\u{1b}]0;owned\u{7}\n{}", "9".repeat(100_000));
+    let config: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "k10-config", "namespace": "kasten-io"},
+            "data": {"version": hostile, "apiDomain": "kio.kasten.io"},
+        }))?;
+    apply(&client, &config).await?;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "kasten-io");
+    let warned = eventually("a warning event about K10's version", within, || async {
+        let all = events.list(&Default::default()).await?;
+        Ok(all.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(groupbinder_api::k10::NEWER_THAN_TESTED)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("k10-config")
+        }))
+    })
+    .await?;
+    assert_eq!(warned.type_.as_deref(), Some("Warning"));
+    let note = warned.note.unwrap_or_default();
+    assert!(
+        note.contains("K10 99.0.0\\u{1b}]0;owned\\u{7}\\u{a}999"),
+        "{note}"
+    );
+    assert!(!note.chars().any(char::is_control), "{note:?}");
+    let metrics = operator.metrics().unwrap_or_default();
+    let label = metrics
+        .lines()
+        .find(|l| l.starts_with("groupbinder_k10_info{"))
+        .unwrap_or_default();
+    assert!(
+        label.starts_with(r#"groupbinder_k10_info{version="99.0.0\\u{1b}]0;owned"#),
+        "{label}"
+    );
+    assert!(
+        label.len() < 300,
+        "an unbounded label: {} bytes",
+        label.len()
+    );
+
     // The client secret is in no output: logs (debug), events, statuses, metrics.
     drop(operator);
     let logs = std::fs::read_to_string(&log)?;

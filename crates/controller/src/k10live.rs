@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
+use groupbinder_api::text::bounded;
+
+use crate::events::{Publisher, Type};
 use crate::metrics::{K10InfoLabels, Metrics};
 use crate::watch::jittered_backoff;
 
@@ -38,19 +41,34 @@ enum Seen<T> {
     Failed(String),
 }
 
+/// What `k10-config` says: K10's version and API domain; its uid, for the event about it.
+#[derive(Clone, Debug, PartialEq)]
+struct K10Config {
+    version: String,
+    api_domain: String,
+    uid: Option<String>,
+}
+
+/// The longest K10 version or API domain shown in the `k10_info` metric.
+const LABEL_MAX: usize = 64;
+
 /// Keeps `live` up to date with K10 in `namespace` until `stop`.
 pub(crate) async fn run(
     client: Client,
     namespace: String,
-    (live, metrics): (watch::Sender<Option<K10Live>>, Arc<Metrics>),
+    (live, metrics, events): (watch::Sender<Option<K10Live>>, Arc<Metrics>, Publisher),
     stop: CancellationToken,
 ) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(client, &namespace);
     let mut config_events = one(configs, K10_CONFIG, |c: ConfigMap| {
-        let data = c.data.unwrap_or_default();
-        (data.get("version").cloned(), data.get("apiDomain").cloned())
+        let mut data = c.data.unwrap_or_default();
+        K10Config {
+            version: data.remove("version").unwrap_or_default(),
+            api_domain: data.remove("apiDomain").unwrap_or_default(),
+            uid: c.metadata.uid,
+        }
     });
     let mut info: Option<K10InfoLabels> = None;
     // The last groupPrefix read, kept while K10 cannot be read: a change is counted once.
@@ -81,7 +99,18 @@ pub(crate) async fn run(
             }
             Some(seen) = next(&mut secret_events) => secret = seen,
             Some(seen) = config_events.next() => {
+                let was = info.clone();
+                let uid = match &seen {
+                    Seen::Present(config) => config.uid.clone(),
+                    _ => None,
+                };
                 info = k10_version(seen, info, &metrics);
+                if info != was
+                    && let Some(labels) = &info
+                    && groupbinder_api::k10::newer_than_covered(&labels.version) != Some(false)
+                {
+                    tokio::spawn(warn_newer(events.clone(), (namespace.clone(), uid), labels.version.clone()));
+                }
                 continue;
             }
         }
@@ -111,14 +140,15 @@ pub(crate) async fn run(
 /// Shows K10's version and API domain in the `k10_info` metric (and the log: a warning when no
 /// fixture covers it); returns what the metric now holds.
 fn k10_version(
-    seen: Seen<(Option<String>, Option<String>)>,
+    seen: Seen<K10Config>,
     was: Option<K10InfoLabels>,
     metrics: &Metrics,
 ) -> Option<K10InfoLabels> {
     let now = match seen {
-        Seen::Present((version, api_domain)) => Some(K10InfoLabels {
-            version: version.unwrap_or_default(),
-            api_domain: api_domain.unwrap_or_default(),
+        // Whoever may write k10-config chooses these: bounded, like every metric label.
+        Seen::Present(config) => Some(K10InfoLabels {
+            version: bounded(&config.version, LABEL_MAX),
+            api_domain: bounded(&config.api_domain, LABEL_MAX),
         }),
         Seen::Absent | Seen::Failed(_) | Seen::Pending => None,
     };
@@ -138,6 +168,38 @@ fn k10_version(
         }
     }
     now
+}
+
+/// A warning event about `k10-config` (`kubectl events -n <K10's namespace>`): K10 `version` is
+/// newer than the newest release this groupbinder's fixtures cover.
+async fn warn_newer(
+    events: Publisher,
+    (namespace, uid): (String, Option<String>),
+    version: String,
+) {
+    let regarding = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("ConfigMap".to_owned()),
+        namespace: Some(namespace),
+        name: Some(K10_CONFIG.to_owned()),
+        uid,
+        ..Default::default()
+    };
+    let note = format!(
+        "K10 {version} is newer than {}, the newest release groupbinder is tested against: the rules of K10's roles may have changed. Bindings are made as before; check what a member may do (`kubectl auth can-i --as-group`) and upgrade groupbinder",
+        groupbinder_api::k10::NEWEST_COVERED
+    );
+    if let Err(error) = events
+        .publish(
+            regarding,
+            Type::Warning,
+            groupbinder_api::k10::NEWER_THAN_TESTED,
+            note,
+        )
+        .await
+    {
+        tracing::warn!(%error, "cannot publish the event about K10's version");
+    }
 }
 
 async fn next<T>(stream: &mut Option<BoxStream<'static, T>>) -> Option<T> {

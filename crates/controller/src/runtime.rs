@@ -103,11 +103,12 @@ pub async fn run(
     let (crb_orphans_tx, crb_orphans) = tokio::sync::mpsc::unbounded_channel();
     let (rb_orphans_tx, rb_orphans) = tokio::sync::mpsc::unbounded_channel();
     // K10's live OIDC settings: every object is reconciled again when they change.
+    let events = events::Publisher::new(client.clone(), "groupbinder", &config.instance);
     let (k10_tx, k10) = tokio::sync::watch::channel(None);
     tokio::spawn(k10live::run(
         client.clone(),
         config.settings.k10_namespace.clone(),
-        (k10_tx, metrics.clone()),
+        (k10_tx, metrics.clone(), events.clone()),
         stop.clone(),
     ));
     let (mut controller, caches) = build_controller(
@@ -117,7 +118,6 @@ pub async fn run(
         (crb_orphans_tx, rb_orphans_tx),
     );
     controller = controller.reconcile_all_on(k10_changes(k10.clone()));
-    let events = events::Publisher::new(client.clone(), "groupbinder", &config.instance);
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let sweeper = orphans::Sweeper {
         client: client.clone(),
