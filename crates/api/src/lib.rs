@@ -5,6 +5,7 @@ pub mod allowlist;
 pub mod binding;
 pub mod conditions;
 pub mod desired;
+pub mod entra;
 pub mod k10;
 pub mod k10oidc;
 pub mod names;
