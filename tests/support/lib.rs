@@ -9,12 +9,14 @@
 
 pub mod access;
 pub mod cluster;
+pub mod entra;
 pub mod fixtures;
 pub mod handmade;
 pub mod k10;
 pub mod oidc;
 pub mod operator;
 pub mod requests;
+pub mod tls;
 pub mod wait;
 
 pub use access::*;

@@ -1,21 +1,19 @@
 //! A local OpenID Connect issuer for tests: HTTPS on loopback with its own CA, a discovery document
 //! and a JWKS for each issuer path, and ES256-signed ID tokens shaped like Entra ID's.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+use rcgen::KeyPair;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Value, json};
+
+use crate::tls::TlsServer;
 
 /// A running issuer. Dropping it stops the server.
 pub struct Issuer {
@@ -27,7 +25,7 @@ pub struct Issuer {
     pub jwks: Value,
     key: EcdsaKeyPair,
     rng: SystemRandom,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: TlsServer,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -38,29 +36,12 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 const KID: &str = "groupbinder-test-key";
 
 impl Issuer {
     /// Starts an issuer on a free loopback port. Any path `<p>/.well-known/openid-configuration`
     /// serves the discovery document of issuer `<base><p>`; `/keys` serves the JWKS.
     pub async fn start() -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
-        let mut server_params = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
-        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_key = KeyPair::generate()?;
-        let server_cert = server_params.signed_by(&server_key, &ca)?;
-
         let pkcs8 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?.serialize_der();
         let rng = SystemRandom::new();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
@@ -70,57 +51,21 @@ impl Issuer {
             "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": KID,
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
         }]});
-
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let base = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
-        let tls = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![server_cert.der().clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
-            )?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let state = Arc::new((base.clone(), jwks.clone()));
-        // Its own thread and runtime: the caller's runtime may be blocked (a test waiting for
-        // kubectl) exactly when kube-apiserver fetches the keys.
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                    return;
-                };
-                let serve = async {
-                    while let Ok((stream, _)) = listener.accept().await {
-                        let (acceptor, state) = (acceptor.clone(), state.clone());
-                        tokio::spawn(async move {
-                            let Ok(stream) = acceptor.accept(stream).await else {
-                                return;
-                            };
-                            let service =
-                                service_fn(move |request| respond(request, state.clone()));
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
-                };
-                tokio::select! {
-                    () = serve => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        // The base URL is known only once the server listens: the handler reads it from here.
+        let base = Arc::new(std::sync::OnceLock::<String>::new());
+        let (seen, keys) = (base.clone(), jwks.clone());
+        let server = TlsServer::start(Arc::new(move |request| {
+            let state = (seen.get().cloned().unwrap_or_default(), keys.clone());
+            Box::pin(async move { respond(&request, &state) })
+        }))?;
+        let _ = base.set(server.base.clone());
         Ok(Issuer {
-            base,
+            base: server.base.clone(),
+            ca_pem: server.ca_pem.clone(),
             jwks,
-            ca_pem: ca.pem(),
             key,
             rng,
-            stop: Some(stop),
+            _server: server,
         })
     }
 
@@ -143,11 +88,11 @@ impl Issuer {
     }
 }
 
-async fn respond(
-    request: Request<hyper::body::Incoming>,
-    state: Arc<(String, Value)>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (base, jwks) = &*state;
+fn respond(
+    request: &Request<hyper::body::Incoming>,
+    state: &(String, Value),
+) -> Response<Full<Bytes>> {
+    let (base, jwks) = state;
     let path = request.uri().path();
     let body = if path == "/keys" {
         Some(jwks.clone())
@@ -164,15 +109,13 @@ async fn respond(
                 })
             })
     };
-    let response = match body {
-        Some(body) => Response::builder()
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string()))),
+    match body {
+        Some(body) => crate::tls::json(200, &body),
         None => Response::builder()
             .status(404)
-            .body(Full::new(Bytes::from_static(b"not found"))),
-    };
-    Ok(response.unwrap_or_default())
+            .body(Full::new(Bytes::from_static(b"not found")))
+            .unwrap_or_default(),
+    }
 }
 
 /// A JWT with `claims` and a signature that verifies nowhere: for commands that read a token's
