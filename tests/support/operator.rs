@@ -17,6 +17,7 @@ pub fn seed_settings() -> Settings {
 /// An operator configuration for tests.
 pub fn config(settings: Settings) -> Config {
     Config {
+        entra: None,
         settings,
         concurrency: 8,
         resync: None,

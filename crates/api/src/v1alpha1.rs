@@ -83,6 +83,13 @@ pub const MAX_VALUES: usize = 16;
         json_path = ".metadata.creationTimestamp"
     ),
     printcolumn(
+        name = "Group Name",
+        type_ = "string",
+        json_path = ".status.groupDisplayName",
+        description = "The group's display name in Entra ID, when the operator may ask (condition GroupFound)",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Namespaces",
         type_ = "integer",
         json_path = ".status.selectedNamespaces.count",
@@ -382,6 +389,11 @@ pub struct AzureGroupBindingStatus {
     /// this access when K10 presents this name among their groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The group's display name in Entra ID, when the operator asks Entra ID
+    /// (`--entra-tenant-id`): data from outside, escaped and at most 256 characters; neither
+    /// unique nor stable, so the object ID stays what is bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_display_name: Option<String>,
     /// The bindings the controller manages for this object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bindings: Vec<BindingStatus>,
@@ -390,7 +402,9 @@ pub struct AzureGroupBindingStatus {
     pub selected_namespaces: Option<SelectedNamespaces>,
     /// `Ready` is `True` when every binding is in place and every role and namespace exists.
     /// Otherwise its reason says what is wrong: `RoleNotAllowed`, `InvalidSpec`, `Conflict`,
-    /// `RoleNotFound`, `NamespaceNotFound` or `ApplyFailed`.
+    /// `RoleNotFound`, `NamespaceNotFound`, a K10 reason (`PrefixMismatch`, ...), `GroupNotFound`
+    /// or `ApplyFailed`. `K10Presents` says whether K10 presents the group; `GroupFound`, when the
+    /// operator asks Entra ID, whether the object ID names a group of the tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

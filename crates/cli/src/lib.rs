@@ -5,6 +5,7 @@
 //! anything goes out (formats, tables, escaping), [`settings`] the operator's settings flags.
 
 mod commands;
+mod entra;
 mod grants;
 mod k10cluster;
 mod k10values;

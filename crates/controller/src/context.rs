@@ -45,6 +45,8 @@ pub(crate) struct Context {
     pub(crate) stop: tokio_util::sync::CancellationToken,
     /// K10's live OIDC settings (see [`crate::k10live`]); `None` until first read.
     pub(crate) k10: tokio::sync::watch::Receiver<Option<groupbinder_api::k10oidc::K10Live>>,
+    /// Entra ID lookups (see [`crate::lookups`]); `None` when the operator does not ask.
+    pub(crate) entra: Option<Arc<crate::lookups::Lookups>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -89,6 +91,7 @@ impl Context {
             lost,
             stop,
             k10: tokio::sync::watch::channel(None).1,
+            entra: None,
         }
     }
 

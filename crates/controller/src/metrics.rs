@@ -60,6 +60,14 @@ pub struct K10InfoLabels {
     pub api_domain: String,
 }
 
+/// Labels of an Entra ID lookup's result: `group`, `not_a_group`, or an error category
+/// (`throttled`, `token`, `denied`, `transport`, `unexpected`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// The result.
+    pub result: &'static str,
+}
+
 /// Labels of what was done with an orphaned binding: `adopted`, `taken_back` or `deleted`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OrphanLabels {
@@ -96,6 +104,12 @@ pub struct Metrics {
     pub k10_info: Family<K10InfoLabels, Gauge>,
     /// Changes of K10's live `groupPrefix` seen (what objects that follow it then use).
     pub k10_prefix_changes: Counter,
+    /// Entra ID lookups, by result.
+    pub entra_lookups: Family<LookupLabels, Counter>,
+    /// Entra ID lookup latency in seconds (both Graph requests of one lookup).
+    pub entra_latency: Histogram,
+    /// Answers 429 (or 503) from Graph.
+    pub entra_throttled: Counter,
 }
 
 impl Default for Metrics {
@@ -120,6 +134,24 @@ impl Metrics {
         let lease_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let k10_info = Family::<K10InfoLabels, Gauge>::default();
         let k10_prefix_changes = Counter::default();
+        let entra_lookups = Family::<LookupLabels, Counter>::default();
+        let entra_latency = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        let entra_throttled = Counter::default();
+        registry.register(
+            "entra_lookups",
+            "Entra ID lookups of object IDs, by result: group, not_a_group, throttled, token, denied, transport, unexpected",
+            entra_lookups.clone(),
+        );
+        registry.register(
+            "entra_lookup_duration_seconds",
+            "Time one Entra ID lookup took",
+            entra_latency.clone(),
+        );
+        registry.register(
+            "entra_throttled",
+            "Graph answers asking to wait (429, 503)",
+            entra_throttled.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles of AzureGroupBindings",
@@ -194,6 +226,9 @@ impl Metrics {
             lease_wait,
             k10_info,
             k10_prefix_changes,
+            entra_lookups,
+            entra_latency,
+            entra_throttled,
         }
     }
 

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use groupbinder_api::conditions::reason;
 use groupbinder_api::desired::BindingKey;
+use groupbinder_api::entra::{GroupVerdict, Known};
 use groupbinder_api::k10oidc::{Presents, Verdict, presents, reason as k10reason};
 use groupbinder_api::{AzureGroupBinding, PresentedBy};
 use kube::ResourceExt;
@@ -204,7 +205,11 @@ async fn carry_out(
             &ctx.settings,
         ))
         .collect();
-    let notes = (notes, Some(k10_verdict(agb, &plan.group, ctx)));
+    let notes = (
+        notes,
+        Some(k10_verdict(agb, &plan.group, ctx)),
+        entra_verdict(agb, ctx),
+    );
     Ok(status::outcome(
         &plan,
         observed.missing,
@@ -251,6 +256,52 @@ fn k10_verdict(agb: &AzureGroupBinding, group: &str, ctx: &Context) -> Verdict {
             message: "K10's OIDC settings have not been read yet".into(),
         },
     }
+}
+
+/// What Entra ID says of `agb`'s object ID (`None` when the operator does not ask). Never waits:
+/// until a first answer, the object keeps what its status said (a restart does not flap it).
+fn entra_verdict(agb: &AzureGroupBinding, ctx: &Context) -> Option<GroupVerdict> {
+    let lookups = ctx.entra.as_ref()?;
+    let id = &agb.spec.group_object_id;
+    let known = lookups.known(id);
+    if known == Known::Pending
+        && let Some(kept) = kept_verdict(agb)
+    {
+        return Some(kept);
+    }
+    Some(groupbinder_api::entra::verdict(id, &known, lookups.window))
+}
+
+/// The `GroupFound` verdict `agb`'s status holds, while nothing newer is known.
+fn kept_verdict(agb: &AzureGroupBinding) -> Option<GroupVerdict> {
+    use groupbinder_api::entra::reason as r;
+    let status = agb.status.as_ref()?;
+    let found = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == groupbinder_api::entra::GROUP_FOUND)?;
+    let reason = [
+        r::FOUND,
+        r::NOT_SECURITY_ENABLED,
+        r::GROUP_NOT_FOUND,
+        r::ENTRA_UNAVAILABLE,
+    ]
+    .into_iter()
+    .find(|known| *known == found.reason)?;
+    let status_value = ["True", "False", "Unknown"]
+        .into_iter()
+        .find(|s| *s == found.status)?;
+    let not_ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == groupbinder_api::conditions::READY && c.reason == r::GROUP_NOT_FOUND);
+    Some(GroupVerdict {
+        status: status_value,
+        reason,
+        message: found.message.clone(),
+        display_name: status.group_display_name.clone(),
+        not_ready,
+    })
 }
 
 /// An object being deleted grants nothing from that moment: its bindings are deleted at once,

@@ -42,6 +42,21 @@ pub struct Config {
     pub leader_election: Option<LeaderElection>,
     /// Name of this instance in events (pod name).
     pub instance: String,
+    /// Whether and how to ask Entra ID about each object's group (`None`: never).
+    pub entra: Option<EntraSetup>,
+}
+
+/// How the controller asks Entra ID.
+#[derive(Clone, Debug)]
+pub struct EntraSetup {
+    /// The Graph client.
+    pub directory: Arc<dyn groupbinder_entra::Lookup>,
+    /// The tenant, for messages.
+    pub tenant: String,
+    /// How long an answer is kept.
+    pub ttl: Duration,
+    /// How long a group may be missing before `Ready` says so.
+    pub window: Duration,
 }
 
 /// Why the controller stopped with an error.
@@ -118,6 +133,21 @@ pub async fn run(
         (crb_orphans_tx, rb_orphans_tx),
     );
     controller = controller.reconcile_all_on(k10_changes(k10.clone()));
+    let entra = config.entra.as_ref().map(|setup| {
+        let (lookups, changes) = crate::lookups::Lookups::new(
+            setup.directory.clone(),
+            (setup.tenant.clone(), setup.ttl, setup.window),
+            metrics.clone(),
+        );
+        (lookups, changes)
+    });
+    let entra = match entra {
+        Some((lookups, changes)) => {
+            controller = controller.reconcile_on(entra_changes(changes, caches.agbs.clone()));
+            Some(lookups)
+        }
+        None => None,
+    };
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let sweeper = orphans::Sweeper {
         client: client.clone(),
@@ -147,6 +177,7 @@ pub async fn run(
         },
     );
     ctx.k10 = k10.clone();
+    ctx.entra = entra;
     let ctx = Arc::new(ctx);
     let ready_health = health.clone();
     tokio::spawn(async move {
@@ -372,6 +403,26 @@ fn k10_changes(
                 return Some(((), k10));
             }
         }
+    })
+}
+
+/// The objects naming each object ID whose Entra ID answer changed.
+fn entra_changes(
+    changes: tokio::sync::mpsc::UnboundedReceiver<String>,
+    agbs: kube::runtime::reflector::Store<Guarded>,
+) -> impl Stream<Item = kube::runtime::reflector::ObjectRef<Guarded>> + Send + 'static {
+    futures::stream::unfold(changes, |mut changes| async move {
+        let id = changes.recv().await?;
+        Some((id, changes))
+    })
+    .flat_map(move |id| {
+        let concerned: Vec<_> = agbs
+            .state()
+            .iter()
+            .filter(|g| g.0.as_ref().is_ok_and(|agb| agb.spec.group_object_id == id))
+            .map(|g| kube::runtime::reflector::ObjectRef::from_obj(&**g))
+            .collect();
+        futures::stream::iter(concerned)
     })
 }
 

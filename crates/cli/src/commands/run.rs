@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use groupbinder_controller::{Config, Health, LeaderElection, Metrics, server};
 use tokio_util::sync::CancellationToken;
 
+use crate::entra::EntraArgs;
 use crate::settings::SettingsArgs;
 
 /// Log output format.
@@ -25,6 +26,8 @@ pub enum LogFormat {
 pub struct RunArgs {
     #[command(flatten)]
     settings: SettingsArgs,
+    #[command(flatten)]
+    entra: EntraArgs,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
         long,
@@ -81,12 +84,13 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn config(&self) -> Config {
+    fn config(&self) -> anyhow::Result<Config> {
         let mut settings = self.settings.settings();
         settings.follow_k10_group_prefix = self.follow_k10_group_prefix;
         let identity = self.identity.clone().unwrap_or_else(hostname);
         let lease_duration = Duration::from_secs(self.lease_duration_seconds.max(2));
-        Config {
+        Ok(Config {
+            entra: self.entra.setup()?,
             settings,
             concurrency: self.concurrency.max(1),
             resync: (self.resync_seconds > 0).then(|| Duration::from_secs(self.resync_seconds)),
@@ -98,7 +102,7 @@ impl RunArgs {
                 retry_period: lease_duration / 3,
             }),
             instance: identity,
-        }
+        })
     }
 }
 
@@ -139,12 +143,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             settings.allowed.to_string()
         );
     }
-    let config = args.config();
+    let config = args.config()?;
     tracing::info!(
         k10_release = %config.settings.k10_release,
         k10_namespace = %config.settings.k10_namespace,
         allowed_roles = %config.settings.allowed,
         leader_election = config.leader_election.is_some(),
+        entra = ?config.entra.as_ref().map(|e| &e.tenant),
         "starting groupbinder"
     );
     let client = kube::Client::try_default().await?;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use groupbinder_api::conditions::reason;
 use groupbinder_api::desired::{BindingKey, BoundRole};
+use groupbinder_api::entra::GroupVerdict;
 use groupbinder_api::k10oidc::Verdict;
 use groupbinder_api::{BindingStatus, PlanError, RoleKind};
 
@@ -56,6 +57,12 @@ pub enum Problem {
         /// What to fix.
         message: String,
     },
+    /// Entra ID has had no group with this object ID for longer than the replication window:
+    /// the bindings are in place and reach nobody (condition `GroupFound`).
+    GroupNotFound {
+        /// What the ID is instead, and what to fix.
+        message: String,
+    },
 }
 
 impl Problem {
@@ -67,6 +74,7 @@ impl Problem {
             Problem::NamespaceNotFound { .. } => reason::NAMESPACE_NOT_FOUND,
             Problem::RoleNotFound { .. } => reason::ROLE_NOT_FOUND,
             Problem::K10WillNotPresent { reason, .. } => reason,
+            Problem::GroupNotFound { .. } => groupbinder_api::entra::reason::GROUP_NOT_FOUND,
         }
     }
 
@@ -98,6 +106,7 @@ impl Problem {
             Problem::K10WillNotPresent { message, .. } => {
                 format!("the bindings are in place but reach nobody: {message}")
             }
+            Problem::GroupNotFound { message } => message.clone(),
         }
     }
 }
@@ -124,6 +133,8 @@ pub enum Outcome {
         notes: Vec<String>,
         /// Whether K10 presents the group (`None`: not asked).
         k10: Option<Verdict>,
+        /// Whether Entra ID knows the group (`None`: not asked).
+        entra: Option<GroupVerdict>,
     },
 }
 
@@ -138,6 +149,7 @@ impl Outcome {
             selected: BTreeSet::new(),
             notes: Vec::new(),
             k10: None,
+            entra: None,
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use groupbinder_api::conditions::{self, READY, reason};
 use groupbinder_api::desired::{BindingKey, refusal_message};
+use groupbinder_api::entra::{self, GroupVerdict};
 use groupbinder_api::k10oidc::{Presents, Verdict};
 use groupbinder_api::{
     Allowlist, AzureGroupBinding, AzureGroupBindingStatus, BindingStatus, Plan, SelectedNamespaces,
@@ -18,11 +19,16 @@ use super::outcome::{Ensured, EnsuredBinding, Outcome, Problem};
 pub(crate) fn outcome(
     plan: &Plan,
     missing: Vec<Problem>,
-    (notes, k10): (Vec<String>, Option<Verdict>),
+    (notes, k10, entra): (Vec<String>, Option<Verdict>, Option<GroupVerdict>),
     ensured: &[EnsuredBinding],
     allowed: &Allowlist,
 ) -> Outcome {
     let mut problems = missing;
+    if let Some(verdict) = entra.as_ref().filter(|v| v.not_ready) {
+        problems.push(Problem::GroupNotFound {
+            message: verdict.message.clone(),
+        });
+    }
     if let Some(verdict) = k10.as_ref().filter(|v| v.presents == Presents::No) {
         problems.push(Problem::K10WillNotPresent {
             reason: verdict.reason,
@@ -51,6 +57,7 @@ pub(crate) fn outcome(
         selected: plan.selected.clone(),
         notes,
         k10,
+        entra,
     }
 }
 
@@ -90,6 +97,21 @@ pub fn desired_status(
         }
         _ => None,
     };
+    let (group_found, display_name) = match outcome {
+        Outcome::Bound { entra: Some(v), .. } => (
+            Some(conditions::condition_of(
+                &previous.conditions,
+                entra::GROUP_FOUND,
+                v.status,
+                v.reason,
+                v.message.clone(),
+                generation,
+                now,
+            )),
+            v.display_name.clone(),
+        ),
+        _ => (None, None),
+    };
     let (ready, reason, message, group, mut bindings, selected) = match outcome {
         Outcome::Held(message, _) => (
             false,
@@ -114,6 +136,7 @@ pub fn desired_status(
             selected,
             notes,
             k10: _,
+            entra: _,
         } => {
             let mut problems = problems.clone();
             problems.sort();
@@ -150,6 +173,7 @@ pub fn desired_status(
     AzureGroupBindingStatus {
         observed_generation: generation,
         group,
+        group_display_name: display_name,
         bindings,
         selected_namespaces: selected,
         conditions: std::iter::once(conditions::condition(
@@ -162,6 +186,7 @@ pub fn desired_status(
             now,
         ))
         .chain(k10)
+        .chain(group_found)
         .chain(kstatus(ready, reason).map(|type_| {
             conditions::condition(
                 &previous.conditions,
@@ -192,7 +217,8 @@ fn kstatus(ready: bool, reason: &str) -> Option<&'static str> {
         | reason::TOO_MANY_ROLE_BINDINGS
         | k10::PREFIX_MISMATCH
         | k10::NO_GROUP_CLAIM
-        | k10::NOT_IN_GROUP_ALLOW_LIST => Some(conditions::STALLED),
+        | k10::NOT_IN_GROUP_ALLOW_LIST
+        | entra::reason::GROUP_NOT_FOUND => Some(conditions::STALLED),
         _ => Some(conditions::RECONCILING),
     }
 }
@@ -232,6 +258,7 @@ pub fn reason_label(reason: &str) -> &'static str {
         reason::DELETING,
         reason::K10_PREFIX_UNKNOWN,
         groupbinder_api::k10oidc::reason::PREFIX_MISMATCH,
+        entra::reason::GROUP_NOT_FOUND,
         groupbinder_api::k10oidc::reason::NO_GROUP_CLAIM,
         groupbinder_api::k10oidc::reason::NOT_IN_GROUP_ALLOW_LIST,
     ]

@@ -1,0 +1,348 @@
+//! The operator asks Entra ID (the stand-in of `tests/support/entra.rs`, over TLS, with a client
+//! secret) whether each object's `groupObjectId` is a group, beside its reconciles: condition
+//! `GroupFound`, `status.groupDisplayName`, `Ready=False GroupNotFound` only after the
+//! replication window, throttling and an unreachable Entra ID that never touch a binding, and one
+//! Graph request per object ID per TTL. The real binary on the real control plane.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
+use groupbinder_e2e::entra::{Entra, object_id};
+use groupbinder_e2e::{
+    OperatorProcess, SEED_PREFIX, agbs, apply, crbs, eventually, install_crd, install_k10,
+    wait_for_reason_within,
+};
+use groupbinder_testenv::ControlPlane;
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams};
+
+const TENANT: &str = "3f1c0d2e-0000-4000-8000-0000000000e1";
+
+fn object(name: &str, id: &str) -> AzureGroupBinding {
+    AzureGroupBinding::new(
+        name,
+        AzureGroupBindingSpec {
+            group_object_id: id.to_owned(),
+            ..AzureGroupBindingSpec::default()
+        },
+    )
+}
+
+/// `GroupFound` of `name`: (status, reason, message).
+async fn group_found(
+    client: &kube::Client,
+    name: &str,
+) -> anyhow::Result<Option<(String, String, String)>> {
+    let agb = agbs(client).get(name).await?;
+    Ok(agb
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "GroupFound")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone())))
+}
+
+async fn wait_found(
+    client: &kube::Client,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> anyhow::Result<String> {
+    eventually(
+        &format!("{name} to say GroupFound={status} ({reason})"),
+        Duration::from_secs(30),
+        || async {
+            Ok(group_found(client, name)
+                .await?
+                .filter(|(s, r, _)| s == status && r == reason)
+                .map(|(_, _, m)| m))
+        },
+    )
+    .await
+}
+
+/// The resourceVersion of every binding labelled as groupbinder's.
+async fn bindings(client: &kube::Client) -> anyhow::Result<BTreeMap<String, String>> {
+    let listed = crbs(client)
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=groupbinder"))
+        .await?;
+    Ok(listed
+        .items
+        .iter()
+        .map(|b| (b.name_any(), b.resource_version().unwrap_or_default()))
+        .collect())
+}
+
+struct Running {
+    operator: OperatorProcess,
+    log: std::path::PathBuf,
+}
+
+fn start(
+    cp: &ControlPlane,
+    entra: &Entra,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Running> {
+    let dir = cp.dir().join(name);
+    std::fs::create_dir_all(&dir)?;
+    let secret = dir.join("client-secret");
+    std::fs::write(&secret, format!("{}\n", entra.client_secret))?;
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &entra.ca_pem)?;
+    let log = dir.join("operator.log");
+    let (secret, ca) = (secret.display().to_string(), ca.display().to_string());
+    let mut env = vec![
+        ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
+        ("GROUPBINDER_LOG_LEVEL", "debug"),
+        ("GROUPBINDER_ENTRA_TENANT_ID", TENANT),
+        ("GROUPBINDER_ENTRA_CLIENT_ID", entra.client_id.as_str()),
+        ("GROUPBINDER_ENTRA_CLIENT_SECRET_FILE", secret.as_str()),
+        ("GROUPBINDER_ENTRA_AUTHORITY_HOST", entra.base.as_str()),
+        ("GROUPBINDER_ENTRA_GRAPH_ENDPOINT", entra.base.as_str()),
+        ("GROUPBINDER_ENTRA_CA_FILE", ca.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let operator = OperatorProcess::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_groupbinder")),
+        cp.kubeconfig(),
+        &env,
+        Stdio::from(std::fs::File::create(&log)?),
+    )?;
+    Ok(Running { operator, log })
+}
+
+/// The control plane with the CRD and K10's roles, one test at a time, and a fresh stand-in.
+async fn setup() -> anyhow::Result<(
+    &'static ControlPlane,
+    kube::Client,
+    tokio::sync::MutexGuard<'static, ()>,
+    Entra,
+)> {
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    let serial = groupbinder_e2e::exclusive().await;
+    install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    Ok((cp, client, serial, Entra::start(TENANT)?))
+}
+
+#[tokio::test]
+async fn entra_says_whether_the_id_is_a_group_and_never_moves_a_binding() -> anyhow::Result<()> {
+    let (cp, client, _serial, entra) = setup().await?;
+    let (group, m365, user, late) = (
+        object_id(101),
+        object_id(102),
+        object_id(103),
+        object_id(104),
+    );
+    entra.add_group(&group, "K10 admins \u{1b}[31m(prod)", true);
+    entra.add_group(&m365, "Backup team site", false);
+    entra.add_user(&user);
+    let running = start(
+        cp,
+        &entra,
+        "entra-operator",
+        &[("GROUPBINDER_ENTRA_REPLICATION_WINDOW_SECONDS", "8")],
+    )?;
+    let within = Duration::from_secs(30);
+
+    apply(&client, &object("entra-group", &group)).await?;
+    apply(&client, &object("entra-m365", &m365)).await?;
+    apply(&client, &object("entra-user", &user)).await?;
+    wait_found(&client, "entra-group", "True", "Found").await?;
+    let agb = agbs(&client).get("entra-group").await?;
+    let shown = agb
+        .status
+        .and_then(|s| s.group_display_name)
+        .unwrap_or_default();
+    assert_eq!(shown, "K10 admins \\u{1b}[31m(prod)", "escaped, never raw");
+    let m365_message = wait_found(&client, "entra-m365", "True", "NotSecurityEnabled").await?;
+    assert!(
+        m365_message.contains("Microsoft 365 group"),
+        "{m365_message}"
+    );
+    wait_for_reason_within(&client, "entra-m365", "True", "Reconciled", within).await?;
+    // A user's object ID: said at once, Ready only after the replication window; bound all along
+    // (a group that does not exist grants nobody).
+    let message = wait_found(&client, "entra-user", "False", "GroupNotFound").await?;
+    assert!(message.contains("the object ID of a user"), "{message}");
+    let ready =
+        wait_for_reason_within(&client, "entra-user", "False", "GroupNotFound", within).await?;
+    let stalled = ready
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .any(|c| c.type_ == "Stalled" && c.status == "True");
+    assert!(stalled, "a person must fix the ID");
+    let before = bindings(&client).await?;
+    assert_eq!(
+        before.len(),
+        3 * 2 - 3,
+        "one ClusterRoleBinding per object: {before:?}"
+    );
+
+    // `kubectl get agb -o wide` shows the name.
+    let wide = cp
+        .kubectl()
+        .args(["get", "agb", "entra-group", "-o", "wide"])
+        .output()?;
+    let wide = String::from_utf8_lossy(&wide.stdout);
+    assert!(
+        wide.contains("GROUP NAME") && wide.contains("K10 admins"),
+        "{wide}"
+    );
+    assert!(!wide.contains('\u{1b}'), "{wide:?}");
+
+    // Throttled: a new object's group is Unknown, then found once Retry-After has passed; no
+    // binding moved meanwhile.
+    entra.throttle(Duration::from_secs(4), 2);
+    entra.add_group(&late, "Late team", true);
+    apply(&client, &object("entra-late", &late)).await?;
+    wait_found(&client, "entra-late", "Unknown", "EntraUnavailable").await?;
+    wait_for_reason_within(&client, "entra-late", "True", "Reconciled", within).await?;
+    wait_found(&client, "entra-late", "True", "Found").await?;
+    assert!(
+        entra
+            .counts
+            .throttled
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    );
+    let mut after = bindings(&client).await?;
+    after.retain(|name, _| before.contains_key(name));
+    assert_eq!(after, before, "throttling changed a binding");
+
+    // Unreachable: a binding deleted by hand is put back as fast as ever, a new object is bound.
+    entra.set_down(true);
+    let victim = before.keys().next().cloned().unwrap_or_default();
+    crbs(&client).delete(&victim, &Default::default()).await?;
+    eventually("the deleted binding back", within, || async {
+        Ok(crbs(&client).get_opt(&victim).await?.map(|_| ()))
+    })
+    .await?;
+    let down = object_id(105);
+    apply(&client, &object("entra-down", &down)).await?;
+    wait_for_reason_within(&client, "entra-down", "True", "Reconciled", within).await?;
+    entra.set_down(false);
+
+    // The client secret appears in no output.
+    let metrics = running.operator.metrics().unwrap_or_default();
+    assert!(
+        metrics.contains("groupbinder_entra_lookups_total{result=\"group\"}"),
+        "{metrics}"
+    );
+    drop(running.operator);
+    let logs = std::fs::read_to_string(&running.log)?;
+    let statuses = cp.kubectl().args(["get", "agb", "-o", "yaml"]).output()?;
+    let events = cp
+        .kubectl()
+        .args(["get", "events", "-A", "-o", "yaml"])
+        .output()?;
+    for (what, text) in [
+        ("log", logs),
+        ("metrics", metrics),
+        (
+            "statuses",
+            String::from_utf8_lossy(&statuses.stdout).into_owned(),
+        ),
+        (
+            "events",
+            String::from_utf8_lossy(&events.stdout).into_owned(),
+        ),
+    ] {
+        assert!(
+            !text.contains(&entra.client_secret),
+            "the client secret is in the {what}"
+        );
+    }
+    for name in [
+        "entra-group",
+        "entra-m365",
+        "entra-user",
+        "entra-late",
+        "entra-down",
+    ] {
+        agbs(&client).delete(name, &Default::default()).await?;
+    }
+    Ok(())
+}
+
+/// 1,000 objects: one Graph request each, and none more while their answers are fresh, however
+/// often they are reconciled.
+#[tokio::test]
+async fn a_thousand_objects_cost_one_graph_request_each_per_ttl() -> anyhow::Result<()> {
+    let (cp, client, _serial, entra) = setup().await?;
+    let n = 1000u32;
+    for i in 0..n {
+        entra.add_group(&object_id(10_000 + i), &format!("team {i}"), true);
+    }
+    let running = start(
+        cp,
+        &entra,
+        "entra-scale",
+        &[("GROUPBINDER_LOG_LEVEL", "info")],
+    )?;
+    let api = agbs(&client);
+    futures::future::try_join_all((0..n).map(|i| {
+        let client = client.clone();
+        async move {
+            apply(
+                &client,
+                &object(&format!("entra-scale-{i}"), &object_id(10_000 + i)),
+            )
+            .await
+        }
+    }))
+    .await?;
+    eventually(
+        "every object's group found",
+        Duration::from_secs(180),
+        || async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let all = api.list(&ListParams::default()).await?;
+            let found = all
+                .items
+                .iter()
+                .filter(|a| a.name_any().starts_with("entra-scale-"))
+                .filter(|a| {
+                    a.status
+                        .iter()
+                        .flat_map(|s| &s.conditions)
+                        .any(|c| c.type_ == "GroupFound" && c.reason == "Found")
+                })
+                .count();
+            Ok((found == n as usize).then_some(()))
+        },
+    )
+    .await?;
+    let asked = entra.graph_requests();
+    assert_eq!(asked, u64::from(n), "one request per object");
+    // Every object reconciled again (an annotation is an event): nothing asked again.
+    futures::future::try_join_all((0..n).map(|i| {
+        let api = api.clone();
+        async move {
+            let patch = serde_json::json!({"metadata": {"annotations": {"touched": "1"}}});
+            api.patch(
+                &format!("entra-scale-{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        }
+    }))
+    .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let reconciles = running.operator.metrics().unwrap_or_default();
+    assert_eq!(entra.graph_requests(), asked, "asked again within the TTL");
+    assert!(
+        reconciles.contains("groupbinder_reconciles_total"),
+        "{reconciles}"
+    );
+    drop(running.operator);
+    api.delete_collection(&Default::default(), &ListParams::default())
+        .await?;
+    Ok(())
+}
