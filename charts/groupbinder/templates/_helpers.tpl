@@ -96,3 +96,21 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "groupbinder.serviceAc
 {{- define "groupbinder.leaderElection" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ else }}false{{ end }}
 {{- end }}
+
+{{/* Whether the operator asks Entra ID with AKS workload identity ("true" or ""). Fails on
+settings that cannot work: a tenant without a credential, or both credentials. */}}
+{{- define "groupbinder.entraWorkloadIdentity" -}}
+{{- $e := .Values.entra -}}
+{{- if $e.tenantId -}}
+{{- if and $e.workloadIdentity $e.clientSecret.secretName -}}
+{{- fail "entra: set workloadIdentity: false to use entra.clientSecret, or leave clientSecret.secretName empty" -}}
+{{- end -}}
+{{- if not (or $e.workloadIdentity $e.clientSecret.secretName) -}}
+{{- fail "entra.tenantId needs a credential: entra.workloadIdentity, or entra.clientSecret.secretName" -}}
+{{- end -}}
+{{- if and $e.workloadIdentity (not $e.clientId) -}}
+{{- fail "entra.workloadIdentity needs entra.clientId (the ServiceAccount's azure.workload.identity/client-id)" -}}
+{{- end -}}
+{{- if $e.workloadIdentity }}true{{ end -}}
+{{- end -}}
+{{- end }}

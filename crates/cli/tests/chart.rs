@@ -63,6 +63,7 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         "helm lint (custom values)",
     )?;
 
+    let chart_dir_string = chart_dir();
     let defaults = succeeded(
         cp.helm()
             .args(["template", "gb", &chart_dir(), "-n", "gb-system"])
@@ -197,6 +198,45 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         "2 replicas elect a leader"
     );
 
+    // Entra ID, off by default; with workload identity, the label and annotation AKS's webhook
+    // reads; with a client secret, a file only the operator's group may read.
+    assert!(
+        !defaults.contains("ENTRA"),
+        "Entra ID is asked only when configured"
+    );
+    let template = |sets: &[&str]| -> anyhow::Result<String> {
+        let mut args = vec!["template", "gb", &chart_dir_string, "-n", "gb-system"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        succeeded(cp.helm().args(&args).output()?, "helm template (entra)")
+    };
+    let tenant = "entra.tenantId=3f1c0d2e-0000-4000-8000-000000000001";
+    let wi = template(&[
+        tenant,
+        "entra.clientId=5b1b2c3d-0000-4000-8000-0000000000aa",
+    ])?;
+    assert!(wi.contains("azure.workload.identity/use: \"true\""), "{wi}");
+    assert!(
+        wi.contains("azure.workload.identity/client-id: 5b1b2c3d-0000-4000-8000-0000000000aa"),
+        "{wi}"
+    );
+    assert!(wi.contains("name: GROUPBINDER_ENTRA_TENANT_ID"), "{wi}");
+    assert!(!wi.contains("CLIENT_SECRET_FILE"), "{wi}");
+    let secret = template(&[
+        tenant,
+        "entra.workloadIdentity=false",
+        "entra.clientSecret.secretName=gb-entra",
+    ])?;
+    assert!(!secret.contains("azure.workload.identity"), "{secret}");
+    assert!(
+        secret.contains("value: /var/run/secrets/groupbinder/entra/client-secret")
+            && secret.contains("secretName: gb-entra")
+            && secret.contains("defaultMode: 0440")
+            && secret.contains("fsGroup: 65532"),
+        "{secret}"
+    );
+
     // The values schema refuses wrong types and unknown keys, saying where.
     for (set, expected) in [
         (
@@ -213,6 +253,15 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         ("k10.groupPrefix=michael\u{3164}_", "at '/k10/groupPrefix'"),
         // An allowlist of none of K10's roles (a typo) would revoke every grant at once.
         ("allowedRoles={k10-adnim}", "names none of K10's roles"),
+        // Entra ID without a credential, or a Graph that is not https.
+        (
+            "entra.tenantId=contoso.onmicrosoft.com,entra.workloadIdentity=false",
+            "entra.tenantId needs a credential",
+        ),
+        (
+            "entra.graphEndpoint=http://graph.example",
+            "at '/entra/graphEndpoint'",
+        ),
     ] {
         let out = cp
             .helm()
