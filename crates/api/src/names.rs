@@ -50,6 +50,30 @@ pub fn owner_label_value(owner: &str) -> String {
     shorten(owner, MAX_LABEL_VALUE, '_')
 }
 
+/// The name `import` gives the AzureGroupBinding of group `object_id`: its Entra ID display name
+/// as a DNS label (lower-case letters and digits, runs of anything else one `-`, at most 40
+/// characters), then the first 8 characters of the object ID (display names are neither unique
+/// nor stable); `azure-<object ID>` without a usable name.
+pub fn group_object_name(display_name: Option<&str>, object_id: &str) -> String {
+    let mut slug = String::new();
+    for c in display_name.unwrap_or_default().chars() {
+        if c.is_ascii_alphanumeric() {
+            if slug.len() == 40 {
+                break;
+            }
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') && slug.len() < 40 {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() {
+        return format!("azure-{object_id}");
+    }
+    let short: String = object_id.chars().take(8).collect();
+    format!("{slug}-{short}")
+}
+
 /// Name of an event about the object named `object`, unique by `suffix` (a time, say):
 /// `<object><suffix>`, the object's part cut (and ending in a hash of it) so that the whole stays
 /// a valid name of at most 253 characters even for an object whose own name is that long.
@@ -76,6 +100,24 @@ fn shorten(s: &str, max: usize, sep: char) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_imported_object_is_named_after_its_group() {
+        let id = "a318b1eb-8b78-4715-98ad-ffc8670ac79d";
+        assert_eq!(
+            group_object_name(Some("K10 Admins (prod)"), id),
+            "k10-admins-prod-a318b1eb"
+        );
+        assert_eq!(group_object_name(Some("Ünïcode ✓"), id), "n-code-a318b1eb");
+        assert_eq!(
+            group_object_name(Some("\u{1b}[2J ;rm -rf /"), id),
+            "2j-rm-rf-a318b1eb"
+        );
+        assert_eq!(group_object_name(Some("✓✓"), id), format!("azure-{id}"));
+        assert_eq!(group_object_name(None, id), format!("azure-{id}"));
+        let long = group_object_name(Some(&"x".repeat(500)), id);
+        assert_eq!(long.len(), 40 + 9);
+    }
+
     use super::*;
 
     #[test]

@@ -5,9 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use clap::Args;
+use futures::StreamExt;
+use groupbinder_api::entra::Answer;
 use groupbinder_controller::EntraSetup;
-use groupbinder_entra::{Config, CredentialSource, Directory, GRAPH};
+use groupbinder_entra::{Config, CredentialSource, Directory, GRAPH, Lookup};
 
 /// Asking Entra ID (off unless `--entra-tenant-id` is given).
 #[derive(Debug, Args)]
@@ -88,5 +92,47 @@ impl EntraArgs {
             ttl: Duration::from_secs(self.entra_ttl_seconds.max(1)),
             window: Duration::from_secs(self.entra_replication_window_seconds),
         }))
+    }
+}
+
+/// The commands' lookups at once: at most this many.
+const COMMAND_CONCURRENCY: usize = 4;
+
+impl EntraArgs {
+    /// What Entra ID says of each of `ids` (each asked once), or `None` when it is not to be
+    /// asked. An ID that could not be looked up is left out, and said once on standard error.
+    pub async fn answers<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<Option<BTreeMap<String, Answer>>> {
+        let Some((_, directory)) = self.directory()? else {
+            return Ok(None);
+        };
+        let ids: BTreeSet<&str> = ids.into_iter().collect();
+        let directory = &directory;
+        let results: Vec<(String, Result<Answer, groupbinder_entra::LookupError>)> =
+            futures::stream::iter(ids)
+                .map(|id| async move { (id.to_owned(), directory.lookup(id).await) })
+                .buffer_unordered(COMMAND_CONCURRENCY)
+                .collect()
+                .await;
+        let mut answers = BTreeMap::new();
+        let mut failed = Vec::new();
+        for (id, result) in results {
+            match result {
+                Ok(answer) => {
+                    answers.insert(id, answer);
+                }
+                Err(error) => failed.push(error.to_string()),
+            }
+        }
+        if let Some(first) = failed.first() {
+            eprintln!(
+                "Entra ID: {} of the object IDs could not be looked up ({}); they are shown without a name",
+                failed.len(),
+                groupbinder_api::text::shown(first)
+            );
+        }
+        Ok(Some(answers))
     }
 }

@@ -272,6 +272,8 @@ pub enum Warning {
     /// A ServiceAccount (other than K10's own, in K10's namespace) or a `system:` group: K10
     /// never presents it for a signed-in user.
     NotPresentedByK10,
+    /// Entra ID has no group with this object ID.
+    NotAGroup,
 }
 
 impl Warning {
@@ -306,6 +308,27 @@ impl Warning {
                 "basic in K10's own namespace lets users manage K10 itself: bind it in application namespaces"
             }
             Warning::NotPresentedByK10 => "K10 never presents this subject for a signed-in user",
+            Warning::NotAGroup => {
+                "Entra ID has no group with this object ID (a user's or an application's ID, a deleted group, another tenant's): the binding grants nobody; bind the group's Object ID"
+            }
+        }
+    }
+}
+
+/// Names each grant's group with what Entra ID `answers` say, and warns about an object ID that
+/// names no group.
+pub fn name_groups(
+    grants: &mut [Grant],
+    answers: &std::collections::BTreeMap<String, groupbinder_api::entra::Answer>,
+) {
+    use groupbinder_api::entra::Answer;
+    for grant in grants {
+        match grant.object_id.as_deref().and_then(|id| answers.get(id)) {
+            Some(Answer::Group(group)) => {
+                grant.group_display_name = Some(group.display_name.clone());
+            }
+            Some(Answer::NotAGroup(_)) => grant.warnings.push(Warning::NotAGroup),
+            None => {}
         }
     }
 }
@@ -323,6 +346,9 @@ pub struct Grant {
     /// The Entra ID object ID, when the subject is a group named `<prefix><GUID>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_id: Option<String>,
+    /// The group's display name in Entra ID (escaped, bounded), when Entra ID was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_display_name: Option<String>,
     /// The AzureGroupBinding that manages the binding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managed_by: Option<String>,
@@ -424,6 +450,7 @@ pub fn grants(bindings: &[Binding], settings: &Settings, prefix: &str) -> Vec<Gr
                 subject,
                 object_id,
                 managed_by: b.managed_by().map(str::to_owned),
+                group_display_name: None,
                 warnings,
                 notes,
             });

@@ -346,3 +346,105 @@ async fn a_thousand_objects_cost_one_graph_request_each_per_ttl() -> anyhow::Res
         .await?;
     Ok(())
 }
+
+/// `audit`, `import` and `explain-token` name the groups Entra ID knows, escaped, and say which
+/// object IDs name no group; offline (`-f`), with the stand-in as Entra ID.
+#[tokio::test]
+async fn the_commands_name_the_groups() -> anyhow::Result<()> {
+    let entra = Entra::start(TENANT)?;
+    let (group, user) = (object_id(201), object_id(202));
+    entra.add_group(&group, "K10 Admins \u{1b}]0;x\u{7}", true);
+    entra.add_user(&user);
+    let dir = tempfile::tempdir()?;
+    let binding = |name: &str, id: &str| {
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "k10-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": format!("{SEED_PREFIX}{id}")}],
+        })
+    };
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        binding("k10-admins-by-hand", &group),
+        binding("k10-user-by-hand", &user),
+    ]});
+    let file = dir.path().join("bindings.json");
+    std::fs::write(&file, list.to_string())?;
+    let (secret, ca) = (dir.path().join("secret"), dir.path().join("ca.pem"));
+    std::fs::write(&secret, &entra.client_secret)?;
+    std::fs::write(&ca, &entra.ca_pem)?;
+    let run = |args: &[&str]| -> anyhow::Result<(String, String)> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_groupbinder"))
+            .args(args)
+            .args([
+                "--default-group-prefix",
+                SEED_PREFIX,
+                "--no-k10-from-cluster",
+            ])
+            .args([
+                "--entra-tenant-id",
+                TENANT,
+                "--entra-client-id",
+                &entra.client_id,
+            ])
+            .arg("--entra-client-secret-file")
+            .arg(&secret)
+            .args([
+                "--entra-authority-host",
+                &entra.base,
+                "--entra-graph-endpoint",
+                &entra.base,
+            ])
+            .arg("--entra-ca-file")
+            .arg(&ca)
+            .output()?;
+        Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let file = file.display().to_string();
+
+    let (audit, _) = run(&["audit", "-f", &file])?;
+    assert!(audit.contains("GROUP NAME"), "{audit}");
+    assert!(
+        audit.contains("K10 Admins \\u{1b}]0;x\\u{7}"),
+        "escaped: {audit}"
+    );
+    assert!(!audit.contains('\u{1b}'), "{audit:?}");
+    let user_row = audit
+        .lines()
+        .find(|l| l.contains("k10-user-by-hand"))
+        .unwrap_or_default();
+    assert!(user_row.contains("NotAGroup"), "{audit}");
+
+    let (import, warnings) = run(&["import", "-f", &file])?;
+    let short: String = group.chars().take(8).collect();
+    assert!(
+        import.contains(&format!("name: k10-admins-u-1b-0-x-u-7-{short}")),
+        "{import}"
+    );
+    assert!(warnings.contains("the object ID of a user"), "{warnings}");
+
+    let token = groupbinder_e2e::oidc::unsigned(&serde_json::json!({
+        "iss": "https://login.microsoftonline.com/t/v2.0", "sub": "alice", "aud": "k10",
+        "exp": 4_102_444_800u64, "groups": [group, user],
+    }));
+    let (explained, _) = run(&[
+        "explain-token",
+        &token,
+        "-f",
+        dir.path().to_str().unwrap_or("."),
+    ])?;
+    assert!(
+        explained.contains(&format!(
+            "{SEED_PREFIX}{group}  \"K10 Admins \\u{{1b}}]0;x\\u{{7}}\""
+        )),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("(not a group: the object ID of a user)"),
+        "{explained}"
+    );
+    Ok(())
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::entra::EntraArgs;
 use crate::grants::{self, Grant, Note, Warning};
 use crate::k10values::PrefixArgs;
 use crate::output::{self, Output};
@@ -26,6 +27,8 @@ pub struct AuditArgs {
     settings: SettingsArgs,
     #[command(flatten)]
     prefix: PrefixArgs,
+    #[command(flatten)]
+    entra: EntraArgs,
 }
 
 /// Runs `groupbinder audit`: exit code 1 when a grant has a warning (a note is not one), 2 when
@@ -36,8 +39,19 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     };
     let prefix = args.prefix.prefix(&settings, client.as_ref()).await?;
-    let grants = grants::grants(&bindings, &settings, &prefix);
-    print!("{}", output::render(args.output, &grants, |g| table(g))?);
+    let mut grants = grants::grants(&bindings, &settings, &prefix);
+    let ids = grants.iter().filter_map(|g| g.object_id.as_deref());
+    let named = match args.entra.answers(ids).await? {
+        Some(answers) => {
+            grants::name_groups(&mut grants, &answers);
+            true
+        }
+        None => false,
+    };
+    print!(
+        "{}",
+        output::render(args.output, &grants, |g| table(g, named))?
+    );
     Ok(if grants.iter().any(|g| !g.warnings.is_empty()) {
         ExitCode::FAILURE
     } else {
@@ -45,18 +59,20 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The grants as a table for people, then what each warning means.
-fn table(grants: &[Grant]) -> String {
+/// The grants as a table for people (with their groups' names when Entra ID was asked), then
+/// what each warning means.
+fn table(grants: &[Grant], named: bool) -> String {
     let header = [
         "BINDING",
         "ROLE",
         "SUBJECT",
         "OBJECT ID",
+        "GROUP NAME",
         "MANAGED BY",
         "WARNINGS",
     ];
     let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
-    let rows: Vec<[String; 6]> = grants
+    let rows: Vec<[String; 7]> = grants
         .iter()
         .map(|g| {
             let warnings: Vec<String> = g
@@ -70,6 +86,7 @@ fn table(grants: &[Grant]) -> String {
                 g.role.clone(),
                 g.subject.clone(),
                 or_dash(g.object_id.as_deref()),
+                or_dash(g.group_display_name.as_deref()),
                 or_dash(g.managed_by.as_deref()),
                 if warnings.is_empty() {
                     "-".into()
@@ -79,7 +96,25 @@ fn table(grants: &[Grant]) -> String {
             ]
         })
         .collect();
-    let mut out = output::table(header, &rows);
+    let mut out = if named {
+        output::table(header, &rows)
+    } else {
+        let drop_name = |r: &[String; 7]| {
+            [
+                r[0].clone(),
+                r[1].clone(),
+                r[2].clone(),
+                r[3].clone(),
+                r[5].clone(),
+                r[6].clone(),
+            ]
+        };
+        let [a, b, c, d, _, f, g] = header;
+        output::table(
+            [a, b, c, d, f, g],
+            &rows.iter().map(drop_name).collect::<Vec<_>>(),
+        )
+    };
     if rows.is_empty() {
         out.push_str("(no binding to a K10 role)\n");
     }

@@ -71,6 +71,8 @@ pub struct ExplainArgs {
     settings: SettingsArgs,
     #[command(flatten)]
     cluster: crate::k10cluster::K10ClusterArgs,
+    #[command(flatten)]
+    entra: crate::entra::EntraArgs,
 }
 
 /// An AzureGroupBinding whose group the token carries.
@@ -108,6 +110,46 @@ struct Report {
     bindings_error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     checks: Vec<Check>,
+    /// Each group's display name in Entra ID (escaped, bounded), when Entra ID was asked; the
+    /// groups that name no group of the tenant say so.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    group_names: std::collections::BTreeMap<String, String>,
+}
+
+/// The display name of each of the token's groups that is `<prefix><object ID>`, when Entra ID is
+/// asked; `(not a group: ...)` for an ID that names none.
+async fn group_names(
+    entra: &crate::entra::EntraArgs,
+    identity: &Identity,
+    mapping: &Mapping,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let ids: Vec<(String, String)> = identity
+        .groups
+        .iter()
+        .filter_map(
+            |g| match crate::grants::group_name(g, &mapping.groups_prefix) {
+                crate::grants::GroupName::ObjectId(id) => Some((g.clone(), id)),
+                _ => None,
+            },
+        )
+        .collect();
+    let Some(answers) = entra.answers(ids.iter().map(|(_, id)| id.as_str())).await? else {
+        return Ok(std::collections::BTreeMap::new());
+    };
+    Ok(ids
+        .into_iter()
+        .filter_map(|(group, id)| {
+            let name = match answers.get(&id)? {
+                groupbinder_api::entra::Answer::Group(g) => g.display_name.clone(),
+                groupbinder_api::entra::Answer::NotAGroup(kind) => format!(
+                    "(not a group: {})",
+                    kind.as_ref()
+                        .map_or_else(|| "unknown to this tenant".to_owned(), |k| k.described())
+                ),
+            };
+            Some((group, name))
+        })
+        .collect())
 }
 
 /// Reads at most [`token::MAX_TOKEN_BYTES`] (and one byte more, to know it was more): a 300 MiB
@@ -187,6 +229,7 @@ pub async fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     } else {
         Vec::new()
     };
+    let group_names = group_names(&args.entra, &identity, &mapping).await?;
     let report = Report {
         signature,
         identity,
@@ -194,6 +237,7 @@ pub async fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         bindings,
         bindings_error,
         checks,
+        group_names,
     };
     print!("{}", output::render(args.output, &report, table)?);
     // A signature that was asked for and does not verify fails the command.
@@ -436,7 +480,14 @@ fn table(report: &Report) -> String {
         let _ = writeln!(out, "  groups        (none)");
     }
     for group in &id.groups {
-        let _ = writeln!(out, "  group         {}", shown(group));
+        match report.group_names.get(group) {
+            Some(name) => {
+                let _ = writeln!(out, "  group         {}  \"{}\"", shown(group), shown(name));
+            }
+            None => {
+                let _ = writeln!(out, "  group         {}", shown(group));
+            }
+        }
     }
     if !id.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings:");

@@ -11,6 +11,7 @@ use groupbinder_api::ownership::Standing;
 use groupbinder_api::v1alpha1::MAX_ROLES;
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec, NamespacedRole, RoleKind};
 
+use crate::entra::EntraArgs;
 use crate::grants::{self, Binding, GroupName, group_name, is_k10_role, role_kind, subject_name};
 use crate::k10values::PrefixArgs;
 use crate::output::{self, is_plain, reference_list, shown};
@@ -37,6 +38,8 @@ pub struct ImportArgs {
     settings: SettingsArgs,
     #[command(flatten)]
     prefix: PrefixArgs,
+    #[command(flatten)]
+    entra: EntraArgs,
 }
 
 /// One grant that cannot be expressed as an AzureGroupBinding, and why.
@@ -49,11 +52,13 @@ pub struct NotImported {
 }
 
 /// The AzureGroupBindings for the hand-written grants of K10 roles in `bindings`, and what
-/// cannot be imported. `prefix` is K10's groupPrefix.
+/// cannot be imported. `prefix` is K10's groupPrefix; `names`, the groups' display names where
+/// Entra ID was asked (the objects are named after them).
 pub fn import(
     bindings: &[Binding],
     settings: &groupbinder_api::Settings,
     prefix: &str,
+    names: &BTreeMap<String, String>,
 ) -> (Vec<AzureGroupBinding>, Vec<NotImported>) {
     // object ID → (cluster role → its source bindings, (namespace, role, kind) → its sources)
     type Grants = (
@@ -135,17 +140,21 @@ pub fn import(
     }
     let agbs = by_group
         .into_iter()
-        .flat_map(|(id, (cluster, namespaced))| objects(&id, prefix, cluster, namespaced))
+        .flat_map(|(id, (cluster, namespaced))| {
+            let name =
+                groupbinder_api::names::group_object_name(names.get(&id).map(String::as_str), &id);
+            objects((&id, &name), prefix, cluster, namespaced)
+        })
         .collect();
     refused.sort();
     (agbs, refused)
 }
 
-/// The objects for one group: `azure-<id>`, and `azure-<id>-2`, `-3`, ... when its roles are more
-/// than one object may list (the schema's [`MAX_ROLES`] of each kind), each with the sources of
-/// its own roles in its description.
+/// The objects for one group: `name` (see [`groupbinder_api::names::group_object_name`]), and
+/// `name-2`, `-3`, ... when its roles are more than one object may list (the schema's
+/// [`MAX_ROLES`] of each kind), each with the sources of its own roles in its description.
 fn objects(
-    id: &str,
+    (id, base): (&str, &str),
     prefix: &str,
     cluster: BTreeMap<String, BTreeSet<String>>,
     namespaced: BTreeMap<(String, String, RoleKind), BTreeSet<String>>,
@@ -183,8 +192,8 @@ fn objects(
                 presented_by: None,
             };
             let name = match k {
-                0 => format!("azure-{id}"),
-                k => format!("azure-{id}-{}", k + 1),
+                0 => base.to_owned(),
+                k => format!("{base}-{}", k + 1),
             };
             AzureGroupBinding::new(&name, spec)
         })
@@ -295,7 +304,8 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let prefix = args.prefix.prefix(&settings, client.as_ref()).await?;
-    let (agbs, refused) = import(&bindings, &settings, &prefix);
+    let names = display_names(&args.entra, &bindings, &settings, &prefix).await?;
+    let (agbs, refused) = import(&bindings, &settings, &prefix, &names);
     let mut out = String::new();
     for agb in &agbs {
         let yaml = output::yaml(&manifest(agb)?)?;
@@ -313,6 +323,34 @@ pub async fn run(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("not imported: {}: {}", shown(&r.what), shown(&r.why));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The display names of the groups `import` would write objects for, when Entra ID is asked.
+async fn display_names(
+    entra: &EntraArgs,
+    bindings: &[Binding],
+    settings: &groupbinder_api::Settings,
+    prefix: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let (planned, _) = import(bindings, settings, prefix, &BTreeMap::new());
+    let ids = planned.iter().map(|a| a.spec.group_object_id.as_str());
+    let Some(answers) = entra.answers(ids).await? else {
+        return Ok(BTreeMap::new());
+    };
+    let mut names = BTreeMap::new();
+    for (id, answer) in answers {
+        match answer {
+            groupbinder_api::entra::Answer::Group(group) => {
+                names.insert(id, group.display_name);
+            }
+            groupbinder_api::entra::Answer::NotAGroup(kind) => eprintln!(
+                "warning: Entra ID has no group {id}{}: its imported object grants nobody",
+                kind.map(|k| format!(" ({})", k.described()))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    Ok(names)
 }
 
 /// `agb` as a manifest to commit: apiVersion, kind, name and spec; nothing the server sets.
@@ -409,7 +447,7 @@ mod tests {
                 &[("Group", &group)],
             ),
         ];
-        let (agbs, refused) = import(&bindings, &settings, "michael_azure_");
+        let (agbs, refused) = import(&bindings, &settings, "michael_azure_", &BTreeMap::new());
         assert!(refused.is_empty(), "{refused:?}");
         let [agb] = agbs.as_slice() else {
             panic!("{agbs:?}")
