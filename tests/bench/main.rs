@@ -22,6 +22,7 @@
 mod churn;
 mod cold;
 mod deletion;
+mod entra;
 mod k10settings;
 mod peer;
 mod selectors;
@@ -466,6 +467,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if std::env::args().any(|a| a == "--k10-settings") {
         return k10settings::run().await;
+    }
+    if std::env::args().any(|a| a == "--entra") {
+        return entra::run().await;
     }
     if std::env::args().any(|a| a == "--peer") {
         return peer::run(arg("--n", 1000)).await;

@@ -126,7 +126,27 @@ async fn setup() -> anyhow::Result<(
     let serial = groupbinder_e2e::exclusive().await;
     install_crd(&client).await?;
     install_k10(&client, "k10", "kasten-io").await?;
+    clean(&client).await?;
     Ok((cp, client, serial, Entra::start(TENANT)?))
+}
+
+/// No AzureGroupBinding and no binding of one left by an earlier test: its IDs, unknown to this
+/// test's stand-in, would be looked up too (and enough of them open the breaker).
+async fn clean(client: &kube::Client) -> anyhow::Result<()> {
+    let api = agbs(client);
+    api.delete_collection(&Default::default(), &ListParams::default())
+        .await?;
+    eventually(
+        "no object and no binding left",
+        Duration::from_secs(120),
+        || async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let left =
+                api.list(&ListParams::default()).await?.items.len() + bindings(client).await?.len();
+            Ok((left == 0).then_some(()))
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -177,6 +197,34 @@ async fn entra_says_whether_the_id_is_a_group_and_never_moves_a_binding() -> any
         .flat_map(|s| &s.conditions)
         .any(|c| c.type_ == "Stalled" && c.status == "True");
     assert!(stalled, "a person must fix the ID");
+    // A restart forgets every answer: the statuses hold until Entra ID answers again, and a
+    // group missing for longer than the window stays Ready=False (no flap, same transition).
+    let since = |agb: &AzureGroupBinding| {
+        agb.status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.reason.clone(), c.last_transition_time.clone()))
+    };
+    let was = since(&ready);
+    drop(running.operator);
+    let asked = entra.graph_requests();
+    let running = start(
+        cp,
+        &entra,
+        "entra-operator-again",
+        &[("GROUPBINDER_ENTRA_REPLICATION_WINDOW_SECONDS", "8")],
+    )?;
+    eventually("the new operator to ask again", within, || async {
+        Ok((entra.graph_requests() >= asked + 4).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        since(&agbs(&client).get("entra-user").await?),
+        was,
+        "Ready moved on restart"
+    );
     let before = bindings(&client).await?;
     assert_eq!(
         before.len(),
@@ -270,6 +318,29 @@ async fn entra_says_whether_the_id_is_a_group_and_never_moves_a_binding() -> any
     Ok(())
 }
 
+/// A wrong tenant answers "not found" for every group: that is Entra ID being unusable, said on
+/// every object, not twelve groups missing.
+#[tokio::test]
+async fn a_wrong_tenant_is_unavailable_for_all_not_missing_for_each() -> anyhow::Result<()> {
+    let (cp, client, _serial, entra) = setup().await?;
+    let running = start(cp, &entra, "entra-wrong-tenant", &[])?;
+    let names: Vec<String> = (0..12).map(|i| format!("entra-wrong-{i}")).collect();
+    for (i, name) in (0u32..).zip(&names) {
+        apply(&client, &object(name, &object_id(300 + i))).await?;
+    }
+    for name in &names {
+        let message = wait_found(&client, name, "Unknown", "EntraUnavailable").await?;
+        assert!(message.contains(TENANT), "{message}");
+        wait_for_reason_within(&client, name, "True", "Reconciled", Duration::from_secs(30))
+            .await?;
+    }
+    drop(running.operator);
+    for name in &names {
+        agbs(&client).delete(name, &Default::default()).await?;
+    }
+    Ok(())
+}
+
 /// 1,000 objects: one Graph request each, and none more while their answers are fresh, however
 /// often they are reconciled.
 #[tokio::test]
@@ -341,9 +412,10 @@ async fn a_thousand_objects_cost_one_graph_request_each_per_ttl() -> anyhow::Res
         reconciles.contains("groupbinder_reconciles_total"),
         "{reconciles}"
     );
+    // Deleted while the operator runs: it deletes their bindings at once (the garbage collector
+    // takes minutes for a thousand).
+    clean(&client).await?;
     drop(running.operator);
-    api.delete_collection(&Default::default(), &ListParams::default())
-        .await?;
     Ok(())
 }
 

@@ -263,11 +263,22 @@ fn k10_verdict(agb: &AzureGroupBinding, group: &str, ctx: &Context) -> Verdict {
 fn entra_verdict(agb: &AzureGroupBinding, ctx: &Context) -> Option<GroupVerdict> {
     let lookups = ctx.entra.as_ref()?;
     let id = &agb.spec.group_object_id;
-    let known = lookups.known(id);
+    let mut known = lookups.known(id);
+    let kept = kept_verdict(agb);
     if known == Known::Pending
-        && let Some(kept) = kept_verdict(agb)
+        && let Some(kept) = kept
     {
         return Some(kept);
+    }
+    // Missing long enough already before a restart: still so (the window does not start over).
+    if let Known::Answered {
+        answer: groupbinder_api::entra::Answer::NotAGroup(_),
+        missing_for,
+        ..
+    } = &mut known
+        && kept.is_some_and(|k| k.not_ready)
+    {
+        *missing_for = (*missing_for).max(lookups.window);
     }
     Some(groupbinder_api::entra::verdict(id, &known, lookups.window))
 }
