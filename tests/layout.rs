@@ -182,3 +182,20 @@ fn the_controllers_imports_run_one_way() -> anyhow::Result<()> {
     assert!(context.is_empty(), "context imports {context:?}");
     Ok(())
 }
+
+/// ring is the only crypto provider in the tree: rustls panics at run time when two are compiled
+/// in and none is installed, and aws-lc (which azure_identity's default features bring, through
+/// reqwest) is built with cmake. Read from the lock file, so a new dependency that brings it back
+/// fails `make test`.
+#[test]
+fn ring_is_the_only_crypto_provider() -> anyhow::Result<()> {
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock"))?;
+    for unwanted in ["aws-lc-rs", "aws-lc-sys", "reqwest", "openssl-sys"] {
+        assert!(
+            !lock.contains(&format!("name = \"{unwanted}\"")),
+            "{unwanted} is in Cargo.lock"
+        );
+    }
+    assert!(lock.contains("name = \"ring\""));
+    Ok(())
+}

@@ -56,6 +56,7 @@ pub struct Counts {
 struct Directory {
     groups: HashMap<String, Value>,
     objects: HashMap<String, &'static str>,
+    group_read: bool,
     directory_read: bool,
     throttle_until: Option<Instant>,
     retry_after: u64,
@@ -86,6 +87,7 @@ impl Entra {
     /// Starts a stand-in for `tenant`, with one application and an empty directory.
     pub fn start(tenant: &str) -> anyhow::Result<Self> {
         let directory = Arc::new(Mutex::new(Directory {
+            group_read: true,
             directory_read: true,
             retry_after: 2,
             ..Directory::default()
@@ -147,6 +149,11 @@ impl Entra {
     /// A user.
     pub fn add_user(&self, id: &str) {
         self.with(|d| d.objects.insert(id.to_owned(), "#microsoft.graph.user"));
+    }
+
+    /// Whether the application may read groups (`GroupMember.Read.All`).
+    pub fn set_group_read(&self, allowed: bool) {
+        self.with(|d| d.group_read = allowed);
     }
 
     /// Whether the application may read directory objects (`Directory.Read.All`).
@@ -252,7 +259,14 @@ async fn answer(request: Request<Incoming>, state: &State) -> Response<Full<Byte
             &json!({"error": {"code": "Request_ResourceNotFound", "message": format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present.")}}),
         )
     };
+    let denied = || {
+        json(
+            403,
+            &json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}}),
+        )
+    };
     match kind {
+        "group" if !d.group_read => denied(),
         "group" => match d.groups.get(&id) {
             Some(group) => {
                 let mut group = group.clone();
@@ -263,10 +277,7 @@ async fn answer(request: Request<Incoming>, state: &State) -> Response<Full<Byte
             }
             None => not_found(),
         },
-        _ if !d.directory_read => json(
-            403,
-            &json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}}),
-        ),
+        _ if !d.directory_read => denied(),
         _ => match d.objects.get(&id) {
             Some(odata_type) => json(200, &json!({"@odata.type": odata_type, "id": id})),
             None => not_found(),

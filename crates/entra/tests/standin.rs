@@ -56,6 +56,19 @@ async fn a_client_secret_reads_groups_users_and_errors() -> anyhow::Result<()> {
     entra.set_directory_read(false);
     assert_eq!(directory.lookup(&user).await?, Answer::NotAGroup(None));
 
+    // Without GroupMember.Read.All: Denied, naming the permission; nothing said about the group.
+    entra.set_group_read(false);
+    match directory.lookup(&group).await {
+        Err(error @ LookupError::Denied { .. }) => {
+            assert!(
+                error.to_string().contains("GroupMember.Read.All"),
+                "{error}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    entra.set_group_read(true);
+
     // Throttled: the wait Graph asks for, and nothing said about the group.
     entra.throttle(Duration::from_secs(30), 7);
     match directory.lookup(&group).await {
