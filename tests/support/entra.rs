@@ -314,6 +314,14 @@ fn token(
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return error(400, "unsupported_grant_type", "AADSTS70003");
     }
+    // The client credentials grant takes only `<resource>/.default` scopes.
+    if !form.get("scope").is_some_and(|s| s.ends_with("/.default")) {
+        return error(
+            400,
+            "invalid_scope",
+            "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.",
+        );
+    }
     if form.get("client_id") != Some(&app.client_id) {
         return error(
             400,

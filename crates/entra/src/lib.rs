@@ -23,7 +23,8 @@ pub use https::{BODY_LIMIT, Https, TlsError, TransportError};
 
 /// Microsoft Graph.
 pub const GRAPH: &str = "https://graph.microsoft.com";
-/// The token scope for Graph with the application's permissions.
+/// The token scope for Graph's public cloud with the application's permissions; another cloud's
+/// Graph (`https://graph.microsoft.us`, ...) is its own base URL followed by `/.default`.
 pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// The longest `Retry-After` honoured; a longer one is cut to this.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
@@ -137,6 +138,7 @@ pub struct Directory {
     https: Https,
     credential: Arc<dyn TokenCredential>,
     graph: String,
+    scope: String,
 }
 
 impl std::fmt::Debug for Directory {
@@ -197,10 +199,12 @@ impl Directory {
                 .map_err(credential_error)?
             }
         };
+        let graph = config.graph_endpoint.trim_end_matches('/').to_owned();
         Ok(Directory {
             https,
             credential,
-            graph: config.graph_endpoint.trim_end_matches('/').to_owned(),
+            scope: format!("{graph}/.default"),
+            graph,
         })
     }
 
@@ -223,7 +227,7 @@ impl Lookup for Directory {
         }
         let token = self
             .credential
-            .get_token(&[GRAPH_SCOPE], None)
+            .get_token(&[self.scope.as_str()], None)
             .await
             .map_err(|e| LookupError::Token(first_line(&e.to_string())))?;
         let token = token.token.secret();
@@ -309,6 +313,11 @@ mod tests {
         assert_eq!(retry_after(&headers), RETRY_AFTER_MAX);
         headers.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&headers), RETRY_AFTER_DEFAULT);
+    }
+
+    #[test]
+    fn the_token_scope_is_the_graph_of_the_cloud() {
+        assert_eq!(format!("{GRAPH}/.default"), GRAPH_SCOPE);
     }
 
     #[test]
