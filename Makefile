@@ -1,7 +1,9 @@
 # The same targets CI runs (.ci/run calls `make ci`). `make test` is the README's test command.
-.PHONY: all control-plane test test-fast test-node node-deps image lint crds demo demo-node bench up up-node ci leftovers
+.PHONY: all control-plane test test-fast test-node node-deps image lint crds demo demo-node bench soak up up-node ci leftovers
 
 CARGO ?= cargo
+SOAK_MINUTES ?= 30
+SOAK_SEED ?=
 
 all: lint test
 
@@ -65,6 +67,12 @@ demo-node: control-plane node-deps image
 bench: control-plane
 	$(CARGO) build --release --quiet --locked -p groupbinder -p groupbinder-e2e --bins
 	target/release/groupbinder-bench $(BENCH_ARGS)
+
+## The randomized soak (not part of CI; its one-minute form is in `make test`):
+## `make soak SOAK_MINUTES=30 SOAK_SEED=7`.
+soak: control-plane
+	$(CARGO) build --release --quiet --locked -p groupbinder -p groupbinder-e2e --bins
+	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_SEED=$(SOAK_SEED) target/release/groupbinder-soak
 
 ## Keep a local control plane running until Ctrl-C.
 up: control-plane

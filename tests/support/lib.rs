@@ -16,6 +16,7 @@ pub mod k10;
 pub mod oidc;
 pub mod operator;
 pub mod requests;
+pub mod soak;
 pub mod tls;
 pub mod wait;
 

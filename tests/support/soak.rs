@@ -1,0 +1,976 @@
+//! A randomized soak: a seeded, reproducible history of changes, hand edits and faults against
+//! the real control plane and the real operator binary, checked all along by a model of its
+//! guarantees that shares no code with the operator's `plan`.
+//!
+//! The model (from the README): an object grants `<groupPrefix or the default><groupObjectId>`
+//! each cluster role it names cluster-wide, and each namespaced entry in its namespace or in every
+//! namespace its selector selects — only roles the allowlist permits, only while the role and the
+//! namespace exist. Nothing else: no other subject, no other role, nowhere else.
+//!
+//! The roles are the soak's own ClusterRoles, each granting one made-up permission no other role
+//! has (`get <role>-witness.soak.groupbinder.test`), so that a SubjectAccessReview answers
+//! exactly whether a group holds that role there. Checked: (a) a grant the model does not give,
+//! held longer than the revocation bound; (b) a grant the model gives, missing longer than the
+//! convergence bound; (c) an object that is not groupbinder's, changed or deleted; (d)
+//! `Ready=True` on an object whose grants are not all in place, longer than the convergence bound.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::{OperatorProcess, Who};
+use groupbinder_api::AzureGroupBinding;
+
+/// The soak's roles; the last is never in the allowlist.
+pub const ROLES: [&str; 4] = ["soak-a", "soak-b", "soak-c", "soak-x"];
+/// The operator's default prefix.
+pub const DEFAULT_PREFIX: &str = "soak:";
+/// A group no spec names: what an attacker writes into a managed binding.
+pub const INTRUDER: &str = "soak:intruder";
+const WITNESS_GROUP: &str = "soak.groupbinder.test";
+const NAMES: usize = 6;
+const IDS: usize = 5;
+const NAMESPACES: usize = 4;
+const TEAMS: [&str; 2] = ["a", "b"];
+/// A namespace the soak never deletes, for the object that is not groupbinder's.
+const FIXED_NAMESPACE: &str = "soak-fixed";
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `groupbinder` binary.
+    pub binary: PathBuf,
+    /// The seed: the same seed, the same history of operations.
+    pub seed: u64,
+    /// How long to run operations (then the soak waits for convergence and checks once more).
+    pub duration: Duration,
+    /// A grant the model does not give may be seen this long (a revocation under load).
+    pub revoke_bound: Duration,
+    /// A grant the model gives may be missing this long after the last change.
+    pub converge_bound: Duration,
+}
+
+/// One broken guarantee.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// `(a) kept`, `(b) missing`, `(c) foreign changed`, `(d) ready but missing`, `final`.
+    pub kind: &'static str,
+    /// The step after which it was first seen.
+    pub step: usize,
+    /// What.
+    pub what: String,
+    /// For how long it was seen.
+    pub seen_for: Duration,
+}
+
+/// What a run did and found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Operations done, by kind.
+    pub operations: BTreeMap<&'static str, usize>,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// SubjectAccessReviews asked.
+    pub reviews: usize,
+    /// Broken guarantees.
+    pub violations: Vec<Violation>,
+    /// The longest a grant the model does not give was seen.
+    pub worst_revocation: Duration,
+    /// The longest a grant the model gives was missing.
+    pub worst_convergence: Duration,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sum = |m: &BTreeMap<&str, usize>| m.values().sum::<usize>();
+        writeln!(
+            f,
+            "seed {}: {} operations {:?}; {} faults {:?}; {} SubjectAccessReviews; worst revocation {:.1} s, worst convergence {:.1} s; {} violations",
+            self.seed,
+            sum(&self.operations),
+            self.operations,
+            sum(&self.faults),
+            self.faults,
+            self.reviews,
+            self.worst_revocation.as_secs_f64(),
+            self.worst_convergence.as_secs_f64(),
+            self.violations.len()
+        )?;
+        for v in &self.violations {
+            writeln!(
+                f,
+                "  violation {} at step {} (seed {}), seen {:.1} s: {}",
+                v.kind,
+                v.step,
+                self.seed,
+                v.seen_for.as_secs_f64(),
+                v.what
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64: small, seeded, the same sequence everywhere.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// From `seed`.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+}
+
+/// Where a namespaced entry binds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// One namespace.
+    Namespace(String),
+    /// Every namespace labelled `team=<team>`.
+    Team(String),
+}
+
+/// A spec as the soak writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// Object ID.
+    pub id: String,
+    /// `groupPrefix`, or the default.
+    pub prefix: Option<String>,
+    /// `clusterRoles`.
+    pub cluster_roles: Vec<String>,
+    /// `roles` (ClusterRoles bound in namespaces).
+    pub roles: Vec<(String, Place)>,
+}
+
+/// A grant: group, role, and namespace (`None`: cluster-wide).
+pub type Grant = (String, String, Option<String>);
+
+/// What the world is, as far as the model needs.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// Objects by name.
+    pub specs: BTreeMap<String, Spec>,
+    /// Namespaces that exist, with their `team` label.
+    pub namespaces: BTreeMap<String, Option<String>>,
+    /// Roles that exist.
+    pub roles: BTreeSet<String>,
+    /// Roles the allowlist permits.
+    pub allowed: BTreeSet<String>,
+}
+
+/// The model: every grant `world` gives.
+pub fn model(world: &World) -> BTreeSet<Grant> {
+    world
+        .specs
+        .values()
+        .flat_map(|spec| spec_grants(world, spec))
+        .collect()
+}
+
+/// The grants of one spec.
+pub fn spec_grants(world: &World, spec: &Spec) -> BTreeSet<Grant> {
+    let group = format!(
+        "{}{}",
+        spec.prefix.as_deref().unwrap_or(DEFAULT_PREFIX),
+        spec.id
+    );
+    let usable = |role: &str| world.allowed.contains(role) && world.roles.contains(role);
+    let mut grants = BTreeSet::new();
+    for role in spec.cluster_roles.iter().filter(|r| usable(r)) {
+        grants.insert((group.clone(), role.clone(), None));
+    }
+    for (role, place) in spec.roles.iter().filter(|(r, _)| usable(r)) {
+        let namespaces: Vec<&String> = match place {
+            Place::Namespace(ns) => world.namespaces.keys().filter(|n| *n == ns).collect(),
+            Place::Team(team) => world
+                .namespaces
+                .iter()
+                .filter(|(_, t)| t.as_deref() == Some(team))
+                .map(|(n, _)| n)
+                .collect(),
+        };
+        for ns in namespaces {
+            grants.insert((group.clone(), role.clone(), Some(ns.clone())));
+        }
+    }
+    grants
+}
+
+fn spec_json(name: &str, spec: &Spec) -> serde_json::Value {
+    let roles: Vec<serde_json::Value> = spec
+        .roles
+        .iter()
+        .map(|(role, place)| match place {
+            Place::Namespace(ns) => json!({"name": role, "kind": "ClusterRole", "namespace": ns}),
+            Place::Team(team) => json!({"name": role, "kind": "ClusterRole",
+                "namespaceSelector": {"matchLabels": {"team": team}}}),
+        })
+        .collect();
+    let mut body = json!({"groupObjectId": spec.id});
+    if let Some(prefix) = &spec.prefix {
+        body["groupPrefix"] = json!(prefix);
+    }
+    if !spec.cluster_roles.is_empty() {
+        body["clusterRoles"] = json!(spec.cluster_roles);
+    }
+    if !roles.is_empty() {
+        body["roles"] = json!(roles);
+    }
+    json!({"apiVersion": "groupbinder.dev/v1alpha1", "kind": "AzureGroupBinding",
+        "metadata": {"name": name}, "spec": body})
+}
+
+fn random_spec(rng: &mut Rng) -> Spec {
+    let id = format!("50a50000-0000-4000-8000-{:012}", rng.below(IDS));
+    let prefix = match rng.below(4) {
+        0 => Some("other:".to_owned()),
+        1 => Some(DEFAULT_PREFIX.to_owned()),
+        _ => None,
+    };
+    let mut cluster_roles: Vec<String> = ROLES
+        .iter()
+        .filter(|_| rng.chance(30))
+        .map(|r| (*r).to_owned())
+        .collect();
+    let mut roles = Vec::new();
+    for _ in 0..rng.below(3) {
+        let role = ROLES[rng.below(ROLES.len())].to_owned();
+        let place = if rng.chance(50) {
+            Place::Namespace(format!("soak-ns-{}", rng.below(NAMESPACES)))
+        } else {
+            Place::Team(TEAMS[rng.below(TEAMS.len())].to_owned())
+        };
+        if !roles.contains(&(role.clone(), place.clone())) {
+            roles.push((role, place));
+        }
+    }
+    if cluster_roles.is_empty() && roles.is_empty() {
+        cluster_roles.push(ROLES[rng.below(3)].to_owned());
+    }
+    Spec {
+        id,
+        prefix,
+        cluster_roles,
+        roles,
+    }
+}
+
+struct Soak<'a> {
+    client: kube::Client,
+    kubeconfig: &'a std::path::Path,
+    log: PathBuf,
+    options: &'a Options,
+    rng: Rng,
+    world: World,
+    operator: Option<OperatorProcess>,
+    report: Report,
+    /// Per grant: since when it has been wrong, and the step that was last before.
+    wrong: BTreeMap<Grant, (Instant, usize, bool)>,
+    /// Per Ready object and grant: since when it has been missing.
+    ready_wrong: BTreeMap<(String, Grant), (Instant, usize)>,
+    /// Every grant ever expected or seen: checked until the end.
+    history: BTreeSet<Grant>,
+    /// The objects that are not groupbinder's: (kind, namespace, name) → (uid, resourceVersion).
+    foreign: BTreeMap<(String, Option<String>, String), (String, String)>,
+    last_change: (Instant, usize),
+    step: usize,
+}
+
+impl Soak<'_> {
+    fn op(&mut self, kind: &'static str) {
+        *self.report.operations.entry(kind).or_default() += 1;
+        self.last_change = (Instant::now(), self.step);
+    }
+
+    fn fault(&mut self, kind: &'static str) {
+        *self.report.faults.entry(kind).or_default() += 1;
+        self.last_change = (Instant::now(), self.step);
+    }
+
+    fn start_operator(&mut self) -> anyhow::Result<()> {
+        let allowed: Vec<&str> = self.world.allowed.iter().map(String::as_str).collect();
+        let allowed = allowed.join(",");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        self.operator = Some(OperatorProcess::spawn(
+            &self.options.binary,
+            self.kubeconfig,
+            &[
+                ("GROUPBINDER_ALLOWED_ROLES", &allowed),
+                ("GROUPBINDER_ALLOW_NON_K10_ROLES", "true"),
+                ("GROUPBINDER_DEFAULT_GROUP_PREFIX", DEFAULT_PREFIX),
+                ("GROUPBINDER_LOG_LEVEL", "warn"),
+                ("GROUPBINDER_RESYNC_SECONDS", "30"),
+            ],
+            log.into(),
+        )?);
+        Ok(())
+    }
+
+    async fn setup(&mut self) -> anyhow::Result<()> {
+        let cluster_roles: Api<ClusterRole> = Api::all(self.client.clone());
+        for role in ROLES {
+            self.create_role(&cluster_roles, role).await?;
+        }
+        self.world.allowed = ROLES[..3].iter().map(|r| (*r).to_owned()).collect();
+        crate::ensure_namespace(&self.client, FIXED_NAMESPACE).await?;
+        // Objects that are not groupbinder's, to allowlisted roles: never to be touched.
+        let crbs: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        let rbs: Api<RoleBinding> = Api::namespaced(self.client.clone(), FIXED_NAMESPACE);
+        let binding = |kind: &str, name: &str, namespace: Option<&str>| {
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+                "metadata": {"name": name, "namespace": namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "soak-a"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "foreign:team"}]})
+        };
+        let crb: ClusterRoleBinding =
+            serde_json::from_value(binding("ClusterRoleBinding", "soak-foreign", None))?;
+        let crb = crbs.create(&PostParams::default(), &crb).await?;
+        let rb: RoleBinding = serde_json::from_value(binding(
+            "RoleBinding",
+            "soak-foreign",
+            Some(FIXED_NAMESPACE),
+        ))?;
+        let rb = rbs.create(&PostParams::default(), &rb).await?;
+        for (kind, namespace, object) in [
+            ("ClusterRoleBinding", None, crb.metadata.clone()),
+            (
+                "RoleBinding",
+                Some(FIXED_NAMESPACE.to_owned()),
+                rb.metadata.clone(),
+            ),
+        ] {
+            self.foreign.insert(
+                (
+                    kind.to_owned(),
+                    namespace,
+                    object.name.clone().unwrap_or_default(),
+                ),
+                (
+                    object.uid.clone().unwrap_or_default(),
+                    object.resource_version.clone().unwrap_or_default(),
+                ),
+            );
+        }
+        self.start_operator()
+    }
+
+    async fn create_role(&mut self, api: &Api<ClusterRole>, role: &str) -> anyhow::Result<()> {
+        let object: ClusterRole = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": role},
+            "rules": [{"apiGroups": [WITNESS_GROUP], "resources": [format!("{role}-witness")], "verbs": ["get"]}],
+        }))?;
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.world.roles.insert(role.to_owned());
+        Ok(())
+    }
+
+    /// One random operation or fault.
+    async fn act(&mut self) -> anyhow::Result<()> {
+        let agbs: Api<AzureGroupBinding> = Api::all(self.client.clone());
+        let roll = self.rng.below(100);
+        let name = format!("soak-{}", self.rng.below(NAMES));
+        match roll {
+            0..=29 => {
+                // Create or edit (server-side apply: a whole new spec).
+                let spec = random_spec(&mut self.rng);
+                let object: AzureGroupBinding = serde_json::from_value(spec_json(&name, &spec))?;
+                let params = PatchParams::apply("soak").force();
+                agbs.patch(&name, &params, &Patch::Apply(&object)).await?;
+                let kind = if self.world.specs.contains_key(&name) {
+                    "edit"
+                } else {
+                    "create"
+                };
+                self.world.specs.insert(name, spec);
+                self.op(kind);
+            }
+            30..=39 => {
+                if self.world.specs.remove(&name).is_some() {
+                    let _ = agbs.delete(&name, &DeleteParams::default()).await?;
+                    self.op("delete");
+                    if self.rng.chance(50) {
+                        // Delete and recreate under one name, at once.
+                        let spec = random_spec(&mut self.rng);
+                        let object: AzureGroupBinding =
+                            serde_json::from_value(spec_json(&name, &spec))?;
+                        let mut tries = 0;
+                        loop {
+                            match agbs.create(&PostParams::default(), &object).await {
+                                Ok(_) => break,
+                                Err(kube::Error::Api(s)) if s.code == 409 && tries < 50 => {
+                                    tries += 1;
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        self.world.specs.insert(name, spec);
+                        self.op("recreate");
+                    }
+                }
+            }
+            40..=54 => self.namespace_op().await?,
+            55..=59 => {
+                // A role deleted, or created again.
+                let role = ROLES[self.rng.below(3)];
+                let api: Api<ClusterRole> = Api::all(self.client.clone());
+                if self.world.roles.contains(role) {
+                    api.delete(role, &DeleteParams::default()).await?;
+                    self.world.roles.remove(role);
+                    self.op("role deleted");
+                } else {
+                    self.create_role(&api, role).await?;
+                    self.op("role created");
+                }
+            }
+            60..=84 => self.hand_edit().await?,
+            85..=89 => {
+                // Narrow or widen the allowlist: an operator restart.
+                let role = ROLES[self.rng.below(3)].to_owned();
+                if !self.world.allowed.remove(&role) {
+                    self.world.allowed.insert(role);
+                }
+                if self.world.allowed.is_empty() {
+                    self.world.allowed.insert(ROLES[0].to_owned());
+                }
+                self.operator = None; // SIGTERM, graceful
+                self.start_operator()?;
+                self.fault("allowlist changed (restart)");
+            }
+            90..=94 => {
+                if let Some(mut operator) = self.operator.take() {
+                    let _ = operator.child().kill(); // SIGKILL
+                    let _ = operator.child().wait();
+                }
+                tokio::time::sleep(Duration::from_millis(self.rng.below(2000) as u64)).await;
+                self.start_operator()?;
+                self.fault("SIGKILL");
+            }
+            _ => {
+                self.operator = None; // SIGTERM
+                self.start_operator()?;
+                self.fault("SIGTERM");
+            }
+        }
+        Ok(())
+    }
+
+    async fn namespace_op(&mut self) -> anyhow::Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = format!("soak-ns-{}", self.rng.below(NAMESPACES));
+        let exists = self.world.namespaces.contains_key(&ns);
+        let terminating = api
+            .get_opt(&ns)
+            .await?
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_some());
+        if terminating {
+            return Ok(());
+        }
+        let team = if self.rng.chance(70) {
+            Some(TEAMS[self.rng.below(TEAMS.len())].to_owned())
+        } else {
+            None
+        };
+        if !exists {
+            let object: Namespace = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": team.as_ref().map(|t| json!({"team": t})).unwrap_or(json!({}))},
+            }))?;
+            match api.create(&PostParams::default(), &object).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()), // still terminating
+                Err(e) => return Err(e.into()),
+            }
+            self.world.namespaces.insert(ns, team);
+            self.op("namespace created");
+        } else if self.rng.chance(25) {
+            api.delete(&ns, &DeleteParams::default()).await?;
+            self.world.namespaces.remove(&ns);
+            self.op("namespace deleted");
+        } else {
+            let patch = json!({"metadata": {"labels": {"team": team}}});
+            api.patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            self.world.namespaces.insert(ns, team);
+            self.op("namespace relabelled");
+        }
+        Ok(())
+    }
+
+    /// What someone with `patch` on bindings does to a managed one.
+    async fn hand_edit(&mut self) -> anyhow::Result<()> {
+        let selector = ListParams::default().labels("app.kubernetes.io/managed-by=groupbinder");
+        let crbs: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        let rbs: Api<RoleBinding> = Api::all(self.client.clone());
+        let mut targets: Vec<(Option<String>, String)> = crbs
+            .list_metadata(&selector)
+            .await?
+            .items
+            .iter()
+            .map(|b| (None, b.name_any()))
+            .collect();
+        targets.extend(
+            rbs.list_metadata(&selector)
+                .await?
+                .items
+                .iter()
+                .map(|b| (b.namespace(), b.name_any())),
+        );
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let (namespace, name) = targets[self.rng.below(targets.len())].clone();
+        let (patch, kind): (serde_json::Value, &'static str) = match self.rng.below(4) {
+            0 => (json!(null), "binding deleted"),
+            1 => (
+                json!({"subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": INTRUDER}]}),
+                "subjects changed",
+            ),
+            2 => (
+                json!({"metadata": {"ownerReferences": null}}),
+                "ownerReferences stripped",
+            ),
+            _ => (
+                json!({"metadata": {"finalizers": ["soak.groupbinder.test/hold"]}}),
+                "finalizer added",
+            ),
+        };
+        let result = match (&namespace, patch.is_null()) {
+            (None, true) => crbs.delete(&name, &DeleteParams::default()).await.map(drop),
+            (None, false) => crbs
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop),
+            (Some(ns), true) => Api::<RoleBinding>::namespaced(self.client.clone(), ns)
+                .delete(&name, &DeleteParams::default())
+                .await
+                .map(drop),
+            (Some(ns), false) => Api::<RoleBinding>::namespaced(self.client.clone(), ns)
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop),
+        };
+        match result {
+            Ok(()) => self.op(kind),
+            // Gone meanwhile (the operator deleted it): nothing was done.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Does the RBAC authorizer say `group` holds `role` there?
+    async fn holds(&mut self, (group, role, namespace): &Grant) -> anyhow::Result<bool> {
+        self.report.reviews += 1;
+        let groups = [group.as_str()];
+        Who::new(&self.client, "soak-user", &groups)
+            .can(
+                "get",
+                WITNESS_GROUP,
+                &format!("{role}-witness"),
+                namespace.as_deref(),
+            )
+            .await
+    }
+
+    /// Every grant bound now, from a LIST of every binding to a soak role (Group subjects).
+    async fn bound(&self) -> anyhow::Result<BTreeSet<Grant>> {
+        let crbs: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        let rbs: Api<RoleBinding> = Api::all(self.client.clone());
+        let mut bound = BTreeSet::new();
+        let ours = |role: &str| ROLES.contains(&role);
+        for b in crbs.list(&ListParams::default()).await?.items {
+            if ours(&b.role_ref.name) {
+                for s in b.subjects.iter().flatten().filter(|s| s.kind == "Group") {
+                    bound.insert((s.name.clone(), b.role_ref.name.clone(), None));
+                }
+            }
+        }
+        for b in rbs.list(&ListParams::default()).await?.items {
+            if ours(&b.role_ref.name) {
+                for s in b.subjects.iter().flatten().filter(|s| s.kind == "Group") {
+                    bound.insert((s.name.clone(), b.role_ref.name.clone(), b.namespace()));
+                }
+            }
+        }
+        Ok(bound)
+    }
+
+    /// Compares the model with what the authorizer answers; `strict`: every difference is a
+    /// violation now (the final check, after convergence).
+    async fn check(&mut self, strict: bool) -> anyhow::Result<()> {
+        let expected = model(&self.world);
+        let bound = self.bound().await?;
+        self.history.extend(expected.iter().cloned());
+        self.history.extend(
+            bound
+                .iter()
+                .filter(|(g, _, _)| !g.starts_with("foreign:"))
+                .cloned(),
+        );
+        let now = Instant::now();
+        let keys: Vec<Grant> = self.history.iter().cloned().collect();
+        for key in keys {
+            let (group, role, namespace) = &key;
+            let want = expected.contains(&key)
+                || (namespace.is_some() && expected.contains(&(group.clone(), role.clone(), None)));
+            let has = self.holds(&key).await?;
+            let entry = self.wrong.get(&key).copied();
+            if has == want {
+                if let Some((since, _, kept)) = entry {
+                    let took = now.duration_since(since);
+                    if kept {
+                        self.report.worst_revocation = self.report.worst_revocation.max(took);
+                    } else {
+                        self.report.worst_convergence = self.report.worst_convergence.max(took);
+                    }
+                    self.wrong.remove(&key);
+                }
+                continue;
+            }
+            let (since, step, kept) =
+                entry.unwrap_or((self.last_change.0, self.last_change.1, has));
+            self.wrong.insert(key.clone(), (since, step, has));
+            let seen = now.duration_since(since);
+            let bound_for = if has {
+                self.options.revoke_bound
+            } else {
+                self.options.converge_bound
+            };
+            if strict || seen > bound_for {
+                let kind = match (strict, kept) {
+                    (true, _) => "final",
+                    (false, true) => "(a) kept",
+                    (false, false) => "(b) missing",
+                };
+                self.violate(
+                    kind,
+                    step,
+                    format!(
+                        "{group} {} {role} {}",
+                        if has { "holds" } else { "lacks" },
+                        namespace
+                            .as_deref()
+                            .map_or("cluster-wide".to_owned(), |n| format!("in {n}"))
+                    ),
+                    seen,
+                );
+                self.wrong.remove(&key);
+            }
+        }
+        self.check_foreign().await?;
+        self.check_ready(&expected, now, strict).await
+    }
+
+    fn violate(&mut self, kind: &'static str, step: usize, what: String, seen_for: Duration) {
+        eprintln!(
+            "soak: violation {kind} at step {step} (seed {}): {what}",
+            self.report.seed
+        );
+        self.report.violations.push(Violation {
+            kind,
+            step,
+            what,
+            seen_for,
+        });
+    }
+
+    async fn check_foreign(&mut self) -> anyhow::Result<()> {
+        let foreign = self.foreign.clone();
+        for ((kind, namespace, name), (uid, version)) in foreign {
+            let meta = match &namespace {
+                None => Api::<ClusterRoleBinding>::all(self.client.clone())
+                    .get_opt(&name)
+                    .await?
+                    .map(|b| b.metadata),
+                Some(ns) => Api::<RoleBinding>::namespaced(self.client.clone(), ns)
+                    .get_opt(&name)
+                    .await?
+                    .map(|b| b.metadata),
+            };
+            let same = meta.is_some_and(|m| {
+                m.uid.as_deref() == Some(uid.as_str())
+                    && m.resource_version.as_deref() == Some(version.as_str())
+            });
+            if !same {
+                let step = self.step;
+                self.violate(
+                    "(c) foreign changed",
+                    step,
+                    format!("{kind} {name} was changed or deleted"),
+                    Duration::ZERO,
+                );
+                self.foreign.clear();
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// (d): an object saying Ready=True for its current spec while a grant of it is missing.
+    async fn check_ready(
+        &mut self,
+        _expected: &BTreeSet<Grant>,
+        now: Instant,
+        strict: bool,
+    ) -> anyhow::Result<()> {
+        let agbs: Api<AzureGroupBinding> = Api::all(self.client.clone());
+        let listed = agbs.list(&ListParams::default()).await?;
+        let mut seen_now = BTreeSet::new();
+        for agb in listed.items {
+            let name = agb.name_any();
+            let Some(spec) = self.world.specs.get(&name).cloned() else {
+                continue;
+            };
+            let current =
+                agb.status.as_ref().and_then(|s| s.observed_generation) == agb.metadata.generation;
+            let ready = agb
+                .status
+                .iter()
+                .flat_map(|s| &s.conditions)
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if !(current && ready) {
+                continue;
+            }
+            for grant in spec_grants(&self.world, &spec) {
+                let has = self.holds(&grant).await?;
+                let key = (name.clone(), grant.clone());
+                if has {
+                    self.ready_wrong.remove(&key);
+                    continue;
+                }
+                seen_now.insert(key.clone());
+                let (since, step) = *self.ready_wrong.entry(key).or_insert(self.last_change);
+                let seen = now.duration_since(since);
+                if strict || seen > self.options.converge_bound {
+                    self.violate(
+                        "(d) ready but missing",
+                        step,
+                        format!(
+                            "{name} says Ready=True, but {} lacks {} {}",
+                            grant.0,
+                            grant.1,
+                            grant.2.as_deref().unwrap_or("cluster-wide")
+                        ),
+                        seen,
+                    );
+                }
+            }
+        }
+        self.ready_wrong.retain(|k, _| seen_now.contains(k));
+        Ok(())
+    }
+}
+
+/// Runs one soak against the control plane of `client` (kubeconfig `kubeconfig`), its operator
+/// log in `log`.
+pub async fn run(
+    client: kube::Client,
+    kubeconfig: &std::path::Path,
+    log: PathBuf,
+    options: &Options,
+) -> anyhow::Result<Report> {
+    let mut soak = Soak {
+        client,
+        kubeconfig,
+        log,
+        options,
+        rng: Rng::new(options.seed),
+        world: World::default(),
+        operator: None,
+        report: Report {
+            seed: options.seed,
+            ..Report::default()
+        },
+        wrong: BTreeMap::new(),
+        ready_wrong: BTreeMap::new(),
+        history: BTreeSet::new(),
+        foreign: BTreeMap::new(),
+        last_change: (Instant::now(), 0),
+        step: 0,
+    };
+    reset(&soak.client).await?;
+    soak.setup().await?;
+    let started = Instant::now();
+    while started.elapsed() < options.duration {
+        soak.step += 1;
+        soak.act().await?;
+        if soak.step.is_multiple_of(3) {
+            soak.check(false).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(100 + soak.rng.below(300) as u64)).await;
+    }
+    // Quiet: every difference must go within the convergence bound, then none may remain.
+    let quiet = Instant::now();
+    loop {
+        soak.check(false).await?;
+        if soak.wrong.is_empty() && soak.ready_wrong.is_empty() {
+            break;
+        }
+        if quiet.elapsed() > options.converge_bound {
+            soak.check(true).await?;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Cleared while the operator runs: it deletes the bindings of deleted objects at once.
+    reset(&soak.client).await?;
+    soak.operator = None;
+    Ok(soak.report)
+}
+
+/// Deletes what a soak made (objects, namespaces, roles, foreign bindings) and waits until the
+/// objects and their bindings are gone, so that the next seed starts from nothing.
+pub async fn reset(client: &kube::Client) -> anyhow::Result<()> {
+    let agbs: Api<AzureGroupBinding> = Api::all(client.clone());
+    agbs.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in namespaces
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+    {
+        if ns.name_any().starts_with("soak-ns-") {
+            let _ = namespaces
+                .delete(&ns.name_any(), &DeleteParams::default())
+                .await;
+        }
+    }
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let rbs: Api<RoleBinding> = Api::all(client.clone());
+    // The soak's finalizers hold bindings it left behind.
+    let release = json!({"metadata": {"finalizers": null}});
+    for b in crbs.list_metadata(&ListParams::default()).await?.items {
+        if b.metadata.finalizers.is_some() {
+            let _ = crbs
+                .patch(
+                    &b.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&release),
+                )
+                .await;
+        }
+    }
+    for b in rbs.list_metadata(&ListParams::default()).await?.items {
+        if b.metadata.finalizers.is_some() {
+            let ns = b.namespace().unwrap_or_default();
+            let _ = Api::<RoleBinding>::namespaced(client.clone(), &ns)
+                .patch(
+                    &b.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&release),
+                )
+                .await;
+        }
+    }
+    let _ = crbs.delete("soak-foreign", &DeleteParams::default()).await;
+    let _ = Api::<RoleBinding>::namespaced(client.clone(), FIXED_NAMESPACE)
+        .delete("soak-foreign", &DeleteParams::default())
+        .await;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    for role in ROLES {
+        let _ = roles.delete(role, &DeleteParams::default()).await;
+    }
+    crate::eventually(
+        "the soak's objects and bindings gone",
+        Duration::from_secs(180),
+        || async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let selector = ListParams::default().labels("app.kubernetes.io/managed-by=groupbinder");
+            let left = agbs
+                .list_metadata(&ListParams::default())
+                .await?
+                .items
+                .len()
+                + crbs.list_metadata(&selector).await?.items.len()
+                + rbs.list_metadata(&selector).await?.items.len();
+            Ok((left == 0).then_some(()))
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_gives_only_allowed_existing_roles_where_they_apply() {
+        let mut world = World {
+            roles: ["soak-a", "soak-b", "soak-x"].map(String::from).into(),
+            allowed: ["soak-a", "soak-b", "soak-c"].map(String::from).into(),
+            ..World::default()
+        };
+        world.namespaces.insert("n1".into(), Some("a".into()));
+        world.namespaces.insert("n2".into(), Some("b".into()));
+        let spec = Spec {
+            id: "i".into(),
+            prefix: None,
+            cluster_roles: vec!["soak-a".into(), "soak-c".into(), "soak-x".into()],
+            roles: vec![
+                ("soak-b".into(), Place::Team("a".into())),
+                ("soak-b".into(), Place::Namespace("gone".into())),
+            ],
+        };
+        world.specs.insert("o".into(), spec);
+        let grants = model(&world);
+        assert_eq!(
+            grants,
+            [
+                ("soak:i".to_owned(), "soak-a".to_owned(), None),
+                (
+                    "soak:i".to_owned(),
+                    "soak-b".to_owned(),
+                    Some("n1".to_owned())
+                ),
+            ]
+            .into()
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_specs() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..20 {
+            assert_eq!(random_spec(&mut a), random_spec(&mut b));
+        }
+    }
+}
