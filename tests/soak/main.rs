@@ -31,13 +31,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         converge_bound: Duration::from_secs(60),
     };
     println!("groupbinder soak: seed {seed}, {minutes} minutes (SOAK_SEED={seed} repeats it)");
-    let report = run(
-        client,
-        cp.kubeconfig(),
-        cp.dir().join("operator.log"),
-        &options,
-    )
-    .await?;
+    let report = run(&cp, cp.dir().join("operator.log"), &options).await?;
     print!("{report}");
     cp.shutdown();
     Ok(if report.violations.is_empty() {

@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::{OperatorProcess, Who};
 use groupbinder_api::AzureGroupBinding;
+use groupbinder_testenv::ControlPlane;
 
 /// The soak's roles; the last is never in the allowlist.
 pub const ROLES: [&str; 4] = ["soak-a", "soak-b", "soak-c", "soak-x"];
@@ -286,6 +287,7 @@ fn random_spec(rng: &mut Rng) -> Spec {
 
 struct Soak<'a> {
     client: kube::Client,
+    cp: &'a ControlPlane,
     kubeconfig: &'a std::path::Path,
     log: PathBuf,
     options: &'a Options,
@@ -474,7 +476,33 @@ impl Soak<'_> {
                 self.start_operator()?;
                 self.fault("allowlist changed (restart)");
             }
-            90..=94 => {
+            90 => {
+                // The API server restarted: every watch breaks, every request fails meanwhile.
+                self.cp.stop_apiserver();
+                tokio::time::sleep(Duration::from_millis(500 + self.rng.below(2500) as u64)).await;
+                self.cp.start_apiserver().await?;
+                self.fault("API server restart");
+            }
+            91 => {
+                // etcd away: the API server answers errors meanwhile.
+                self.cp.stop_etcd();
+                tokio::time::sleep(Duration::from_millis(500 + self.rng.below(2500) as u64)).await;
+                self.cp.start_etcd()?;
+                crate::eventually(
+                    "the API server to answer again",
+                    Duration::from_secs(60),
+                    || async {
+                        Ok(Api::<Namespace>::all(self.client.clone())
+                            .list_metadata(&ListParams::default().limit(1))
+                            .await
+                            .ok()
+                            .map(drop))
+                    },
+                )
+                .await?;
+                self.fault("etcd stopped");
+            }
+            92..=94 => {
                 if let Some(mut operator) = self.operator.take() {
                     let _ = operator.child().kill(); // SIGKILL
                     let _ = operator.child().wait();
@@ -799,17 +827,12 @@ impl Soak<'_> {
     }
 }
 
-/// Runs one soak against the control plane of `client` (kubeconfig `kubeconfig`), its operator
-/// log in `log`.
-pub async fn run(
-    client: kube::Client,
-    kubeconfig: &std::path::Path,
-    log: PathBuf,
-    options: &Options,
-) -> anyhow::Result<Report> {
+/// Runs one soak against `cp` (which it restarts parts of), its operator's log in `log`.
+pub async fn run(cp: &ControlPlane, log: PathBuf, options: &Options) -> anyhow::Result<Report> {
     let mut soak = Soak {
-        client,
-        kubeconfig,
+        client: cp.client().await?,
+        cp,
+        kubeconfig: cp.kubeconfig(),
         log,
         options,
         rng: Rng::new(options.seed),

@@ -25,7 +25,7 @@ async fn a_random_history_with_faults_keeps_every_guarantee() -> anyhow::Result<
             converge_bound: Duration::from_secs(60),
         };
         let log = cp.dir().join(format!("soak-{seed}.log"));
-        let report = run(client.clone(), cp.kubeconfig(), log, &options).await?;
+        let report = run(cp, log, &options).await?;
         eprint!("{report}");
         if !report.violations.is_empty() {
             failed.push(report.to_string());
