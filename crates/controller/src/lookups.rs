@@ -171,7 +171,7 @@ impl Lookups {
             })
             .inc();
         let now = Instant::now();
-        let changed = {
+        let (changed, missing_since) = {
             let mut state = self.state();
             state.in_flight.remove(&object_id);
             let before = state.entries.get(&object_id).cloned();
@@ -238,7 +238,6 @@ impl Lookups {
             }
             (changed, missing_since)
         };
-        let (changed, missing_since) = changed;
         if changed {
             let _ = self.changed.send(object_id.clone());
         }
@@ -255,14 +254,6 @@ impl Lookups {
         }
     }
 
-    /// How many object IDs have an answer (for tests and metrics).
-    pub fn answered(&self) -> usize {
-        self.state()
-            .entries
-            .values()
-            .filter(|e| e.answer.is_some())
-            .count()
-    }
 }
 
 /// Whether the last answers were all "not a group" (a wrong tenant, most likely).
