@@ -253,7 +253,6 @@ impl Lookups {
             }
         }
     }
-
 }
 
 /// Whether the last answers were all "not a group" (a wrong tenant, most likely).
