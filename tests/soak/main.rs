@@ -1,6 +1,8 @@
 //! `make soak SOAK_MINUTES=30 [SOAK_SEED=n]`: the randomized soak of `groupbinder_e2e::soak`, as
 //! long as asked, on a control plane of its own, with the release binary beside this one. Prints
 //! what it did, the worst delays and every violation with its seed and step; exits 1 on any.
+//! The operator's log and a trace of every step (with the world the model saw) stay in
+//! `target/soak/`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,7 +33,16 @@ async fn main() -> anyhow::Result<ExitCode> {
         converge_bound: Duration::from_secs(60),
     };
     println!("groupbinder soak: seed {seed}, {minutes} minutes (SOAK_SEED={seed} repeats it)");
-    let report = run(&cp, cp.dir().join("operator.log"), &options).await?;
+    // Kept after the control plane's directory is gone: the operator's log and the trace.
+    let dir = std::path::Path::new("target/soak");
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join(format!("seed-{seed}.log"));
+    println!(
+        "operator log {}, trace {}",
+        log.display(),
+        log.with_extension("trace").display()
+    );
+    let report = run(&cp, log, &options).await?;
     print!("{report}");
     cp.shutdown();
     Ok(if report.violations.is_empty() {

@@ -290,6 +290,7 @@ struct Soak<'a> {
     cp: &'a ControlPlane,
     kubeconfig: &'a std::path::Path,
     log: PathBuf,
+    started: Instant,
     options: &'a Options,
     rng: Rng,
     world: World,
@@ -311,11 +312,36 @@ impl Soak<'_> {
     fn op(&mut self, kind: &'static str) {
         *self.report.operations.entry(kind).or_default() += 1;
         self.last_change = (Instant::now(), self.step);
+        self.trace(&format!("op {kind}"));
     }
 
     fn fault(&mut self, kind: &'static str) {
         *self.report.faults.entry(kind).or_default() += 1;
         self.last_change = (Instant::now(), self.step);
+        self.trace(&format!("fault {kind}"));
+    }
+
+    /// One line of the trace (`<operator log>.trace`): seconds since the start, step, what;
+    /// with the world the model then saw, to replay a violation's history.
+    fn trace(&self, what: &str) {
+        use std::io::Write as _;
+        let path = self.log.with_extension("trace");
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(
+                file,
+                "{:9.3} step {:5} {what} | allowed {:?} roles {:?} namespaces {:?} specs {:?}",
+                self.started.elapsed().as_secs_f64(),
+                self.step,
+                self.world.allowed,
+                self.world.roles,
+                self.world.namespaces,
+                self.world.specs
+            );
+        }
     }
 
     fn start_operator(&mut self) -> anyhow::Result<()> {
@@ -728,6 +754,9 @@ impl Soak<'_> {
     }
 
     fn violate(&mut self, kind: &'static str, step: usize, what: String, seen_for: Duration) {
+        self.trace(&format!(
+            "VIOLATION {kind} (since step {step}, {seen_for:?}): {what}"
+        ));
         eprintln!(
             "soak: violation {kind} at step {step} (seed {}): {what}",
             self.report.seed
@@ -847,6 +876,7 @@ pub async fn run(cp: &ControlPlane, log: PathBuf, options: &Options) -> anyhow::
         history: BTreeSet::new(),
         foreign: BTreeMap::new(),
         last_change: (Instant::now(), 0),
+        started: Instant::now(),
         step: 0,
     };
     reset(&soak.client).await?;
