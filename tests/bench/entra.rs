@@ -5,16 +5,14 @@
 //! minute (answers kept for 5 s only, so the reconciles each repair sets off ask again, and fail). Also: whether any
 //! other binding changed while it was down.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
 use groupbinder_e2e::entra::{Entra, object_id};
 use groupbinder_e2e::{OperatorProcess, SEED_PREFIX, install_crd, install_k10};
 use groupbinder_testenv::{ControlPlane, Options};
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::api::PostParams;
 
 use super::{CONCURRENCY, drift, median, run_all};
 
@@ -23,18 +21,6 @@ const TENANT: &str = "3f1c0d2e-0000-4000-8000-0000000000b1";
 
 fn binding(i: usize) -> String {
     format!("entra-{i}:k10-admin")
-}
-
-async fn versions(client: &kube::Client) -> anyhow::Result<BTreeMap<String, String>> {
-    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
-    let listed = crbs
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=groupbinder"))
-        .await?;
-    Ok(listed
-        .items
-        .iter()
-        .map(|b| (b.name_any(), b.resource_version().unwrap_or_default()))
-        .collect())
 }
 
 /// An operator process, asking `entra` if given.
@@ -46,39 +32,16 @@ fn operator(
     let binary = std::env::current_exe()?.with_file_name("groupbinder");
     let dir = cp.dir().join(name);
     std::fs::create_dir_all(&dir)?;
-    let (secret, ca) = (dir.join("secret"), dir.join("ca.pem"));
-    let mut env: Vec<(String, String)> = vec![
-        ("GROUPBINDER_RESYNC_SECONDS".into(), "0".into()),
-        ("GROUPBINDER_LOG_LEVEL".into(), "error".into()),
-        (
-            "GROUPBINDER_DEFAULT_GROUP_PREFIX".into(),
-            SEED_PREFIX.into(),
-        ),
-    ];
+    let mut env: Vec<(String, String)> = [
+        ("GROUPBINDER_RESYNC_SECONDS", "0"),
+        ("GROUPBINDER_LOG_LEVEL", "error"),
+        ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
     if let Some(entra) = entra {
-        std::fs::write(&secret, &entra.client_secret)?;
-        std::fs::write(&ca, &entra.ca_pem)?;
-        env.extend([
-            ("GROUPBINDER_ENTRA_TENANT_ID".into(), TENANT.into()),
-            (
-                "GROUPBINDER_ENTRA_CLIENT_ID".into(),
-                entra.client_id.clone(),
-            ),
-            (
-                "GROUPBINDER_ENTRA_CLIENT_SECRET_FILE".into(),
-                secret.display().to_string(),
-            ),
-            (
-                "GROUPBINDER_ENTRA_AUTHORITY_HOST".into(),
-                entra.base.clone(),
-            ),
-            (
-                "GROUPBINDER_ENTRA_GRAPH_ENDPOINT".into(),
-                entra.base.clone(),
-            ),
-            ("GROUPBINDER_ENTRA_CA_FILE".into(), ca.display().to_string()),
-            ("GROUPBINDER_ENTRA_TTL_SECONDS".into(), "5".into()),
-        ]);
+        env.extend(entra.env(&dir)?);
+        env.push(("GROUPBINDER_ENTRA_TTL_SECONDS".into(), "5".into()));
     }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let log = std::fs::File::create(dir.join("operator.log"))?;
@@ -128,7 +91,11 @@ pub async fn run() -> anyhow::Result<()> {
     let without = {
         let _operator = operator(&cp, None, "without")?;
         let started = Instant::now();
-        while versions(&client).await?.len() < OBJECTS {
+        while groupbinder_e2e::managed_binding_versions(&client)
+            .await?
+            .len()
+            < OBJECTS
+        {
             anyhow::ensure!(
                 started.elapsed() < Duration::from_secs(120),
                 "not every binding made"
@@ -149,7 +116,7 @@ pub async fn run() -> anyhow::Result<()> {
     }
     let up = drift(&client, limit, binding).await?;
     // Entra ID unreachable for a minute: drift repaired all the same, nothing else changed.
-    let before = versions(&client).await?;
+    let before = groupbinder_e2e::managed_binding_versions(&client).await?;
     entra.set_down(true);
     let down_since = Instant::now();
     // Past the 5 s TTL: every reconcile the drift sets off finds its answer due, and asks.
@@ -157,7 +124,7 @@ pub async fn run() -> anyhow::Result<()> {
     let down = drift(&client, limit, binding).await?;
     let rest = Duration::from_secs(60).saturating_sub(down_since.elapsed());
     tokio::time::sleep(rest).await;
-    let mut after = versions(&client).await?;
+    let mut after = groupbinder_e2e::managed_binding_versions(&client).await?;
     entra.set_down(false);
     let repaired: Vec<String> = (0..50).map(binding).collect();
     let mut untouched = before.clone();

@@ -320,5 +320,21 @@ pub async fn install_k10_oidc_of(
     Ok(())
 }
 
+/// The resourceVersion of every ClusterRoleBinding labelled as groupbinder's, by name: what a
+/// test compares to tell that no binding was written.
+pub async fn managed_binding_versions(
+    client: &kube::Client,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    use kube::ResourceExt;
+    let listed = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .list(&kube::api::ListParams::default().labels(groupbinder_api::names::MANAGED_SELECTOR))
+        .await?;
+    Ok(listed
+        .items
+        .iter()
+        .map(|b| (b.name_any(), b.resource_version().unwrap_or_default()))
+        .collect())
+}
+
 /// The version [`install_k10_oidc`] writes in `k10-config`.
 pub const K10_FIXTURE_VERSION: &str = "9.0.7";

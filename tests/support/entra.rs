@@ -179,6 +179,29 @@ impl Entra {
         self.server.set_down(down);
     }
 
+    /// The environment that makes `groupbinder` (`run` and the commands) ask this stand-in with
+    /// its client secret: the secret and the CA are written into `dir`.
+    pub fn env(&self, dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+        std::fs::create_dir_all(dir)?;
+        let (secret, ca) = (dir.join("entra-client-secret"), dir.join("entra-ca.pem"));
+        std::fs::write(&secret, format!("{}\n", self.client_secret))?;
+        std::fs::write(&ca, &self.ca_pem)?;
+        Ok([
+            ("GROUPBINDER_ENTRA_TENANT_ID", self.tenant.clone()),
+            ("GROUPBINDER_ENTRA_CLIENT_ID", self.client_id.clone()),
+            (
+                "GROUPBINDER_ENTRA_CLIENT_SECRET_FILE",
+                secret.display().to_string(),
+            ),
+            ("GROUPBINDER_ENTRA_AUTHORITY_HOST", self.base.clone()),
+            ("GROUPBINDER_ENTRA_GRAPH_ENDPOINT", self.base.clone()),
+            ("GROUPBINDER_ENTRA_CA_FILE", ca.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect())
+    }
+
     /// Graph requests answered so far (groups and directory objects).
     pub fn graph_requests(&self) -> u64 {
         self.counts.groups.load(Ordering::SeqCst) + self.counts.objects.load(Ordering::SeqCst)

@@ -701,11 +701,14 @@ impl Soak<'_> {
         );
         let now = Instant::now();
         let keys: Vec<Grant> = self.history.iter().cloned().collect();
+        // What the authorizer answered this round, for the Ready check to read, not ask again.
+        let mut answers = BTreeMap::new();
         for key in keys {
             let (group, role, namespace) = &key;
             let want = expected.contains(&key)
                 || (namespace.is_some() && expected.contains(&(group.clone(), role.clone(), None)));
             let has = self.holds(&key).await?;
+            answers.insert(key.clone(), has);
             let entry = self.wrong.get(&key).copied();
             if has == want {
                 if let Some((since, _, kept)) = entry {
@@ -750,7 +753,7 @@ impl Soak<'_> {
             }
         }
         self.check_foreign().await?;
-        self.check_ready(&expected, now, strict).await
+        self.check_ready(&answers, now, strict).await
     }
 
     fn violate(&mut self, kind: &'static str, step: usize, what: String, seen_for: Duration) {
@@ -804,7 +807,7 @@ impl Soak<'_> {
     /// (d): an object saying Ready=True for its current spec while a grant of it is missing.
     async fn check_ready(
         &mut self,
-        _expected: &BTreeSet<Grant>,
+        answers: &BTreeMap<Grant, bool>,
         now: Instant,
         strict: bool,
     ) -> anyhow::Result<()> {
@@ -827,7 +830,10 @@ impl Soak<'_> {
                 continue;
             }
             for grant in spec_grants(&self.world, &spec) {
-                let has = self.holds(&grant).await?;
+                let has = match answers.get(&grant) {
+                    Some(has) => *has,
+                    None => self.holds(&grant).await?,
+                };
                 let key = (name.clone(), grant.clone());
                 if has {
                     self.ready_wrong.remove(&key);

@@ -4,7 +4,6 @@
 //! replication window, throttling and an unreachable Entra ID that never touch a binding, and one
 //! Graph request per object ID per TTL. The real binary on the real control plane.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
 use groupbinder_e2e::entra::{Entra, object_id};
 use groupbinder_e2e::{
     OperatorProcess, SEED_PREFIX, agbs, apply, crbs, eventually, install_crd, install_k10,
-    wait_for_reason_within,
+    managed_binding_versions, wait_for_reason_within,
 };
 use groupbinder_testenv::ControlPlane;
 use kube::ResourceExt;
@@ -63,18 +62,6 @@ async fn wait_found(
     .await
 }
 
-/// The resourceVersion of every binding labelled as groupbinder's.
-async fn bindings(client: &kube::Client) -> anyhow::Result<BTreeMap<String, String>> {
-    let listed = crbs(client)
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=groupbinder"))
-        .await?;
-    Ok(listed
-        .items
-        .iter()
-        .map(|b| (b.name_any(), b.resource_version().unwrap_or_default()))
-        .collect())
-}
-
 struct Running {
     operator: OperatorProcess,
     log: std::path::PathBuf,
@@ -87,24 +74,18 @@ fn start(
     extra: &[(&str, &str)],
 ) -> anyhow::Result<Running> {
     let dir = cp.dir().join(name);
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("client-secret");
-    std::fs::write(&secret, format!("{}\n", entra.client_secret))?;
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, &entra.ca_pem)?;
     let log = dir.join("operator.log");
-    let (secret, ca) = (secret.display().to_string(), ca.display().to_string());
-    let mut env = vec![
-        ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
-        ("GROUPBINDER_LOG_LEVEL", "debug"),
-        ("GROUPBINDER_ENTRA_TENANT_ID", TENANT),
-        ("GROUPBINDER_ENTRA_CLIENT_ID", entra.client_id.as_str()),
-        ("GROUPBINDER_ENTRA_CLIENT_SECRET_FILE", secret.as_str()),
-        ("GROUPBINDER_ENTRA_AUTHORITY_HOST", entra.base.as_str()),
-        ("GROUPBINDER_ENTRA_GRAPH_ENDPOINT", entra.base.as_str()),
-        ("GROUPBINDER_ENTRA_CA_FILE", ca.as_str()),
-    ];
-    env.extend_from_slice(extra);
+    let mut env = entra.env(&dir)?;
+    env.extend(
+        [
+            ("GROUPBINDER_DEFAULT_GROUP_PREFIX", SEED_PREFIX),
+            ("GROUPBINDER_LOG_LEVEL", "debug"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let operator = OperatorProcess::spawn(
         std::path::Path::new(env!("CARGO_BIN_EXE_groupbinder")),
         cp.kubeconfig(),
@@ -141,8 +122,8 @@ async fn clean(client: &kube::Client) -> anyhow::Result<()> {
         Duration::from_secs(120),
         || async {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let left =
-                api.list(&ListParams::default()).await?.items.len() + bindings(client).await?.len();
+            let left = api.list(&ListParams::default()).await?.items.len()
+                + managed_binding_versions(client).await?.len();
             Ok((left == 0).then_some(()))
         },
     )
@@ -225,7 +206,7 @@ async fn entra_says_whether_the_id_is_a_group_and_never_moves_a_binding() -> any
         was,
         "Ready moved on restart"
     );
-    let before = bindings(&client).await?;
+    let before = managed_binding_versions(&client).await?;
     assert_eq!(
         before.len(),
         3 * 2 - 3,
@@ -259,7 +240,7 @@ async fn entra_says_whether_the_id_is_a_group_and_never_moves_a_binding() -> any
             .load(std::sync::atomic::Ordering::SeqCst)
             > 0
     );
-    let mut after = bindings(&client).await?;
+    let mut after = managed_binding_versions(&client).await?;
     after.retain(|name, _| before.contains_key(name));
     assert_eq!(after, before, "throttling changed a binding");
 
