@@ -1139,7 +1139,10 @@ async fn the_garbage_collector_orphans_under_the_ownership_policy_with_its_own_c
     orphan_delete("gc-orphaned")?;
     groupbinder_e2e::eventually(
         "the garbage collector to orphan the bindings and let the object go",
-        std::time::Duration::from_secs(30),
+        // The garbage collector learns of a new resource (the CRD, just installed) when it
+        // refreshes discovery, every 30 s (kube-controller-manager's garbage collector syncPeriod);
+        // until then it does not act on an AzureGroupBinding at all.
+        std::time::Duration::from_secs(90),
         || async { Ok(agbs.get_opt("gc-orphaned").await?.is_none().then_some(())) },
     )
     .await?;
