@@ -136,6 +136,8 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     apiserver_args: Vec<String>,
     etcd_args: Vec<String>,
+    /// kube-controller-manager's arguments; empty when it is left out.
+    kcm_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -231,7 +233,7 @@ impl ControlPlane {
             "--unsafe-no-fsync=true".into(),
             "--log-level=warn".into(),
         ];
-        let cp = ControlPlane {
+        let mut cp = ControlPlane {
             processes: Mutex::new(Processes::default()),
             node: Mutex::new(None),
             dir: Mutex::new(Some(dir)),
@@ -242,6 +244,7 @@ impl ControlPlane {
             kubeconfig,
             apiserver_args,
             etcd_args,
+            kcm_args: Vec::new(),
         };
 
         cp.start_etcd()?;
@@ -255,7 +258,7 @@ impl ControlPlane {
                 "system:kube-controller-manager",
                 &["system:masters"],
             )?;
-            let args = vec![
+            cp.kcm_args = vec![
                 format!("--kubeconfig={}", kcm_kubeconfig.display()),
                 format!("--controllers={}", controllers(options.node)),
                 format!("--root-ca-file={}", ca_file.display()),
@@ -267,12 +270,7 @@ impl ControlPlane {
                 ),
                 "--concurrent-gc-syncs=5".into(),
             ];
-            let kcm = cp.spawn(
-                "kube-controller-manager",
-                &cp.binaries.kube_controller_manager,
-                &args,
-            )?;
-            cp.lock().controller_manager = Some(kcm);
+            cp.start_controller_manager()?;
         }
         if options.node {
             let binaries = cp.binaries.node()?;
@@ -431,6 +429,28 @@ impl ControlPlane {
     pub fn start_etcd(&self) -> Result<(), Error> {
         let etcd = self.spawn("etcd", &self.binaries.etcd, &self.etcd_args)?;
         self.lock().etcd = Some(etcd);
+        Ok(())
+    }
+
+    /// Stops kube-controller-manager (SIGTERM), for outage tests: no garbage collection and no
+    /// namespace deletion meanwhile; [`ControlPlane::start_controller_manager`] brings it back.
+    pub fn stop_controller_manager(&self) {
+        if let Some(mut kcm) = self.lock().controller_manager.take() {
+            kcm.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts kube-controller-manager (again); nothing when this control plane runs without it.
+    pub fn start_controller_manager(&self) -> Result<(), Error> {
+        if self.kcm_args.is_empty() || self.lock().controller_manager.is_some() {
+            return Ok(());
+        }
+        let kcm = self.spawn(
+            "kube-controller-manager",
+            &self.binaries.kube_controller_manager,
+            &self.kcm_args,
+        )?;
+        self.lock().controller_manager = Some(kcm);
         Ok(())
     }
 
