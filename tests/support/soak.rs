@@ -13,11 +13,18 @@
 //! held longer than the revocation bound; (b) a grant the model gives, missing longer than the
 //! convergence bound; (c) an object that is not groupbinder's, changed or deleted; (d)
 //! `Ready=True` on an object whose grants are not all in place, longer than the convergence bound.
+//!
+//! The bounds count the time since the change while the operator could act: not while the API
+//! server or etcd was away, nor for a killed leader the lease duration after the kill (no replica
+//! may lead before it expires). A grant only bindings that are not groupbinder's give (by the README's rule:
+//! controlled by an AzureGroupBinding, or labelled as groupbinder's and bound to an allowlisted
+//! role) is not held against it; nor one in a namespace being deleted, which goes with it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -41,6 +48,10 @@ const NAMESPACES: usize = 4;
 const TEAMS: [&str; 2] = ["a", "b"];
 /// A namespace the soak never deletes, for the object that is not groupbinder's.
 const FIXED_NAMESPACE: &str = "soak-fixed";
+/// The replicas' lease duration (the operator's default, as the chart runs it).
+const LEASE: Duration = Duration::from_secs(15);
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "groupbinder");
+const UID_LABEL: &str = "groupbinder.dev/azuregroupbinding-uid";
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -87,6 +98,9 @@ pub struct Report {
     pub worst_revocation: Duration,
     /// The longest a grant the model gives was missing.
     pub worst_convergence: Duration,
+    /// Grants the model does not give that only bindings no longer groupbinder's gave (by the
+    /// rule; re-parented, then the allowlist narrowed): not held against it.
+    pub not_groupbinders: BTreeSet<Grant>,
 }
 
 impl std::fmt::Display for Report {
@@ -94,7 +108,7 @@ impl std::fmt::Display for Report {
         let sum = |m: &BTreeMap<&str, usize>| m.values().sum::<usize>();
         writeln!(
             f,
-            "seed {}: {} operations {:?}; {} faults {:?}; {} SubjectAccessReviews; worst revocation {:.1} s, worst convergence {:.1} s; {} violations",
+            "seed {}: {} operations {:?}; {} faults {:?}; {} SubjectAccessReviews; worst revocation {:.1} s, worst convergence {:.1} s (outages not counted); {} grants given only by bindings no longer groupbinder's; {} violations",
             self.seed,
             sum(&self.operations),
             self.operations,
@@ -103,6 +117,7 @@ impl std::fmt::Display for Report {
             self.reviews,
             self.worst_revocation.as_secs_f64(),
             self.worst_convergence.as_secs_f64(),
+            self.not_groupbinders.len(),
             self.violations.len()
         )?;
         for v in &self.violations {
@@ -226,6 +241,25 @@ pub fn spec_grants(world: &World, spec: &Spec) -> BTreeSet<Grant> {
     grants
 }
 
+/// How long from `since` to `now` lies outside every one of `outages` (which may overlap).
+pub fn credited(outages: &[(Instant, Instant)], since: Instant, now: Instant) -> Duration {
+    let mut clipped: Vec<(Instant, Instant)> = outages
+        .iter()
+        .map(|(from, to)| ((*from).max(since), (*to).min(now)))
+        .filter(|(from, to)| from < to)
+        .collect();
+    clipped.sort();
+    let (mut away, mut covered) = (Duration::ZERO, since);
+    for (from, to) in clipped {
+        let from = from.max(covered);
+        if to > from {
+            away += to - from;
+            covered = to;
+        }
+    }
+    now.saturating_duration_since(since).saturating_sub(away)
+}
+
 fn spec_json(name: &str, spec: &Spec) -> serde_json::Value {
     let roles: Vec<serde_json::Value> = spec
         .roles
@@ -294,7 +328,19 @@ struct Soak<'a> {
     options: &'a Options,
     rng: Rng,
     world: World,
-    operator: Option<OperatorProcess>,
+    /// The running replicas (leader election on), by identity.
+    replicas: BTreeMap<String, OperatorProcess>,
+    /// Replicas started so far (their identities are `soak-<n>`).
+    started_replicas: usize,
+    /// kube-controller-manager stopped until then.
+    kcm_down_until: Option<Instant>,
+    /// Namespaces deleted and maybe not gone yet: their grants go with them.
+    leaving: BTreeSet<String>,
+    /// When the operator could not act (the API server or etcd away, no replica allowed to lead):
+    /// not counted against the bounds.
+    outages: Vec<(Instant, Instant)>,
+    /// The uid of namespace kube-system, for ownerReferences moved to it.
+    kube_system: String,
     report: Report,
     /// Per grant: since when it has been wrong, and the step that was last before.
     wrong: BTreeMap<Grant, (Instant, usize, bool)>,
@@ -317,8 +363,17 @@ impl Soak<'_> {
 
     fn fault(&mut self, kind: &'static str) {
         *self.report.faults.entry(kind).or_default() += 1;
-        self.last_change = (Instant::now(), self.step);
         self.trace(&format!("fault {kind}"));
+    }
+
+    /// The operator could not act from `from` to `to`.
+    fn outage(&mut self, from: Instant, to: Instant) {
+        self.outages.push((from, to));
+    }
+
+    /// How long from `since` to `now` the operator could act.
+    fn credited(&self, since: Instant, now: Instant) -> Duration {
+        credited(&self.outages, since, now)
     }
 
     /// One line of the trace (`<operator log>.trace`): seconds since the start, step, what;
@@ -344,14 +399,17 @@ impl Soak<'_> {
         }
     }
 
-    fn start_operator(&mut self) -> anyhow::Result<()> {
+    /// Starts one more replica (leader election on, the chart's lease duration and resync).
+    fn start_replica(&mut self) -> anyhow::Result<()> {
         let allowed: Vec<&str> = self.world.allowed.iter().map(String::as_str).collect();
         let allowed = allowed.join(",");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        self.operator = Some(OperatorProcess::spawn(
+        self.started_replicas += 1;
+        let identity = format!("soak-{}", self.started_replicas);
+        let process = OperatorProcess::spawn(
             &self.options.binary,
             self.kubeconfig,
             &[
@@ -359,10 +417,47 @@ impl Soak<'_> {
                 ("GROUPBINDER_ALLOW_NON_K10_ROLES", "true"),
                 ("GROUPBINDER_DEFAULT_GROUP_PREFIX", DEFAULT_PREFIX),
                 ("GROUPBINDER_LOG_LEVEL", "warn"),
-                ("GROUPBINDER_RESYNC_SECONDS", "30"),
+                ("GROUPBINDER_LEADER_ELECTION", "true"),
+                ("POD_NAME", &identity),
             ],
             log.into(),
-        )?);
+        )?;
+        self.replicas.insert(identity, process);
+        Ok(())
+    }
+
+    /// The identity of the replica holding the lease, if it runs.
+    async fn leader(&self) -> Option<String> {
+        let lease = Api::<Lease>::namespaced(self.client.clone(), "default")
+            .get_opt("groupbinder-leader")
+            .await
+            .ok()??;
+        let holder = lease.spec?.holder_identity?;
+        self.replicas.contains_key(&holder).then_some(holder)
+    }
+
+    /// SIGKILLs the leader (any replica when none leads): no replica may lead for a lease
+    /// duration (the standby waits for the lease to expire, a new one for as long).
+    async fn kill_leader(&mut self) {
+        let victim = match self.leader().await {
+            Some(leader) => Some(leader),
+            None => self.replicas.keys().next().cloned(),
+        };
+        if let Some(mut process) = victim.and_then(|v| self.replicas.remove(&v)) {
+            let _ = process.child().kill();
+            let _ = process.child().wait();
+            let now = Instant::now();
+            self.outage(now, now + LEASE);
+        }
+    }
+
+    /// Stops every replica gracefully (each gives its lease up) and starts as many again.
+    fn restart_replicas(&mut self) -> anyhow::Result<()> {
+        let count = self.replicas.len().max(1);
+        self.replicas.clear(); // SIGTERM
+        for _ in 0..count {
+            self.start_replica()?;
+        }
         Ok(())
     }
 
@@ -411,7 +506,12 @@ impl Soak<'_> {
                 ),
             );
         }
-        self.start_operator()
+        self.kube_system = Api::<Namespace>::all(self.client.clone())
+            .get("kube-system")
+            .await?
+            .uid()
+            .unwrap_or_default();
+        self.start_replica()
     }
 
     async fn create_role(&mut self, api: &Api<ClusterRole>, role: &str) -> anyhow::Result<()> {
@@ -431,6 +531,13 @@ impl Soak<'_> {
 
     /// One random operation or fault.
     async fn act(&mut self) -> anyhow::Result<()> {
+        if self
+            .kcm_down_until
+            .is_some_and(|until| Instant::now() >= until)
+        {
+            self.kcm_down_until = None;
+            self.cp.start_controller_manager()?;
+        }
         let agbs: Api<AzureGroupBinding> = Api::all(self.client.clone());
         let roll = self.rng.below(100);
         let name = format!("soak-{}", self.rng.below(NAMES));
@@ -474,8 +581,8 @@ impl Soak<'_> {
                     }
                 }
             }
-            40..=54 => self.namespace_op().await?,
-            55..=59 => {
+            40..=53 => self.namespace_op().await?,
+            54..=58 => {
                 // A role deleted, or created again.
                 let role = ROLES[self.rng.below(3)];
                 let api: Api<ClusterRole> = Api::all(self.client.clone());
@@ -488,9 +595,9 @@ impl Soak<'_> {
                     self.op("role created");
                 }
             }
-            60..=84 => self.hand_edit().await?,
-            85..=89 => {
-                // Narrow or widen the allowlist: an operator restart.
+            59..=82 => self.hand_edit().await?,
+            83..=86 => {
+                // Narrow or widen the allowlist: every replica restarted.
                 let role = ROLES[self.rng.below(3)].to_owned();
                 if !self.world.allowed.remove(&role) {
                     self.world.allowed.insert(role);
@@ -498,19 +605,21 @@ impl Soak<'_> {
                 if self.world.allowed.is_empty() {
                     self.world.allowed.insert(ROLES[0].to_owned());
                 }
-                self.operator = None; // SIGTERM, graceful
-                self.start_operator()?;
+                self.restart_replicas()?;
                 self.fault("allowlist changed (restart)");
             }
-            90 => {
+            87 => {
                 // The API server restarted: every watch breaks, every request fails meanwhile.
+                let from = Instant::now();
                 self.cp.stop_apiserver();
                 tokio::time::sleep(Duration::from_millis(500 + self.rng.below(2500) as u64)).await;
                 self.cp.start_apiserver().await?;
+                self.outage(from, Instant::now());
                 self.fault("API server restart");
             }
-            91 => {
+            88 => {
                 // etcd away: the API server answers errors meanwhile.
+                let from = Instant::now();
                 self.cp.stop_etcd();
                 tokio::time::sleep(Duration::from_millis(500 + self.rng.below(2500) as u64)).await;
                 self.cp.start_etcd()?;
@@ -526,21 +635,49 @@ impl Soak<'_> {
                     },
                 )
                 .await?;
+                self.outage(from, Instant::now());
                 self.fault("etcd stopped");
             }
-            92..=94 => {
-                if let Some(mut operator) = self.operator.take() {
-                    let _ = operator.child().kill(); // SIGKILL
-                    let _ = operator.child().wait();
+            89 => {
+                // kube-controller-manager away for a while: no garbage collection, namespaces
+                // stay Terminating. Revocation must not depend on it.
+                if self.kcm_down_until.is_none() {
+                    self.cp.stop_controller_manager();
+                    let away = Duration::from_secs(3 + self.rng.below(18) as u64);
+                    self.kcm_down_until = Some(Instant::now() + away);
+                    self.fault("kube-controller-manager stopped");
                 }
+            }
+            90..=92 => {
+                // The leader SIGKILLed, and a replacement started (as a Deployment would).
+                self.kill_leader().await;
                 tokio::time::sleep(Duration::from_millis(self.rng.below(2000) as u64)).await;
-                self.start_operator()?;
-                self.fault("SIGKILL");
+                self.start_replica()?;
+                self.fault("leader SIGKILLed");
+            }
+            93..=95 => {
+                // A second replica started, or the standby SIGKILLed.
+                if self.replicas.len() < 2 {
+                    self.start_replica()?;
+                    self.fault("standby started");
+                } else if let Some(leader) = self.leader().await {
+                    let standby = self.replicas.keys().find(|r| **r != leader).cloned();
+                    if let Some(mut process) = standby.and_then(|s| self.replicas.remove(&s)) {
+                        let _ = process.child().kill();
+                        let _ = process.child().wait();
+                        self.fault("standby SIGKILLed");
+                    }
+                }
             }
             _ => {
-                self.operator = None; // SIGTERM
-                self.start_operator()?;
-                self.fault("SIGTERM");
+                // The leader SIGTERMed (it gives its lease up), and a replacement started.
+                if let Some(leader) = self.leader().await {
+                    self.replicas.remove(&leader);
+                }
+                if self.replicas.is_empty() {
+                    self.start_replica()?;
+                }
+                self.fault("leader SIGTERMed");
             }
         }
         Ok(())
@@ -577,6 +714,7 @@ impl Soak<'_> {
         } else if self.rng.chance(25) {
             api.delete(&ns, &DeleteParams::default()).await?;
             self.world.namespaces.remove(&ns);
+            self.leaving.insert(ns);
             self.op("namespace deleted");
         } else {
             let patch = json!({"metadata": {"labels": {"team": team}}});
@@ -611,7 +749,40 @@ impl Soak<'_> {
             return Ok(());
         }
         let (namespace, name) = targets[self.rng.below(targets.len())].clone();
-        let (patch, kind): (serde_json::Value, &'static str) = match self.rng.below(4) {
+        let controller = |api_version: &str, kind: &str, name: &str, uid: &str| {
+            json!({"metadata": {"ownerReferences": [{"apiVersion": api_version, "kind": kind,
+                "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": false}]}})
+        };
+        let (patch, kind): (serde_json::Value, &'static str) = match self.rng.below(7) {
+            // Re-parented: the garbage collector would keep it for ever; the labels still say
+            // groupbinder's.
+            4 => (
+                controller("v1", "Namespace", "kube-system", &self.kube_system),
+                "controller moved to kube-system",
+            ),
+            5 => {
+                let other = format!("soak-{}", self.rng.below(NAMES));
+                let Some(other) = Api::<AzureGroupBinding>::all(self.client.clone())
+                    .get_opt(&other)
+                    .await?
+                else {
+                    return Ok(());
+                };
+                (
+                    controller(
+                        "groupbinder.dev/v1alpha1",
+                        "AzureGroupBinding",
+                        &other.name_any(),
+                        &other.uid().unwrap_or_default(),
+                    ),
+                    "controller moved to another object",
+                )
+            }
+            6 => (
+                json!({"metadata": {"ownerReferences": null,
+                    "labels": {UID_LABEL: "00000000-0000-4000-8000-00000000f0f0"}}}),
+                "uid label forged",
+            ),
             0 => (json!(null), "binding deleted"),
             1 => (
                 json!({"subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": INTRUDER}]}),
@@ -664,38 +835,79 @@ impl Soak<'_> {
             .await
     }
 
-    /// Every grant bound now, from a LIST of every binding to a soak role (Group subjects).
-    async fn bound(&self) -> anyhow::Result<BTreeSet<Grant>> {
+    /// Every grant bound now, from a LIST of every binding to a soak role (Group subjects), and
+    /// whether a binding that is groupbinder's gives it (the README's rule, written here anew:
+    /// its controller is an AzureGroupBinding, or it is labelled as groupbinder's and binds a role
+    /// the allowlist permits).
+    async fn bound(&self) -> anyhow::Result<BTreeMap<Grant, bool>> {
         let crbs: Api<ClusterRoleBinding> = Api::all(self.client.clone());
         let rbs: Api<RoleBinding> = Api::all(self.client.clone());
-        let mut bound = BTreeSet::new();
-        let ours = |role: &str| ROLES.contains(&role);
+        let groupbinders = |meta: &kube::api::ObjectMeta, role: &str| {
+            let controller = meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true));
+            let labelled = meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY.0))
+                .is_some_and(|v| v == MANAGED_BY.1);
+            match controller {
+                Some(o) => {
+                    (o.kind == "AzureGroupBinding" && o.api_version.starts_with("groupbinder.dev/"))
+                        || (labelled && self.world.allowed.contains(role))
+                }
+                None => labelled && self.world.allowed.contains(role),
+            }
+        };
+        let mut bound = BTreeMap::new();
+        let mut add = |grant: Grant, ours: bool| {
+            let entry = bound.entry(grant).or_insert(false);
+            *entry |= ours;
+        };
         for b in crbs.list(&ListParams::default()).await?.items {
-            if ours(&b.role_ref.name) {
+            let role = &b.role_ref.name;
+            if ROLES.contains(&role.as_str()) {
+                let ours = groupbinders(&b.metadata, role);
                 for s in b.subjects.iter().flatten().filter(|s| s.kind == "Group") {
-                    bound.insert((s.name.clone(), b.role_ref.name.clone(), None));
+                    add((s.name.clone(), role.clone(), None), ours);
                 }
             }
         }
         for b in rbs.list(&ListParams::default()).await?.items {
-            if ours(&b.role_ref.name) {
+            let role = &b.role_ref.name;
+            if ROLES.contains(&role.as_str()) {
+                let ours = groupbinders(&b.metadata, role);
                 for s in b.subjects.iter().flatten().filter(|s| s.kind == "Group") {
-                    bound.insert((s.name.clone(), b.role_ref.name.clone(), b.namespace()));
+                    add((s.name.clone(), role.clone(), b.namespace()), ours);
                 }
             }
         }
         Ok(bound)
     }
 
+    /// Forgets the deleted namespaces that are gone.
+    async fn prune_leaving(&mut self) -> anyhow::Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        for ns in self.leaving.clone() {
+            if api.get_opt(&ns).await?.is_none() {
+                self.leaving.remove(&ns);
+            }
+        }
+        Ok(())
+    }
+
     /// Compares the model with what the authorizer answers; `strict`: every difference is a
     /// violation now (the final check, after convergence).
     async fn check(&mut self, strict: bool) -> anyhow::Result<()> {
+        self.prune_leaving().await?;
         let expected = model(&self.world);
         let bound = self.bound().await?;
         self.history.extend(expected.iter().cloned());
         self.history.extend(
             bound
-                .iter()
+                .keys()
                 .filter(|(g, _, _)| !g.starts_with("foreign:"))
                 .cloned(),
         );
@@ -710,9 +922,24 @@ impl Soak<'_> {
             let has = self.holds(&key).await?;
             answers.insert(key.clone(), has);
             let entry = self.wrong.get(&key).copied();
+            // Given only by bindings that are not groupbinder's (re-parented, say, and then the
+            // allowlist narrowed: never touched, by the rule), or going with its namespace.
+            let givers = |ours: bool| {
+                let gives = |g: &Grant| bound.get(g).is_some_and(|o| *o || !ours);
+                gives(&key) || (namespace.is_some() && gives(&(group.clone(), role.clone(), None)))
+            };
+            let not_groupbinders = has && !want && givers(false) && !givers(true);
+            let leaving = namespace.as_ref().is_some_and(|n| self.leaving.contains(n));
+            if not_groupbinders || leaving {
+                if not_groupbinders {
+                    self.report.not_groupbinders.insert(key.clone());
+                }
+                self.wrong.remove(&key);
+                continue;
+            }
             if has == want {
                 if let Some((since, _, kept)) = entry {
-                    let took = now.duration_since(since);
+                    let took = self.credited(since, now);
                     if kept {
                         self.report.worst_revocation = self.report.worst_revocation.max(took);
                     } else {
@@ -725,7 +952,7 @@ impl Soak<'_> {
             let (since, step, kept) =
                 entry.unwrap_or((self.last_change.0, self.last_change.1, has));
             self.wrong.insert(key.clone(), (since, step, has));
-            let seen = now.duration_since(since);
+            let seen = self.credited(since, now);
             let bound_for = if has {
                 self.options.revoke_bound
             } else {
@@ -841,7 +1068,7 @@ impl Soak<'_> {
                 }
                 seen_now.insert(key.clone());
                 let (since, step) = *self.ready_wrong.entry(key).or_insert(self.last_change);
-                let seen = now.duration_since(since);
+                let seen = self.credited(since, now);
                 if strict || seen > self.options.converge_bound {
                     self.violate(
                         "(d) ready but missing",
@@ -872,7 +1099,12 @@ pub async fn run(cp: &ControlPlane, log: PathBuf, options: &Options) -> anyhow::
         options,
         rng: Rng::new(options.seed),
         world: World::default(),
-        operator: None,
+        replicas: BTreeMap::new(),
+        started_replicas: 0,
+        kcm_down_until: None,
+        leaving: BTreeSet::new(),
+        outages: Vec::new(),
+        kube_system: String::new(),
         report: Report {
             seed: options.seed,
             ..Report::default()
@@ -897,6 +1129,9 @@ pub async fn run(cp: &ControlPlane, log: PathBuf, options: &Options) -> anyhow::
         tokio::time::sleep(Duration::from_millis(100 + soak.rng.below(300) as u64)).await;
     }
     // Quiet: every difference must go within the convergence bound, then none may remain.
+    if soak.kcm_down_until.take().is_some() {
+        cp.start_controller_manager()?;
+    }
     let quiet = Instant::now();
     loop {
         soak.check(false).await?;
@@ -911,7 +1146,7 @@ pub async fn run(cp: &ControlPlane, log: PathBuf, options: &Options) -> anyhow::
     }
     // Cleared while the operator runs: it deletes the bindings of deleted objects at once.
     reset(&soak.client).await?;
-    soak.operator = None;
+    soak.replicas.clear();
     Ok(soak.report)
 }
 
@@ -957,6 +1192,22 @@ pub async fn reset(client: &kube::Client) -> anyhow::Result<()> {
                     &PatchParams::default(),
                     &Patch::Merge(&release),
                 )
+                .await;
+        }
+    }
+    // Bindings moved out of groupbinder's hands (re-parented, then the allowlist narrowed) are
+    // the soak's to remove.
+    let labelled = ListParams::default().labels("app.kubernetes.io/managed-by=groupbinder");
+    for b in crbs.list(&labelled).await?.items {
+        if ROLES.contains(&b.role_ref.name.as_str()) {
+            let _ = crbs.delete(&b.name_any(), &DeleteParams::default()).await;
+        }
+    }
+    for b in rbs.list(&labelled).await?.items {
+        if ROLES.contains(&b.role_ref.name.as_str()) {
+            let ns = b.namespace().unwrap_or_default();
+            let _ = Api::<RoleBinding>::namespaced(client.clone(), &ns)
+                .delete(&b.name_any(), &DeleteParams::default())
                 .await;
         }
     }
@@ -1023,6 +1274,17 @@ mod tests {
             ]
             .into()
         );
+    }
+
+    #[test]
+    fn overlapping_outages_are_subtracted_once() {
+        let t = Instant::now();
+        let at = |s: u64| t + Duration::from_secs(s);
+        // 0..100 s, away 10..20 and 15..30 (overlapping) and 90..120 (past the end).
+        let outages = [(at(10), at(20)), (at(15), at(30)), (at(90), at(120))];
+        assert_eq!(credited(&outages, at(0), at(100)), Duration::from_secs(70));
+        assert_eq!(credited(&outages, at(25), at(40)), Duration::from_secs(10));
+        assert_eq!(credited(&[], at(5), at(6)), Duration::from_secs(1));
     }
 
     #[test]
