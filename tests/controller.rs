@@ -646,6 +646,22 @@ async fn two_replicas_elect_one_leader_and_fail_over() -> anyhow::Result<()> {
     second.stop().await
 }
 
+/// A shutdown that comes before the first list has completed (a standby stopped just after it took
+/// the lease; a pod deleted while it starts) ends the operator at once: kube-runtime's graceful
+/// shutdown alone waits for a store that will never fill.
+#[tokio::test]
+async fn an_operator_stopped_before_its_first_list_stops_at_once() -> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), operator.stop())
+        .await
+        .map_err(|_| anyhow::anyhow!("still running 10 s after its shutdown signal"))??;
+    println!("stopped {:?} after its shutdown signal", started.elapsed());
+    Ok(())
+}
+
 /// With a CRD that admits anything (an older or hand-edited CRD), an object the controller cannot
 /// decode, and one that only its own checks refuse, must not stop the others.
 #[tokio::test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use groupbinder_api::AzureGroupBinding;
 use groupbinder_api::Settings;
 use groupbinder_api::names::MANAGED_SELECTOR;
@@ -180,6 +180,7 @@ pub async fn run(
     ctx.entra = entra;
     let ctx = Arc::new(ctx);
     let ready_health = health.clone();
+    let listed = caches.agbs.clone();
     tokio::spawn(async move {
         caches.wait_ready().await;
         // K10's settings too, so that a start does not write every status twice; not for
@@ -191,7 +192,7 @@ pub async fn run(
         ready_health.set_ready(true);
         tracing::info!("caches synced; reconciling");
     });
-    controller
+    let running = controller
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -199,8 +200,21 @@ pub async fn run(
                 Err(controller::Error::ReconcilerFailed(..)) => {} // logged by the error policy
                 Err(error) => tracing::debug!(%error, "controller event"),
             }
-        })
-        .await;
+        });
+    // kube-runtime's graceful shutdown stops polling the AzureGroupBinding watch and then waits
+    // for its store to be ready before it lets the (empty) runner end: stopped before the first
+    // list completed, it would wait for ever (seen in CI: a standby stopped just after it took
+    // the lease). No reconcile starts before that list, so there is nothing to wait for.
+    let stopped_unlisted = async {
+        stop.cancelled().await;
+        if listed.wait_until_ready().now_or_never().is_some() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = running => {}
+        () = stopped_unlisted => tracing::info!("stopped before the first list; nothing was reconciled"),
+    }
     health.set_ready(false);
     leading.leading.set(0);
     if let Some(holder) = holder {
