@@ -2,7 +2,7 @@
 //! the real control plane and the real operator binary, checked all along by a model of its
 //! guarantees that shares no code with the operator's `plan`.
 //!
-//! The model (from the README): an object grants `<groupPrefix or the default><groupObjectId>`
+//! The model (from the README): an object grants `<groupPrefix or K10's live one><groupObjectId>`
 //! each cluster role it names cluster-wide, and each namespaced entry in its namespace or in every
 //! namespace its selector selects — only roles the allowlist permits, only while the role and the
 //! namespace exist. Nothing else: no other subject, no other role, nowhere else.
@@ -37,8 +37,12 @@ use groupbinder_testenv::ControlPlane;
 
 /// The soak's roles; the last is never in the allowlist.
 pub const ROLES: [&str; 4] = ["soak-a", "soak-b", "soak-c", "soak-x"];
-/// The operator's default prefix.
+/// The operator's default prefix, and K10's at the start (the operator follows K10's).
 pub const DEFAULT_PREFIX: &str = "soak:";
+/// The groupPrefix K10's live OIDC settings take in turn.
+const K10_PREFIXES: [&str; 2] = ["soak:", "k10:"];
+const K10_NAMESPACE: &str = "kasten-io";
+const K10_SECRET: &str = "k10-oidc-auth";
 /// A group no spec names: what an attacker writes into a managed binding.
 pub const INTRUDER: &str = "soak:intruder";
 const WITNESS_GROUP: &str = "soak.groupbinder.test";
@@ -201,6 +205,8 @@ pub struct World {
     pub roles: BTreeSet<String>,
     /// Roles the allowlist permits.
     pub allowed: BTreeSet<String>,
+    /// K10's live `groupPrefix`: what an object that sets none grants (the operator follows it).
+    pub k10_prefix: String,
 }
 
 /// The model: every grant `world` gives.
@@ -216,7 +222,7 @@ pub fn model(world: &World) -> BTreeSet<Grant> {
 pub fn spec_grants(world: &World, spec: &Spec) -> BTreeSet<Grant> {
     let group = format!(
         "{}{}",
-        spec.prefix.as_deref().unwrap_or(DEFAULT_PREFIX),
+        spec.prefix.as_deref().unwrap_or(&world.k10_prefix),
         spec.id
     );
     let usable = |role: &str| world.allowed.contains(role) && world.roles.contains(role);
@@ -388,10 +394,11 @@ impl Soak<'_> {
         {
             let _ = writeln!(
                 file,
-                "{:9.3} step {:5} {what} | allowed {:?} roles {:?} namespaces {:?} specs {:?}",
+                "{:9.3} step {:5} {what} | allowed {:?} K10 prefix {:?} roles {:?} namespaces {:?} specs {:?}",
                 self.started.elapsed().as_secs_f64(),
                 self.step,
                 self.world.allowed,
+                self.world.k10_prefix,
                 self.world.roles,
                 self.world.namespaces,
                 self.world.specs
@@ -418,6 +425,7 @@ impl Soak<'_> {
                 ("GROUPBINDER_DEFAULT_GROUP_PREFIX", DEFAULT_PREFIX),
                 ("GROUPBINDER_LOG_LEVEL", "warn"),
                 ("GROUPBINDER_LEADER_ELECTION", "true"),
+                ("GROUPBINDER_FOLLOW_K10_GROUP_PREFIX", "true"),
                 ("POD_NAME", &identity),
             ],
             log.into(),
@@ -467,6 +475,14 @@ impl Soak<'_> {
             self.create_role(&cluster_roles, role).await?;
         }
         self.world.allowed = ROLES[..3].iter().map(|r| (*r).to_owned()).collect();
+        self.world.k10_prefix = DEFAULT_PREFIX.to_owned();
+        crate::install_k10_oidc(
+            &self.client,
+            K10_NAMESPACE,
+            K10_SECRET,
+            &crate::entra_oidc(DEFAULT_PREFIX),
+        )
+        .await?;
         crate::ensure_namespace(&self.client, FIXED_NAMESPACE).await?;
         // Objects that are not groupbinder's, to allowlisted roles: never to be touched.
         let crbs: Api<ClusterRoleBinding> = Api::all(self.client.clone());
@@ -595,7 +611,20 @@ impl Soak<'_> {
                     self.op("role created");
                 }
             }
-            59..=82 => self.hand_edit().await?,
+            59..=80 => self.hand_edit().await?,
+            81..=82 => {
+                // K10's groupPrefix changed (K10 reconfigured): objects that set none follow it.
+                let prefix = K10_PREFIXES[self.rng.below(K10_PREFIXES.len())];
+                let patch = json!({"stringData": {"groupPrefix": prefix}});
+                Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+                    self.client.clone(),
+                    K10_NAMESPACE,
+                )
+                .patch(K10_SECRET, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+                self.world.k10_prefix = prefix.to_owned();
+                self.op("K10 groupPrefix changed");
+            }
             83..=86 => {
                 // Narrow or widen the allowlist: every replica restarted.
                 let role = ROLES[self.rng.below(3)].to_owned();
@@ -1247,6 +1276,7 @@ mod tests {
         let mut world = World {
             roles: ["soak-a", "soak-b", "soak-x"].map(String::from).into(),
             allowed: ["soak-a", "soak-b", "soak-c"].map(String::from).into(),
+            k10_prefix: "soak:".into(),
             ..World::default()
         };
         world.namespaces.insert("n1".into(), Some("a".into()));
