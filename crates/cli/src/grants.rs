@@ -476,7 +476,7 @@ pub async fn load(
             }
         };
     }
-    let client = kube::Client::try_default().await?;
+    let client = crate::connection::client().await?;
     let bindings = from_cluster(&client, settings).await?;
     Ok(Some((bindings, Some(client))))
 }

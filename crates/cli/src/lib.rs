@@ -2,9 +2,12 @@
 //!
 //! Every command lives in [`commands`] and imports only the shared modules beside it, never
 //! another command: [`manifests`] is the one way manifests come in, [`output`] the one way
-//! anything goes out (formats, tables, escaping), [`settings`] the operator's settings flags.
+//! anything goes out (formats, tables, escaping), [`settings`] the operator's settings flags,
+//! [`connection`] the one way to the cluster (kubectl's connection flags: the binary is also the
+//! kubectl plugin `kubectl groupbinder`).
 
 mod commands;
+mod connection;
 mod entra;
 mod grants;
 mod k10cluster;
@@ -28,6 +31,8 @@ use commands::{audit, crd, explain, import, plan, run, unmanage};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: connection::ConnectionArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +56,7 @@ enum Command {
 
 /// Runs the command line, every command on one runtime.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    connection::set(cli.connection);
     // One thread: the commands and the controller wait on the API server most of the time (a
     // quarter of a core while the controller converges 5000 objects), and one thread keeps one
     // malloc arena: 5 to 10 % less memory than a thread per core.
@@ -74,3 +80,46 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 pub use commands::crd::yaml as crd_yaml;
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn every_flag_parses_without_a_clash() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kubectls_flags_are_taken_after_the_command_as_kubectl_passes_them() {
+        let cli = Cli::try_parse_from([
+            "kubectl-groupbinder",
+            "audit",
+            "-n",
+            "k10-elsewhere",
+            "--context",
+            "prod",
+            "--as",
+            "alice",
+            "--as-group",
+            "g1",
+            "--as-group",
+            "g2",
+        ])
+        .expect("parses");
+        let Command::Audit(audit) = &cli.command else {
+            panic!("not audit: {cli:?}");
+        };
+        assert!(format!("{audit:?}").contains("k10_namespace: \"k10-elsewhere\""));
+        let flags = format!("{:?}", cli.connection);
+        for expected in ["Some(\"prod\")", "Some(\"alice\")", "[\"g1\", \"g2\"]"] {
+            assert!(flags.contains(expected), "{flags}");
+        }
+        assert!(
+            Cli::try_parse_from(["groupbinder", "audit", "--as-group", "g1"]).is_err(),
+            "--as-group without --as"
+        );
+    }
+}

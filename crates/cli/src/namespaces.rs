@@ -61,7 +61,7 @@ impl NamespaceArgs {
             return Ok(None);
         }
         Ok(Some(
-            from_cluster(&kube::Client::try_default().await?).await?,
+            from_cluster(&crate::connection::client().await?).await?,
         ))
     }
 }

@@ -9,8 +9,14 @@ pub struct SettingsArgs {
     /// Helm release name of K10: its roles are <release>-admin, <release>-ns-admin, ...
     #[arg(long, env = "GROUPBINDER_K10_RELEASE", default_value = "k10")]
     pub k10_release: String,
-    /// Namespace K10 is installed in.
-    #[arg(long, env = "GROUPBINDER_K10_NAMESPACE", default_value = "kasten-io")]
+    /// Namespace K10 is installed in (`-n`, `--namespace`: as kubectl users say it).
+    #[arg(
+        short = 'n',
+        long,
+        visible_alias = "namespace",
+        env = "GROUPBINDER_K10_NAMESPACE",
+        default_value = "kasten-io"
+    )]
     pub k10_namespace: String,
     /// Group prefix for specs that set none: K10's auth.oidcAuth.groupPrefix.
     #[arg(long, env = "GROUPBINDER_DEFAULT_GROUP_PREFIX", default_value = "", value_parser = group_prefix)]

@@ -258,7 +258,7 @@ async fn mapping(args: &ExplainArgs) -> anyhow::Result<(Mapping, Option<K10Value
     // Without a values file, K10's live settings when the command talks to the cluster anyway.
     // No cluster at hand (no kubeconfig): the flags and defaults, as offline.
     let client = match (args.k10_values.is_none() && (args.check || args.files.is_empty()))
-        .then(kube::Client::try_default)
+        .then(crate::connection::client)
     {
         Some(connect) => connect.await.ok(),
         None => None,
@@ -323,7 +323,7 @@ async fn agbs(
         }
         agbs
     } else {
-        Api::<AzureGroupBinding>::all(kube::Client::try_default().await?)
+        Api::<AzureGroupBinding>::all(crate::connection::client().await?)
             .list(&ListParams::default())
             .await?
             .items
@@ -401,7 +401,7 @@ async fn check(
     settings: &groupbinder_api::Settings,
     namespaced_api: bool,
 ) -> anyhow::Result<Vec<Check>> {
-    let client = kube::Client::try_default().await?;
+    let client = crate::connection::client().await?;
     let reviews: Api<SubjectAccessReview> = Api::all(client);
     let mut groups = identity.groups.clone();
     groups.push("system:authenticated".into());

@@ -51,7 +51,7 @@ pub async fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let namespaces = namespaces.as_ref().map(|n| n as &dyn Namespaces);
     // With the cluster at hand, K10's live settings: whether K10 presents each planned group.
     let k10 = if args.namespaces.reads_cluster() {
-        let client = kube::Client::try_default().await?;
+        let client = crate::connection::client().await?;
         crate::k10cluster::read(args.cluster, &client, &settings.k10_namespace).await
     } else {
         None

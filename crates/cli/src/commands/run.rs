@@ -152,7 +152,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         entra = ?config.entra.as_ref().map(|e| &e.tenant),
         "starting groupbinder"
     );
-    let client = kube::Client::try_default().await?;
+    let client = crate::connection::client().await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let metrics = Arc::new(Metrics::new());

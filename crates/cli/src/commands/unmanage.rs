@@ -13,7 +13,7 @@ use groupbinder_api::ownership::claimed_binding_by;
 use groupbinder_api::{AzureGroupBinding, RbacBinding};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::output::shown;
@@ -39,7 +39,7 @@ pub struct UnmanageArgs {
 /// undone), 2 when a named object does not exist.
 pub async fn run(args: &UnmanageArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings.settings();
-    let client = Client::try_default().await?;
+    let client = crate::connection::client().await?;
     let objects = Api::<AzureGroupBinding>::all(client.clone())
         .list(&ListParams::default())
         .await?
