@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use groupbinder_api::{
     Allowlist, AzureGroupBindingSpec, NamespaceSelector, NamespacedRole, RoleKind,
@@ -264,6 +265,43 @@ async fn argo_cd_and_flux_read_every_status_as_the_mapping_says() -> anyhow::Res
     wait_for_reason(&client, "health-deleting", "False", "Deleting").await?;
     objects.push(get("health-deleting").await?);
     expected.insert("health-deleting", DELETING);
+
+    // The operator's gauge counts the same objects by reason (what the alerts read).
+    eventually(
+        "groupbinder_objects to count every reason",
+        Duration::from_secs(10),
+        || {
+            let text = operator.metrics.encode();
+            async move {
+                let all = [
+                    ("True", "Reconciled", 2), // health-fresh, reconciled by now, and health-ready
+                    ("False", "RoleNotAllowed", 1),
+                    ("False", "RoleNotFound", 1),
+                    ("False", "NamespaceNotFound", 1),
+                    ("False", "Conflict", 2), // and the hand-made one `setup` plants
+                    ("False", "PrefixMismatch", 1),
+                    ("False", "TooManyRoleBindings", 1),
+                    ("False", "Deleting", 1),
+                ];
+                Ok(all
+                    .iter()
+                    .all(|(ready, reason, n)| {
+                        text.lines().any(|l| {
+                            l == format!(
+                                "groupbinder_objects{{ready=\"{ready}\",reason=\"{reason}\"}} {n}"
+                            )
+                        })
+                    })
+                    .then_some(()))
+            }
+        },
+    )
+    .await
+    .map_err(|e| {
+        let text = operator.metrics.encode();
+        let seen: Vec<&str> = text.lines().filter(|l| l.contains("_objects")).collect();
+        anyhow::anyhow!("{e}; the gauge says {seen:#?}")
+    })?;
 
     // A spec changed while the operator is away: the status is of an older generation.
     operator.stop().await?;

@@ -45,6 +45,30 @@ pub mod reason {
     pub const K10_PREFIX_UNKNOWN: &str = "K10PrefixUnknown";
 }
 
+/// The `&'static` form of a `Ready` reason, for metric labels: every reason the controller
+/// writes, and `Other` for any other (a status someone else wrote), so labels stay few.
+pub fn reason_label(reason: &str) -> &'static str {
+    [
+        reason::RECONCILED,
+        reason::ROLE_NOT_ALLOWED,
+        reason::TOO_MANY_ROLE_BINDINGS,
+        reason::INVALID_SPEC,
+        reason::CONFLICT,
+        reason::ROLE_NOT_FOUND,
+        reason::NAMESPACE_NOT_FOUND,
+        reason::APPLY_FAILED,
+        reason::DELETING,
+        reason::K10_PREFIX_UNKNOWN,
+        crate::k10oidc::reason::PREFIX_MISMATCH,
+        crate::entra::reason::GROUP_NOT_FOUND,
+        crate::k10oidc::reason::NO_GROUP_CLAIM,
+        crate::k10oidc::reason::NOT_IN_GROUP_ALLOW_LIST,
+    ]
+    .into_iter()
+    .find(|r| *r == reason)
+    .unwrap_or("Other")
+}
+
 /// Builds a condition, keeping `lastTransitionTime` from `previous` when the status is unchanged.
 /// The message is [`shown`](crate::text::shown): names in it never carry a raw control character.
 pub fn condition(

@@ -125,6 +125,12 @@ pub(crate) async fn run(
                 }
                 last_prefix = Some(oidc.group_prefix.clone());
             }
+            metrics.k10_settings_are(match &now {
+                K10Live::Known(_) => "read",
+                K10Live::NotInstalled => "not_installed",
+                K10Live::OidcOff => "oidc_off",
+                K10Live::Unreadable(_) => "unreadable",
+            });
             live.send_if_modified(|was| {
                 let changed = was.as_ref() != Some(&now);
                 if changed {

@@ -22,6 +22,7 @@ mod kinds;
 pub mod leader;
 pub mod lookups;
 pub mod metrics;
+mod objects;
 mod orphans;
 mod per_object;
 mod reconcile;

@@ -75,6 +75,32 @@ pub struct OrphanLabels {
     pub action: &'static str,
 }
 
+/// Labels naming what is known of K10's live OIDC settings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct K10SettingsLabels {
+    /// `read`, `not_installed`, `oidc_off` or `unreadable`.
+    pub state: &'static str,
+}
+
+/// Every error category a failed reconcile is counted under (`ReconcileError::category`),
+/// every orphan action and binding kind: their series exist from the start, at 0, so that an
+/// alert's `rate` or `increase` sees the first one.
+pub const ERROR_CATEGORIES: [&str; 6] = [
+    "forbidden",
+    "observe",
+    "apply",
+    "status",
+    "invalid_object",
+    "abandoned",
+];
+/// See [`ERROR_CATEGORIES`].
+pub const ORPHAN_ACTIONS: [&str; 3] = ["adopted", "taken_back", "deleted"];
+/// See [`ERROR_CATEGORIES`].
+pub const BINDING_KINDS: [&str; 2] = ["ClusterRoleBinding", "RoleBinding"];
+
+/// The states of K10's live settings, as `groupbinder_k10_settings` names them.
+pub const K10_SETTINGS_STATES: [&str; 4] = ["read", "not_installed", "oidc_off", "unreadable"];
+
 /// The controller's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -104,6 +130,8 @@ pub struct Metrics {
     pub k10_info: Family<K10InfoLabels, Gauge>,
     /// Changes of K10's live `groupPrefix` seen (what objects that follow it then use).
     pub k10_prefix_changes: Counter,
+    /// 1 for what is known of K10's live OIDC settings now, 0 for the other states.
+    pub k10_settings: Family<K10SettingsLabels, Gauge>,
     /// Entra ID lookups, by result.
     pub entra_lookups: Family<LookupLabels, Counter>,
     /// Entra ID lookup latency in seconds (both Graph requests of one lookup).
@@ -134,6 +162,7 @@ impl Metrics {
         let lease_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let k10_info = Family::<K10InfoLabels, Gauge>::default();
         let k10_prefix_changes = Counter::default();
+        let k10_settings = Family::<K10SettingsLabels, Gauge>::default();
         let entra_lookups = Family::<LookupLabels, Counter>::default();
         let entra_latency = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let entra_throttled = Counter::default();
@@ -212,6 +241,20 @@ impl Metrics {
             "Changes of K10's live groupPrefix seen (objects that follow it move their subjects)",
             k10_prefix_changes.clone(),
         );
+        registry.register(
+            "k10_settings",
+            "1 for what is known of K10's live OIDC settings: read, not_installed, oidc_off or unreadable (none before the first look)",
+            k10_settings.clone(),
+        );
+        for category in ERROR_CATEGORIES {
+            errors.get_or_create(&CategoryLabels { category });
+        }
+        for action in ORPHAN_ACTIONS {
+            orphans.get_or_create(&OrphanLabels { action });
+        }
+        for kind in BINDING_KINDS {
+            repairs.get_or_create(&KindLabels { kind });
+        }
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -226,10 +269,31 @@ impl Metrics {
             lease_wait,
             k10_info,
             k10_prefix_changes,
+            k10_settings,
             entra_lookups,
             entra_latency,
             entra_throttled,
         }
+    }
+
+    /// Says that K10's live settings are now in `state` (one of [`K10_SETTINGS_STATES`]).
+    pub fn k10_settings_are(&self, state: &'static str) {
+        for each in K10_SETTINGS_STATES {
+            self.k10_settings
+                .get_or_create(&K10SettingsLabels { state: each })
+                .set(i64::from(each == state));
+        }
+    }
+
+    /// Adds `collector`'s metrics to every scrape.
+    pub(crate) fn register_collector(
+        &self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) {
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .register_collector(collector);
     }
 
     /// Counts one binding of `kind` put back.

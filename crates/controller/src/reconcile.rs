@@ -66,7 +66,7 @@ impl ReconcileError {
     /// A low-cardinality category for metrics.
     pub fn category(&self) -> &'static str {
         let forbidden = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
-        match self {
+        let category = match self {
             ReconcileError::Observe(e) if forbidden(&e.source) => "forbidden",
             ReconcileError::Apply(e) if forbidden(&e.source) => "forbidden",
             ReconcileError::Observe(_) => "observe",
@@ -74,7 +74,9 @@ impl ReconcileError {
             ReconcileError::Status(_) => "status",
             ReconcileError::NoUid(_) => "invalid_object",
             ReconcileError::Abandoned => "abandoned",
-        }
+        };
+        debug_assert!(crate::metrics::ERROR_CATEGORIES.contains(&category));
+        category
     }
 }
 

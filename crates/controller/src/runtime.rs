@@ -133,6 +133,9 @@ pub async fn run(
         (crb_orphans_tx, rb_orphans_tx),
     );
     controller = controller.reconcile_all_on(k10_changes(k10.clone()));
+    metrics.register_collector(Box::new(crate::objects::ObjectsByReady(
+        caches.agbs.clone(),
+    )));
     let entra = config.entra.as_ref().map(|setup| {
         let (lookups, changes) = crate::lookups::Lookups::new(
             setup.directory.clone(),

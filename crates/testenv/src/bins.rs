@@ -13,6 +13,8 @@ pub struct Versions {
     pub etcd: String,
     /// Helm, e.g. `v3.22.0`.
     pub helm: String,
+    /// Prometheus, whose promtool checks the chart's alerts, e.g. `v0.316.0`.
+    pub prometheus: String,
 }
 
 impl Versions {
@@ -30,6 +32,7 @@ impl Versions {
             kubernetes: get("KUBERNETES_VERSION"),
             etcd: get("ETCD_VERSION"),
             helm: get("HELM_VERSION"),
+            prometheus: get("PROMETHEUS_VERSION"),
         }
     }
 }
@@ -86,6 +89,11 @@ impl Binaries {
             kube_scheduler: find("kube-scheduler")?,
             pause_image: find("pause.tar")?,
         })
+    }
+
+    /// promtool, built beside the control plane with its version in its name.
+    pub fn promtool(&self) -> Result<PathBuf, Error> {
+        built(&self.dir, &format!("promtool-{}", self.versions.prometheus))
     }
 
     /// Finds every binary, or says how to build them.

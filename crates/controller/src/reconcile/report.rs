@@ -156,7 +156,7 @@ pub(crate) async fn patch_status(
 
 fn record_metrics(ctx: &Context, status: &AzureGroupBindingStatus) {
     if let Some(ready) = ready(status).filter(|c| c.status == "False") {
-        let category = super::status::reason_label(&ready.reason);
+        let category = groupbinder_api::conditions::reason_label(&ready.reason);
         ctx.metrics
             .not_ready
             .get_or_create(&CategoryLabels { category })

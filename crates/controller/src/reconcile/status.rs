@@ -244,29 +244,6 @@ pub fn binding_status(key: &BindingKey, role: &str) -> BindingStatus {
     }
 }
 
-/// The `&'static` form of a condition reason, for metric labels (unknown reasons become `Other`).
-pub fn reason_label(reason: &str) -> &'static str {
-    [
-        reason::RECONCILED,
-        reason::ROLE_NOT_ALLOWED,
-        reason::TOO_MANY_ROLE_BINDINGS,
-        reason::INVALID_SPEC,
-        reason::CONFLICT,
-        reason::ROLE_NOT_FOUND,
-        reason::NAMESPACE_NOT_FOUND,
-        reason::APPLY_FAILED,
-        reason::DELETING,
-        reason::K10_PREFIX_UNKNOWN,
-        groupbinder_api::k10oidc::reason::PREFIX_MISMATCH,
-        entra::reason::GROUP_NOT_FOUND,
-        groupbinder_api::k10oidc::reason::NO_GROUP_CLAIM,
-        groupbinder_api::k10oidc::reason::NOT_IN_GROUP_ALLOW_LIST,
-    ]
-    .into_iter()
-    .find(|r| *r == reason)
-    .unwrap_or("Other")
-}
-
 /// "group g is bound to k10-admin, k10-basic in shop-1, shop-2, shop-3 and 7 more": per role,
 /// cluster-wide or in which namespaces (the first three of them).
 fn ready_message(group: &str, bindings: &[BindingStatus]) -> String {
