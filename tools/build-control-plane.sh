@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl,
-# helm) and the test node's (kubelet, kube-scheduler, the pause image) from their published Go
+# helm), promtool, and the test node's (kubelet, kube-scheduler, the pause image) from their published Go
 # modules, into a cache outside the clone keyed by version.
 # Idempotent: a binary set that is already cached is reused. Prints the binary directory last.
 #
@@ -70,6 +70,9 @@ build k8s "$k8s_ldflags" \
 helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 helm_ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor"
 build helm "$helm_ldflags" helm=helm.sh/helm/v3/cmd/helm
+
+# promtool, for the chart's PrometheusRule tests: its version is in its name, in the same cache.
+build promtool "-s -w" "promtool-$PROMETHEUS_VERSION=github.com/prometheus/prometheus/cmd/promtool"
 
 # The node's pod sandbox image: a static program that sleeps, in a one-layer image.
 build pause "-s -w" pause=groupbinder.dev/tools/pause

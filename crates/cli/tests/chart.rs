@@ -49,6 +49,8 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         "--set",
         "metrics.serviceMonitor.enabled=true",
         "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
         "log.format=text",
         "--set",
         "metrics.networkPolicy.enabled=true",
@@ -181,7 +183,13 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         "helm template (custom)",
     )?;
     assert!(
-        custom.contains("kind: PodDisruptionBudget") && custom.contains("kind: ServiceMonitor")
+        custom.contains("kind: PodDisruptionBudget")
+            && custom.contains("kind: ServiceMonitor")
+            && custom.contains("kind: PrometheusRule")
+    );
+    assert!(
+        !defaults.contains("kind: PrometheusRule"),
+        "alerts are opt-in"
     );
     assert!(
         custom.contains("kind: NetworkPolicy") && custom.contains("name: monitoring"),
@@ -1194,5 +1202,120 @@ async fn the_garbage_collector_orphans_under_the_ownership_policy_with_its_own_c
             .is_some()
     );
     cp.shutdown();
+    Ok(())
+}
+
+/// The chart's PrometheusRule passes `promtool check rules` and the unit tests in
+/// `tests/promtool/alerts.test.yaml`, whose series have the names and labels of a real scrape.
+#[tokio::test]
+async fn the_alerts_fire_when_they_should_and_only_then() -> anyhow::Result<()> {
+    let (cp, client) = groupbinder_e2e::setup().await?;
+    let promtool = cp.binaries().promtool()?;
+    let rendered = succeeded(
+        cp.helm()
+            .args(["template", "gb", &chart_dir(), "-n", "gb-system"])
+            .args(["--set", "metrics.prometheusRule.enabled=true"])
+            .args(["--show-only", "templates/prometheusrule.yaml"])
+            .output()?,
+        "helm template (PrometheusRule)",
+    )?;
+    let rule: serde_json::Value = serde_saphyr::from_str(&rendered)?;
+    assert_eq!(rule["kind"], "PrometheusRule");
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_json::to_vec(&rule["spec"])?,
+    )?;
+    let tests = std::fs::read_to_string(repo().join("tests/promtool/alerts.test.yaml"))?;
+    std::fs::write(dir.path().join("alerts.test.yaml"), &tests)?;
+    for args in [
+        ["check", "rules", "rules.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(dir.path())
+            .output()?;
+        succeeded(out, &format!("promtool {}", args.join(" ")))?;
+    }
+
+    // A real scrape, with a repair, an orphan and K10's settings read, to hold the series to.
+    let _serial = groupbinder_e2e::exclusive().await;
+    groupbinder_e2e::install_k10_oidc(
+        &client,
+        "kasten-io",
+        "k10-oidc-auth",
+        &groupbinder_e2e::entra_oidc(SEED_PREFIX),
+    )
+    .await?;
+    let operator = groupbinder_e2e::Operator::start(
+        &client,
+        groupbinder_e2e::config(groupbinder_e2e::seed_settings()),
+    );
+    groupbinder_e2e::seeded(&client, "alerts-seed", 7300).await?;
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    crbs.patch(
+        "alerts-seed:k10-admin",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "someone-else"}]})),
+    )
+    .await?;
+    let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), "kasten-io");
+    rbs.patch(
+        "alerts-seed:k10-ns-admin",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": null}})),
+    )
+    .await?;
+    let scrape = groupbinder_e2e::eventually(
+        "a repair, an orphan and K10's settings in the metrics",
+        std::time::Duration::from_secs(20),
+        || {
+            let text = operator.metrics.encode();
+            async move {
+                let done = [
+                    "groupbinder_repairs_total{",
+                    "groupbinder_orphaned_bindings_total{",
+                    "groupbinder_k10_settings{state=\"read\"} 1",
+                ]
+                .iter()
+                .all(|s| text.contains(s));
+                Ok(done.then_some(text))
+            }
+        },
+    )
+    .await?;
+    operator.stop().await?;
+    // What Prometheus adds to every series it scrapes.
+    let added = ["namespace", "job", "pod", "instance"];
+    let mut checked = 0;
+    for line in tests.lines() {
+        let Some(series) = line.trim().strip_prefix("- series: '") else {
+            continue;
+        };
+        let series = series.trim_end_matches('\'');
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let keys = |labels: &str| -> BTreeSet<String> {
+            labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_owned()))
+                .filter(|k| !added.contains(&k.as_str()))
+                .collect()
+        };
+        let want = keys(labels);
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            scrape.contains(&format!("# TYPE {base} ")),
+            "{name} is not a metric the operator exports:\n{scrape}"
+        );
+        // Where the scrape has a sample of it, the same labels.
+        if let Some(sample) = scrape.lines().find(|l| l.starts_with(&format!("{name}{{"))) {
+            let got = keys(&sample[name.len() + 1..sample.rfind('}').unwrap_or(sample.len())]);
+            assert_eq!(got, want, "labels of {name}: the scrape says {sample}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} series held to a sample");
     Ok(())
 }
