@@ -125,13 +125,7 @@ async fn argo_cd_and_flux_read_every_status_as_the_mapping_says() -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let check = argocd_check(dir.path())?;
     // K10 presents groups under the seed's prefix: another prefix is a PrefixMismatch.
-    install_k10_oidc(
-        &client,
-        "kasten-io",
-        "k10-oidc-auth",
-        &entra_oidc(SEED_PREFIX),
-    )
-    .await?;
+    install_seed_k10_oidc(&client).await?;
     let mut objects = Vec::new();
     let mut expected = BTreeMap::new();
     let get = |name: &'static str| {

@@ -344,13 +344,7 @@ async fn story(slot: &std::sync::OnceLock<ControlPlane>) -> anyhow::Result<()> {
     install_k10(&client, "k10", "kasten-io").await?;
     // K10's live OIDC settings, as a running K10 keeps them: the pod reads them with its own
     // token (the chart grants exactly this Secret, by name).
-    install_k10_oidc(
-        &client,
-        "kasten-io",
-        "k10-oidc-auth",
-        &entra_oidc(SEED_PREFIX),
-    )
-    .await?;
+    install_seed_k10_oidc(&client).await?;
 
     // 1. helm install: the Deployment becomes Available, its probes passing.
     helm_release(cp, "install", &tag, &[])?;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
 use groupbinder_e2e::{
-    OperatorProcess, SEED_PREFIX, apiserver_writes, entra_oidc, install_crd, install_k10,
-    install_k10_oidc, ready,
+    OperatorProcess, SEED_PREFIX, apiserver_writes, install_crd, install_k10,
+    install_seed_k10_oidc, ready,
 };
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::core::v1::Secret;
@@ -46,13 +46,7 @@ pub async fn run() -> anyhow::Result<()> {
     let client = cp.client().await?;
     install_crd(&client).await?;
     install_k10(&client, "k10", "kasten-io").await?;
-    install_k10_oidc(
-        &client,
-        "kasten-io",
-        "k10-oidc-auth",
-        &entra_oidc(SEED_PREFIX),
-    )
-    .await?;
+    install_seed_k10_oidc(&client).await?;
     println!(
         "groupbinder K10-settings benchmark: {OBJECTS} objects, {FLIPS} flips of K10's groupPrefix"
     );

@@ -264,6 +264,18 @@ pub async fn install_k10_oidc(
     install_k10_oidc_of(client, (namespace, K10_FIXTURE_VERSION), secret, settings).await
 }
 
+/// K10 in `kasten-io` signing users in with Entra ID under the seed's prefix, its Secret the
+/// chart's default `k10-oidc-auth`: [`install_k10_oidc`] as most tests want it.
+pub async fn install_seed_k10_oidc(client: &kube::Client) -> anyhow::Result<()> {
+    install_k10_oidc(
+        client,
+        "kasten-io",
+        "k10-oidc-auth",
+        &entra_oidc(crate::SEED_PREFIX),
+    )
+    .await
+}
+
 /// [`install_k10_oidc`] for K10 `version` (what `k10-config` says).
 pub async fn install_k10_oidc_of(
     client: &kube::Client,

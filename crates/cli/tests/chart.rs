@@ -1241,13 +1241,7 @@ async fn the_alerts_fire_when_they_should_and_only_then() -> anyhow::Result<()> 
 
     // A real scrape, with a repair, an orphan and K10's settings read, to hold the series to.
     let _serial = groupbinder_e2e::exclusive().await;
-    groupbinder_e2e::install_k10_oidc(
-        &client,
-        "kasten-io",
-        "k10-oidc-auth",
-        &groupbinder_e2e::entra_oidc(SEED_PREFIX),
-    )
-    .await?;
+    groupbinder_e2e::install_seed_k10_oidc(&client).await?;
     let operator = groupbinder_e2e::Operator::start(
         &client,
         groupbinder_e2e::config(groupbinder_e2e::seed_settings()),

@@ -247,13 +247,13 @@ impl Metrics {
             k10_settings.clone(),
         );
         for category in ERROR_CATEGORIES {
-            errors.get_or_create(&CategoryLabels { category });
+            let _ = errors.get_or_create(&CategoryLabels { category });
         }
         for action in ORPHAN_ACTIONS {
-            orphans.get_or_create(&OrphanLabels { action });
+            let _ = orphans.get_or_create(&OrphanLabels { action });
         }
         for kind in BINDING_KINDS {
-            repairs.get_or_create(&KindLabels { kind });
+            let _ = repairs.get_or_create(&KindLabels { kind });
         }
         Metrics {
             registry: Mutex::new(registry),

@@ -169,7 +169,28 @@ async fn carry_out(
 ) -> Result<Outcome, ReconcileError> {
     let prefix = match default_prefix(agb, ctx) {
         Some(prefix) => prefix,
-        None => return Ok(Outcome::Held(held_message(), k10_verdict(agb, "", ctx))),
+        None if status_is_of_this_spec(agb) => {
+            return Ok(Outcome::Held(
+                held_message(),
+                k10_verdict(agb, "", ctx),
+                true,
+            ));
+        }
+        None => {
+            // The spec changed since its bindings were made: they are not its grants (an old
+            // explicit prefix, other roles). When in doubt, revoke.
+            revoke(
+                &observe::stale(&ctx.caches, uid, &BTreeSet::new()),
+                changes,
+                ctx,
+            )
+            .await?;
+            return Ok(Outcome::Held(
+                held_revoked_message(),
+                k10_verdict(agb, "", ctx),
+                false,
+            ));
+        }
     };
     let plan = groupbinder_api::desired::plan_with_default_prefix(
         agb,
@@ -228,13 +249,30 @@ fn default_prefix<'c>(agb: &AzureGroupBinding, ctx: &'c Context) -> Option<Cow<'
     if !ctx.settings.follow_k10_group_prefix || agb.spec.group_prefix.is_some() {
         return Some(Cow::Borrowed(&ctx.settings.default_group_prefix));
     }
-    let status_group = agb.status.as_ref().and_then(|s| s.group.as_deref());
+    // The last known good prefix, from a status written for this very spec only: after an
+    // edit (an explicit prefix taken out, say) the status's group is the old spec's.
+    let status_group = agb
+        .status
+        .as_ref()
+        .filter(|_| status_is_of_this_spec(agb))
+        .and_then(|s| s.group.as_deref());
     groupbinder_api::k10oidc::followed_prefix(
         ctx.k10.borrow().as_ref(),
         status_group,
         &agb.spec.group_object_id,
     )
     .map(Cow::Owned)
+}
+
+/// Whether `agb`'s status was written for its current spec (generation).
+fn status_is_of_this_spec(agb: &AzureGroupBinding) -> bool {
+    agb.status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == agb.metadata.generation)
+}
+
+fn held_revoked_message() -> String {
+    "the operator follows K10's groupPrefix (--follow-k10-group-prefix) and has not read it yet (see condition K10Presents), and the spec changed since its bindings were made: they were revoked; once K10's OIDC settings are readable this object is bound".into()
 }
 
 fn held_message() -> String {

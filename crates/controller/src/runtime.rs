@@ -132,7 +132,8 @@ pub async fn run(
         stop.clone(),
         (crb_orphans_tx, rb_orphans_tx),
     );
-    controller = controller.reconcile_all_on(k10_changes(k10.clone()));
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    controller = controller.reconcile_all_on(k10_changes(k10.clone(), synced.clone()));
     metrics.register_collector(Box::new(crate::objects::ObjectsByReady(
         caches.agbs.clone(),
     )));
@@ -151,7 +152,6 @@ pub async fn run(
         }
         None => None,
     };
-    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let sweeper = orphans::Sweeper {
         client: client.clone(),
         events: events.clone(),
@@ -408,16 +408,19 @@ fn build_controller(
     (controller, caches)
 }
 
-/// One `()` each time K10's settings change after they were first read.
+/// One `()` each time K10's settings change after they were first read, and when they are first
+/// read only after the reconciles began (`synced`: the start stopped waiting for them): the
+/// objects reconciled meanwhile held or revoked their bindings, not knowing K10's prefix.
 fn k10_changes(
     k10: tokio::sync::watch::Receiver<Option<groupbinder_api::k10oidc::K10Live>>,
+    synced: tokio::sync::watch::Receiver<bool>,
 ) -> impl Stream<Item = ()> + Send + 'static {
-    futures::stream::unfold(k10, |mut k10| async move {
+    futures::stream::unfold((k10, synced), |(mut k10, synced)| async move {
         loop {
             let before = k10.borrow_and_update().is_some();
             k10.changed().await.ok()?;
-            if before {
-                return Some(((), k10));
+            if before || *synced.borrow() {
+                return Some(((), (k10, synced)));
             }
         }
     })
@@ -451,4 +454,41 @@ fn tokio_stream_interval(every: Duration) -> impl Stream<Item = ()> + Send + 'st
             Some(((), interval))
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use groupbinder_api::k10oidc::K10Live;
+
+    /// How many reconciles-of-everything are due by now.
+    fn due(stream: &mut (impl Stream<Item = ()> + Unpin)) -> usize {
+        let mut n = 0;
+        while let Some(Some(())) = stream.next().now_or_never() {
+            n += 1;
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn k10s_settings_read_late_reconcile_everything_read_early_do_not() {
+        // Read before the reconciles began: the reconciles read them anyway.
+        let (k10, rx) = tokio::sync::watch::channel(None);
+        let (synced, synced_rx) = tokio::sync::watch::channel(false);
+        let mut changes = Box::pin(k10_changes(rx, synced_rx));
+        assert_eq!(due(&mut changes), 0);
+        k10.send_replace(Some(K10Live::NotInstalled));
+        assert_eq!(due(&mut changes), 0);
+        synced.send_replace(true);
+        k10.send_replace(Some(K10Live::OidcOff));
+        assert_eq!(due(&mut changes), 1, "a change after the first read");
+
+        // Read only after the start stopped waiting for them (the soak's seed 20261203).
+        let (k10, rx) = tokio::sync::watch::channel(None);
+        let (_synced, synced_rx) = tokio::sync::watch::channel(true);
+        let mut changes = Box::pin(k10_changes(rx, synced_rx));
+        assert_eq!(due(&mut changes), 0);
+        k10.send_replace(Some(K10Live::NotInstalled));
+        assert_eq!(due(&mut changes), 1, "the first read, late");
+    }
 }

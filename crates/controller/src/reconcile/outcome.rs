@@ -116,9 +116,11 @@ impl Problem {
 pub enum Outcome {
     /// No group can be computed for the spec: every binding of the object was deleted.
     Refused(PlanError),
-    /// The group's prefix is not known yet (the operator follows K10's, unread so far): nothing
-    /// was changed; why, and what is known of K10.
-    Held(String, Verdict),
+    /// The group's prefix is not known yet (the operator follows K10's, unread so far): why,
+    /// what is known of K10, and whether the bindings were kept as they were (`true`: the spec
+    /// is the one they were made for) or revoked (`false`: the spec changed since, so they are
+    /// not its grants).
+    Held(String, Verdict, bool),
     /// The plan was carried out as far as possible.
     Bound {
         /// The RBAC group subject.

@@ -80,7 +80,7 @@ pub fn desired_status(
     let previous = agb.status.clone().unwrap_or_default();
     let generation = agb.metadata.generation;
     let k10 = match outcome {
-        Outcome::Bound { k10: Some(v), .. } | Outcome::Held(_, v) => {
+        Outcome::Bound { k10: Some(v), .. } | Outcome::Held(_, v, _) => {
             Some(conditions::condition_of(
                 &previous.conditions,
                 conditions::K10_PRESENTS,
@@ -113,13 +113,21 @@ pub fn desired_status(
         _ => (None, None),
     };
     let (ready, reason, message, group, mut bindings, selected) = match outcome {
-        Outcome::Held(message, _) => (
+        Outcome::Held(message, _, true) => (
             false,
             reason::K10_PREFIX_UNKNOWN,
             message.clone(),
             previous.group.clone(),
             previous.bindings.clone(),
             previous.selected_namespaces.clone(),
+        ),
+        Outcome::Held(message, _, false) => (
+            false,
+            reason::K10_PREFIX_UNKNOWN,
+            message.clone(),
+            None,
+            Vec::new(),
+            None,
         ),
         Outcome::Refused(error) => (
             false,

@@ -50,13 +50,21 @@ impl Harness {
         fake: FakeCaches,
         answer: impl Fn(&Seen) -> (u16, Value) + Send + Sync + 'static,
     ) -> Self {
+        Self::with_settings(fake, settings(), answer)
+    }
+
+    fn with_settings(
+        fake: FakeCaches,
+        settings: groupbinder_api::Settings,
+        answer: impl Fn(&Seen) -> (u16, Value) + Send + Sync + 'static,
+    ) -> Self {
         let api = FakeApi::new(answer);
         let client = api.client();
         let (synced_tx, synced) = tokio::sync::watch::channel(true);
         let stop = tokio_util::sync::CancellationToken::new();
         let ctx = Context::new(
             client.clone(),
-            settings(),
+            settings,
             fake.caches,
             api.metrics(),
             Publisher::new(client, "groupbinder", "test"),
@@ -369,4 +377,41 @@ async fn a_prefix_outside_ascii_is_bound_and_warned_about() {
         message.contains("outside ASCII") && message.contains(r"\u{430}"),
         "{message}"
     );
+}
+
+/// Following K10's prefix before K10's settings are read: the last known prefix (the status's
+/// group) holds for the spec that status was written for, and access never lapses across a
+/// restart; a spec changed since (an explicit prefix taken out, say) is not the one its bindings
+/// were made for: they are revoked (found by the soak, seed 20261203: an `other:` grant kept).
+#[tokio::test]
+async fn unread_k10_settings_hold_an_unchanged_specs_bindings_and_revoke_a_changed_ones() {
+    let mut follow = settings();
+    follow.follow_k10_group_prefix = true;
+    let with_status = |observed: i64| {
+        let mut agb = seed(GUID);
+        agb.status = Some(AzureGroupBindingStatus {
+            group: Some(format!("michael_azure_{GUID}")),
+            observed_generation: Some(observed),
+            ..AzureGroupBindingStatus::default()
+        });
+        agb
+    };
+    let unchanged = Harness::with_settings(with_seed_bindings(), follow.clone(), server);
+    unchanged.reconcile(&with_status(1)).await.unwrap();
+    assert!(
+        !unchanged.lines().iter().any(|l| l.starts_with("DELETE")),
+        "{:?}",
+        unchanged.lines()
+    );
+    assert_eq!(ready(&unchanged.status_written().unwrap()).0, "True");
+
+    let changed = Harness::with_settings(with_seed_bindings(), follow, server);
+    changed.reconcile(&with_status(0)).await.unwrap();
+    assert_eq!(
+        changed.lines(),
+        revoked_with(&[format!("PATCH {STATUS}"), format!("POST {EVENTS}")])
+    );
+    let status = changed.status_written().unwrap();
+    assert_eq!(ready(&status), ("False", "K10PrefixUnknown"));
+    assert_eq!((status.group, status.bindings), (None, vec![]));
 }
