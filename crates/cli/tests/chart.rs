@@ -51,6 +51,8 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
         "--set",
         "metrics.prometheusRule.enabled=true",
         "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
         "log.format=text",
         "--set",
         "metrics.networkPolicy.enabled=true",
@@ -190,6 +192,10 @@ async fn lint_template_and_values_schema() -> anyhow::Result<()> {
     assert!(
         !defaults.contains("kind: PrometheusRule"),
         "alerts are opt-in"
+    );
+    assert!(
+        custom.contains("grafana_dashboard: \"1\"") && !defaults.contains("grafana_dashboard"),
+        "the dashboard is opt-in"
     );
     assert!(
         custom.contains("kind: NetworkPolicy") && custom.contains("name: monitoring"),
@@ -1206,9 +1212,10 @@ async fn the_garbage_collector_orphans_under_the_ownership_policy_with_its_own_c
 }
 
 /// The chart's PrometheusRule passes `promtool check rules` and the unit tests in
-/// `tests/promtool/alerts.test.yaml`, whose series have the names and labels of a real scrape.
+/// `tests/promtool/alerts.test.yaml`, whose series have the names and labels of a real scrape;
+/// the dashboard's queries parse (promtool) and read only metrics of that scrape.
 #[tokio::test]
-async fn the_alerts_fire_when_they_should_and_only_then() -> anyhow::Result<()> {
+async fn alerts_and_dashboard_hold_to_promtool_and_a_real_scrape() -> anyhow::Result<()> {
     let (cp, client) = groupbinder_e2e::setup().await?;
     let promtool = cp.binaries().promtool()?;
     let rendered = succeeded(
@@ -1311,5 +1318,63 @@ async fn the_alerts_fire_when_they_should_and_only_then() -> anyhow::Result<()> 
         }
     }
     assert!(checked >= 5, "only {checked} series held to a sample");
+
+    // The dashboard: every query parses, and names only metrics the scrape has.
+    let rendered = succeeded(
+        cp.helm()
+            .args(["template", "gb", &chart_dir(), "-n", "gb-system"])
+            .args(["--set", "metrics.grafanaDashboard.enabled=true"])
+            .args(["--show-only", "templates/grafana-dashboard.yaml"])
+            .output()?,
+        "helm template (dashboard)",
+    )?;
+    let cm: serde_json::Value = serde_saphyr::from_str(&rendered)?;
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        cm["data"]["groupbinder.json"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no dashboard in {rendered}"))?,
+    )?;
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| {
+            t["expr"]
+                .as_str()
+                .map(|e| e.replace("$namespace", "gb-system"))
+        })
+        .collect();
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let rules = serde_json::json!({"groups": [{"name": "dashboard", "rules": exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("dashboard:query{i}"), "expr": e}))
+        .collect::<Vec<_>>()}]});
+    std::fs::write(
+        dir.path().join("dashboard.yaml"),
+        serde_json::to_vec(&rules)?,
+    )?;
+    let out = std::process::Command::new(&promtool)
+        .args(["check", "rules", "dashboard.yaml"])
+        .current_dir(dir.path())
+        .output()?;
+    succeeded(out, "promtool check rules (the dashboard's queries)")?;
+    for expr in &exprs {
+        let names = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("groupbinder_"));
+        for name in names {
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                scrape.contains(&format!("# TYPE {base} ")),
+                "the dashboard reads {name}, which the operator does not export: {expr}"
+            );
+        }
+    }
     Ok(())
 }
