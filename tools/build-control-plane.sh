@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl,
-# helm), promtool, and the test node's (kubelet, kube-scheduler, the pause image) from their published Go
+# helm), promtool and actionlint, and the test node's (kubelet, kube-scheduler, the pause image) from their published Go
 # modules, into a cache outside the clone keyed by version.
 # Idempotent: a binary set that is already cached is reused. Prints the binary directory last.
 #
@@ -73,6 +73,9 @@ build helm "$helm_ldflags" helm=helm.sh/helm/v3/cmd/helm
 
 # promtool, for the chart's PrometheusRule tests: its version is in its name, in the same cache.
 build promtool "-s -w" "promtool-$PROMETHEUS_VERSION=github.com/prometheus/prometheus/cmd/promtool"
+
+# actionlint, for the release workflow's test: the same.
+build actionlint "-s -w" "actionlint-$ACTIONLINT_VERSION=github.com/rhysd/actionlint/cmd/actionlint"
 
 # The node's pod sandbox image: a static program that sleeps, in a one-layer image.
 build pause "-s -w" pause=groupbinder.dev/tools/pause

@@ -7,7 +7,9 @@
 set -euo pipefail
 out=${1:?usage: tools/build-release.sh OUT}
 cd "$(dirname "$0")/.."
-target=x86_64-unknown-linux-gnu
+# The machine's own target (x86_64 or aarch64): the release workflow builds the arm64 image with
+# the same Dockerfile under emulation.
+target=${GROUPBINDER_TARGET:-$(uname -m)-unknown-linux-gnu}
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   cargo build --release --locked -p groupbinder --target "$target"
 install -m 0755 "target/$target/release/groupbinder" "$out"

@@ -108,3 +108,46 @@ fn a_dockerfile_whose_final_stage_is_not_scratch_is_refused() -> anyhow::Result<
     assert!(!dir.path().join("out.tar").exists());
     Ok(())
 }
+
+/// The release workflow (`.github/workflows/release.yml`) passes actionlint, which would refuse
+/// a broken one; and the versions a release tag must match agree already.
+#[test]
+fn the_release_workflow_passes_actionlint() -> anyhow::Result<()> {
+    let actionlint = groupbinder_testenv::Binaries::locate()?.actionlint()?;
+    let workflow = repo().join(".github/workflows/release.yml");
+    let lint = |file: &Path| {
+        Command::new(&actionlint)
+            .arg("-no-color")
+            .arg(file)
+            .output()
+    };
+    let out = lint(&workflow)?;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The linter does look: a step output that does not exist is refused.
+    let dir = tempfile::tempdir()?;
+    let broken = dir.path().join("release.yml");
+    let text = std::fs::read_to_string(&workflow)?;
+    std::fs::write(
+        &broken,
+        text.replace("steps.image.outputs.digest", "steps.nothing.outputs.digest"),
+    )?;
+    assert!(
+        !lint(&broken)?.status.success(),
+        "actionlint let a broken workflow pass"
+    );
+    // What the workflow checks at release time, checked now: one version everywhere.
+    let chart = std::fs::read_to_string(repo().join("charts/groupbinder/Chart.yaml"))?;
+    for key in ["version: ", "appVersion: "] {
+        let found = chart
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().trim_matches('"'));
+        assert_eq!(found, Some(env!("CARGO_PKG_VERSION")), "Chart.yaml {key}");
+    }
+    Ok(())
+}

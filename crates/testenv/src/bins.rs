@@ -15,6 +15,8 @@ pub struct Versions {
     pub helm: String,
     /// Prometheus, whose promtool checks the chart's alerts, e.g. `v0.316.0`.
     pub prometheus: String,
+    /// actionlint, which checks the release workflow, e.g. `v1.7.12`.
+    pub actionlint: String,
 }
 
 impl Versions {
@@ -33,6 +35,7 @@ impl Versions {
             etcd: get("ETCD_VERSION"),
             helm: get("HELM_VERSION"),
             prometheus: get("PROMETHEUS_VERSION"),
+            actionlint: get("ACTIONLINT_VERSION"),
         }
     }
 }
@@ -94,6 +97,14 @@ impl Binaries {
     /// promtool, built beside the control plane with its version in its name.
     pub fn promtool(&self) -> Result<PathBuf, Error> {
         built(&self.dir, &format!("promtool-{}", self.versions.prometheus))
+    }
+
+    /// actionlint, built beside the control plane with its version in its name.
+    pub fn actionlint(&self) -> Result<PathBuf, Error> {
+        built(
+            &self.dir,
+            &format!("actionlint-{}", self.versions.actionlint),
+        )
     }
 
     /// Finds every binary, or says how to build them.
