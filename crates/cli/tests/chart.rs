@@ -1211,22 +1211,37 @@ async fn the_garbage_collector_orphans_under_the_ownership_policy_with_its_own_c
     Ok(())
 }
 
+/// The one template `template` of the chart, as `helm template` renders it for release `gb` in
+/// `gb-system` with the boolean value `enabled` set.
+fn rendered(cp: &ControlPlane, enabled: &str, template: &str) -> anyhow::Result<serde_json::Value> {
+    let out = succeeded(
+        cp.helm()
+            .args(["template", "gb", &chart_dir(), "-n", "gb-system"])
+            .args(["--set", &format!("{enabled}=true")])
+            .args(["--show-only", &format!("templates/{template}")])
+            .output()?,
+        &format!("helm template ({template})"),
+    )?;
+    Ok(serde_saphyr::from_str(&out)?)
+}
+
+/// `promtool <args>` in `dir`, which must succeed.
+fn promtool(promtool: &Path, dir: &Path, args: [&str; 3]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(promtool)
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    succeeded(out, &format!("promtool {}", args.join(" "))).map(drop)
+}
+
 /// The chart's PrometheusRule passes `promtool check rules` and the unit tests in
 /// `tests/promtool/alerts.test.yaml`, whose series have the names and labels of a real scrape;
 /// the dashboard's queries parse (promtool) and read only metrics of that scrape.
 #[tokio::test]
 async fn alerts_and_dashboard_hold_to_promtool_and_a_real_scrape() -> anyhow::Result<()> {
     let (cp, client) = groupbinder_e2e::setup().await?;
-    let promtool = cp.binaries().promtool()?;
-    let rendered = succeeded(
-        cp.helm()
-            .args(["template", "gb", &chart_dir(), "-n", "gb-system"])
-            .args(["--set", "metrics.prometheusRule.enabled=true"])
-            .args(["--show-only", "templates/prometheusrule.yaml"])
-            .output()?,
-        "helm template (PrometheusRule)",
-    )?;
-    let rule: serde_json::Value = serde_saphyr::from_str(&rendered)?;
+    let promtool_bin = cp.binaries().promtool()?;
+    let rule = rendered(cp, "metrics.prometheusRule.enabled", "prometheusrule.yaml")?;
     assert_eq!(rule["kind"], "PrometheusRule");
     let dir = tempfile::tempdir()?;
     std::fs::write(
@@ -1235,16 +1250,12 @@ async fn alerts_and_dashboard_hold_to_promtool_and_a_real_scrape() -> anyhow::Re
     )?;
     let tests = std::fs::read_to_string(repo().join("tests/promtool/alerts.test.yaml"))?;
     std::fs::write(dir.path().join("alerts.test.yaml"), &tests)?;
-    for args in [
-        ["check", "rules", "rules.yaml"],
+    promtool(&promtool_bin, dir.path(), ["check", "rules", "rules.yaml"])?;
+    promtool(
+        &promtool_bin,
+        dir.path(),
         ["test", "rules", "alerts.test.yaml"],
-    ] {
-        let out = std::process::Command::new(&promtool)
-            .args(args)
-            .current_dir(dir.path())
-            .output()?;
-        succeeded(out, &format!("promtool {}", args.join(" ")))?;
-    }
+    )?;
 
     // A real scrape, with a repair, an orphan and K10's settings read, to hold the series to.
     let _serial = groupbinder_e2e::exclusive().await;
@@ -1320,20 +1331,16 @@ async fn alerts_and_dashboard_hold_to_promtool_and_a_real_scrape() -> anyhow::Re
     assert!(checked >= 5, "only {checked} series held to a sample");
 
     // The dashboard: every query parses, and names only metrics the scrape has.
-    let rendered = succeeded(
-        cp.helm()
-            .args(["template", "gb", &chart_dir(), "-n", "gb-system"])
-            .args(["--set", "metrics.grafanaDashboard.enabled=true"])
-            .args(["--show-only", "templates/grafana-dashboard.yaml"])
-            .output()?,
-        "helm template (dashboard)",
+    let cm = rendered(
+        cp,
+        "metrics.grafanaDashboard.enabled",
+        "grafana-dashboard.yaml",
     )?;
-    let cm: serde_json::Value = serde_saphyr::from_str(&rendered)?;
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let dashboard: serde_json::Value = serde_json::from_str(
         cm["data"]["groupbinder.json"]
             .as_str()
-            .ok_or_else(|| anyhow::anyhow!("no dashboard in {rendered}"))?,
+            .ok_or_else(|| anyhow::anyhow!("no dashboard in {cm}"))?,
     )?;
     let exprs: Vec<String> = dashboard["panels"]
         .as_array()
@@ -1356,11 +1363,11 @@ async fn alerts_and_dashboard_hold_to_promtool_and_a_real_scrape() -> anyhow::Re
         dir.path().join("dashboard.yaml"),
         serde_json::to_vec(&rules)?,
     )?;
-    let out = std::process::Command::new(&promtool)
-        .args(["check", "rules", "dashboard.yaml"])
-        .current_dir(dir.path())
-        .output()?;
-    succeeded(out, "promtool check rules (the dashboard's queries)")?;
+    promtool(
+        &promtool_bin,
+        dir.path(),
+        ["check", "rules", "dashboard.yaml"],
+    )?;
     for expr in &exprs {
         let names = expr
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
