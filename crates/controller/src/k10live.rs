@@ -125,12 +125,7 @@ pub(crate) async fn run(
                 }
                 last_prefix = Some(oidc.group_prefix.clone());
             }
-            metrics.k10_settings_are(match &now {
-                K10Live::Known(_) => "read",
-                K10Live::NotInstalled => "not_installed",
-                K10Live::OidcOff => "oidc_off",
-                K10Live::Unreadable(_) => "unreadable",
-            });
+            metrics.k10_settings_are(&now);
             live.send_if_modified(|was| {
                 let changed = was.as_ref() != Some(&now);
                 if changed {

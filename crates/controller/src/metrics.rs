@@ -276,8 +276,16 @@ impl Metrics {
         }
     }
 
-    /// Says that K10's live settings are now in `state` (one of [`K10_SETTINGS_STATES`]).
-    pub fn k10_settings_are(&self, state: &'static str) {
+    /// Says what is known of K10's live settings now.
+    pub fn k10_settings_are(&self, live: &groupbinder_api::k10oidc::K10Live) {
+        use groupbinder_api::k10oidc::K10Live;
+        let [read, not_installed, oidc_off, unreadable] = K10_SETTINGS_STATES;
+        let state = match live {
+            K10Live::Known(_) => read,
+            K10Live::NotInstalled => not_installed,
+            K10Live::OidcOff => oidc_off,
+            K10Live::Unreadable(_) => unreadable,
+        };
         for each in K10_SETTINGS_STATES {
             self.k10_settings
                 .get_or_create(&K10SettingsLabels { state: each })
