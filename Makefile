@@ -4,6 +4,7 @@
 CARGO ?= cargo
 SOAK_MINUTES ?= 30
 SOAK_SEED ?=
+SOAK_LOG_LEVEL ?= warn
 
 all: lint test
 
@@ -72,7 +73,7 @@ bench: control-plane
 ## `make soak SOAK_MINUTES=30 SOAK_SEED=7`.
 soak: control-plane
 	$(CARGO) build --release --quiet --locked -p groupbinder -p groupbinder-e2e --bins
-	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_SEED=$(SOAK_SEED) target/release/groupbinder-soak
+	SOAK_MINUTES=$(SOAK_MINUTES) SOAK_SEED=$(SOAK_SEED) SOAK_LOG_LEVEL=$(SOAK_LOG_LEVEL) target/release/groupbinder-soak
 
 ## Keep a local control plane running until Ctrl-C.
 up: control-plane

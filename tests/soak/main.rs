@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         duration: Duration::from_secs(minutes * 60),
         revoke_bound: Duration::from_secs(30),
         converge_bound: Duration::from_secs(60),
+        log_level: std::env::var("SOAK_LOG_LEVEL").unwrap_or_else(|_| "warn".to_owned()),
     };
     println!("groupbinder soak: seed {seed}, {minutes} minutes (SOAK_SEED={seed} repeats it)");
     // Kept after the control plane's directory is gone: the operator's log and the trace.

@@ -15,8 +15,10 @@
 //! `Ready=True` on an object whose grants are not all in place, longer than the convergence bound.
 //!
 //! The bounds count the time since the change while the operator could act: not while the API
-//! server or etcd was away, nor for a killed leader the lease duration after the kill (no replica
-//! may lead before it expires). A grant only bindings that are not groupbinder's give (by the README's rule:
+//! server or etcd was away, nor while no running replica held the Lease, as the Lease itself
+//! shows. How long that lasts is measured, not assumed: a standby waits a lease duration from
+//! when it first saw the dead leader's record, so a replacement started late waits longer. A
+//! stretch without a leader longer than that promise is a violation of its own, (e). A grant only bindings that are not groupbinder's give (by the README's rule:
 //! controlled by an AzureGroupBinding, or labelled as groupbinder's and bound to an allowlisted
 //! role) is not held against it; nor one in a namespace being deleted, which goes with it.
 
@@ -54,6 +56,10 @@ const TEAMS: [&str; 2] = ["a", "b"];
 const FIXED_NAMESPACE: &str = "soak-fixed";
 /// The replicas' lease duration (the operator's default, as the chart runs it).
 const LEASE: Duration = Duration::from_secs(15);
+/// How often a standby asks for the lease (the operator's: a third of the lease duration).
+const RETRY: Duration = Duration::from_secs(5);
+/// Beyond the election promise, for a loaded machine, before (e) is recorded.
+const ELECTION_SLACK: Duration = Duration::from_secs(5);
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "groupbinder");
 const UID_LABEL: &str = "groupbinder.dev/azuregroupbinding-uid";
 
@@ -70,12 +76,15 @@ pub struct Options {
     pub revoke_bound: Duration,
     /// A grant the model gives may be missing this long after the last change.
     pub converge_bound: Duration,
+    /// The replicas' log level (`warn`; `info` shows each election and how long it waited).
+    pub log_level: String,
 }
 
 /// One broken guarantee.
 #[derive(Clone, Debug)]
 pub struct Violation {
-    /// `(a) kept`, `(b) missing`, `(c) foreign changed`, `(d) ready but missing`, `final`.
+    /// `(a) kept`, `(b) missing`, `(c) foreign changed`, `(d) ready but missing`,
+    /// `(e) no leader`, `final`.
     pub kind: &'static str,
     /// The step after which it was first seen.
     pub step: usize,
@@ -102,6 +111,8 @@ pub struct Report {
     pub worst_revocation: Duration,
     /// The longest a grant the model gives was missing.
     pub worst_convergence: Duration,
+    /// The longest no running replica held the Lease (not counted against the bounds above).
+    pub worst_leaderless: Duration,
     /// Grants the model does not give that only bindings no longer groupbinder's gave (by the
     /// rule; re-parented, then the allowlist narrowed): not held against it.
     pub not_groupbinders: BTreeSet<Grant>,
@@ -112,7 +123,7 @@ impl std::fmt::Display for Report {
         let sum = |m: &BTreeMap<&str, usize>| m.values().sum::<usize>();
         writeln!(
             f,
-            "seed {}: {} operations {:?}; {} faults {:?}; {} SubjectAccessReviews; worst revocation {:.1} s, worst convergence {:.1} s (outages not counted); {} grants given only by bindings no longer groupbinder's; {} violations",
+            "seed {}: {} operations {:?}; {} faults {:?}; {} SubjectAccessReviews; worst revocation {:.1} s, worst convergence {:.1} s (outages not counted); longest without a leader {:.1} s; {} grants given only by bindings no longer groupbinder's; {} violations",
             self.seed,
             sum(&self.operations),
             self.operations,
@@ -121,6 +132,7 @@ impl std::fmt::Display for Report {
             self.reviews,
             self.worst_revocation.as_secs_f64(),
             self.worst_convergence.as_secs_f64(),
+            self.worst_leaderless.as_secs_f64(),
             self.not_groupbinders.len(),
             self.violations.len()
         )?;
@@ -266,6 +278,15 @@ pub fn credited(outages: &[(Instant, Instant)], since: Instant, now: Instant) ->
     now.saturating_duration_since(since).saturating_sub(away)
 }
 
+/// When a replica should lead at the latest, counting only time the operator could act, after
+/// the leader went at `since`, the first replica still running having started at `first_start`.
+/// A standby takes the lease once it has seen the dead leader's record unchanged for a lease
+/// duration (from when *it* first saw it), asking every retry period: one retry to see it, the
+/// lease, one retry to take it.
+pub fn election_promise(since: Instant, first_start: Instant) -> Instant {
+    since.max(first_start) + LEASE + 2 * RETRY
+}
+
 fn spec_json(name: &str, spec: &Spec) -> serde_json::Value {
     let roles: Vec<serde_json::Value> = spec
         .roles
@@ -338,12 +359,19 @@ struct Soak<'a> {
     replicas: BTreeMap<String, OperatorProcess>,
     /// Replicas started so far (their identities are `soak-<n>`).
     started_replicas: usize,
+    /// When each replica was started, by identity.
+    replica_starts: BTreeMap<String, Instant>,
+    /// Since when (and after which step) no running replica has held the Lease.
+    leaderless_since: Option<(Instant, usize)>,
+    /// The current stretch without a leader was already recorded as (e).
+    stuck_election: bool,
     /// kube-controller-manager stopped until then.
     kcm_down_until: Option<Instant>,
     /// Namespaces deleted and maybe not gone yet: their grants go with them.
     leaving: BTreeSet<String>,
-    /// When the operator could not act (the API server or etcd away, no replica allowed to lead):
-    /// not counted against the bounds.
+    /// When the operator could not act (the API server or etcd away, no replica leading):
+    /// not counted against the bounds. A stretch without a leader still going on is added by
+    /// `credited`.
     outages: Vec<(Instant, Instant)>,
     /// The uid of namespace kube-system, for ownerReferences moved to it.
     kube_system: String,
@@ -379,7 +407,76 @@ impl Soak<'_> {
 
     /// How long from `since` to `now` the operator could act.
     fn credited(&self, since: Instant, now: Instant) -> Duration {
-        credited(&self.outages, since, now)
+        match self.leaderless_since {
+            Some((from, _)) => {
+                let mut outages = self.outages.clone();
+                outages.push((from, now));
+                credited(&outages, since, now)
+            }
+            None => credited(&self.outages, since, now),
+        }
+    }
+
+    /// Reads the Lease: a stretch without a leader starts when no running replica holds it and
+    /// ends (an outage, credited) when one does; one longer than the election promise is (e).
+    async fn follow_the_lease(&mut self) {
+        let Ok(lease) = Api::<Lease>::namespaced(self.client.clone(), "default")
+            .get_opt("groupbinder-leader")
+            .await
+        else {
+            return; // the API server away: that outage is counted where it is made
+        };
+        let holder = lease.and_then(|l| l.spec?.holder_identity);
+        let leading = holder.is_some_and(|h| self.replicas.contains_key(&h));
+        let now = Instant::now();
+        match (leading, self.leaderless_since) {
+            (true, Some((since, _))) => {
+                self.outage(since, now);
+                self.report.worst_leaderless = self.report.worst_leaderless.max(now - since);
+                self.leaderless_since = None;
+                self.stuck_election = false;
+                self.trace(&format!(
+                    "leader again after {:.1} s",
+                    (now - since).as_secs_f64()
+                ));
+            }
+            (false, None) => self.leaderless_since = Some((now, self.step)),
+            (false, Some((since, step))) => {
+                let first_start = self
+                    .replica_starts
+                    .iter()
+                    .filter(|(identity, _)| self.replicas.contains_key(*identity))
+                    .map(|(_, started)| *started)
+                    .min();
+                let Some(first_start) = first_start else {
+                    return;
+                };
+                let promise = election_promise(since, first_start);
+                let base = since.max(first_start);
+                let waited = credited(&self.outages, base, now);
+                if !self.stuck_election && waited > promise - base + ELECTION_SLACK {
+                    self.stuck_election = true;
+                    self.violate(
+                        "(e) no leader",
+                        step,
+                        format!(
+                            "no running replica has held the Lease for {:.1} s ({:.1} s since the first running replica started)",
+                            (now - since).as_secs_f64(),
+                            waited.as_secs_f64()
+                        ),
+                        now - since,
+                    );
+                }
+            }
+            (true, None) => {}
+        }
+    }
+
+    /// The leader (or every replica) stopped now: no leader from here until the Lease says so.
+    fn leader_gone(&mut self) {
+        if self.leaderless_since.is_none() {
+            self.leaderless_since = Some((Instant::now(), self.step));
+        }
     }
 
     /// One line of the trace (`<operator log>.trace`): seconds since the start, step, what;
@@ -423,13 +520,14 @@ impl Soak<'_> {
                 ("GROUPBINDER_ALLOWED_ROLES", &allowed),
                 ("GROUPBINDER_ALLOW_NON_K10_ROLES", "true"),
                 ("GROUPBINDER_DEFAULT_GROUP_PREFIX", DEFAULT_PREFIX),
-                ("GROUPBINDER_LOG_LEVEL", "warn"),
+                ("GROUPBINDER_LOG_LEVEL", &self.options.log_level),
                 ("GROUPBINDER_LEADER_ELECTION", "true"),
                 ("GROUPBINDER_FOLLOW_K10_GROUP_PREFIX", "true"),
                 ("POD_NAME", &identity),
             ],
             log.into(),
         )?;
+        self.replica_starts.insert(identity.clone(), Instant::now());
         self.replicas.insert(identity, process);
         Ok(())
     }
@@ -444,8 +542,8 @@ impl Soak<'_> {
         self.replicas.contains_key(&holder).then_some(holder)
     }
 
-    /// SIGKILLs the leader (any replica when none leads): no replica may lead for a lease
-    /// duration (the standby waits for the lease to expire, a new one for as long).
+    /// SIGKILLs the leader (any replica when none leads): no replica leads until the Lease,
+    /// left to expire, says one does (`follow_the_lease` measures how long that takes).
     async fn kill_leader(&mut self) {
         let victim = match self.leader().await {
             Some(leader) => Some(leader),
@@ -454,8 +552,7 @@ impl Soak<'_> {
         if let Some(mut process) = victim.and_then(|v| self.replicas.remove(&v)) {
             let _ = process.child().kill();
             let _ = process.child().wait();
-            let now = Instant::now();
-            self.outage(now, now + LEASE);
+            self.leader_gone();
         }
     }
 
@@ -463,6 +560,7 @@ impl Soak<'_> {
     fn restart_replicas(&mut self) -> anyhow::Result<()> {
         let count = self.replicas.len().max(1);
         self.replicas.clear(); // SIGTERM
+        self.leader_gone();
         for _ in 0..count {
             self.start_replica()?;
         }
@@ -702,6 +800,7 @@ impl Soak<'_> {
                 // The leader SIGTERMed (it gives its lease up), and a replacement started.
                 if let Some(leader) = self.leader().await {
                     self.replicas.remove(&leader);
+                    self.leader_gone();
                 }
                 if self.replicas.is_empty() {
                     self.start_replica()?;
@@ -930,6 +1029,7 @@ impl Soak<'_> {
     /// Compares the model with what the authorizer answers; `strict`: every difference is a
     /// violation now (the final check, after convergence).
     async fn check(&mut self, strict: bool) -> anyhow::Result<()> {
+        self.follow_the_lease().await;
         self.prune_leaving().await?;
         let expected = model(&self.world);
         let bound = self.bound().await?;
@@ -1130,6 +1230,9 @@ pub async fn run(cp: &ControlPlane, log: PathBuf, options: &Options) -> anyhow::
         world: World::default(),
         replicas: BTreeMap::new(),
         started_replicas: 0,
+        replica_starts: BTreeMap::new(),
+        leaderless_since: None,
+        stuck_election: false,
         kcm_down_until: None,
         leaving: BTreeSet::new(),
         outages: Vec::new(),
@@ -1164,7 +1267,7 @@ pub async fn run(cp: &ControlPlane, log: PathBuf, options: &Options) -> anyhow::
     let quiet = Instant::now();
     loop {
         soak.check(false).await?;
-        if soak.wrong.is_empty() && soak.ready_wrong.is_empty() {
+        if soak.wrong.is_empty() && soak.ready_wrong.is_empty() && soak.leaderless_since.is_none() {
             break;
         }
         if quiet.elapsed() > options.converge_bound {
@@ -1315,6 +1418,16 @@ mod tests {
         assert_eq!(credited(&outages, at(0), at(100)), Duration::from_secs(70));
         assert_eq!(credited(&outages, at(25), at(40)), Duration::from_secs(10));
         assert_eq!(credited(&[], at(5), at(6)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_replacement_started_after_the_leader_died_gets_a_lease_of_its_own() {
+        let t = Instant::now();
+        let at = |s: u64| t + Duration::from_secs(s);
+        // A standby already running: the dead leader's lease, then a retry either side.
+        assert_eq!(election_promise(at(10), at(0)), at(35));
+        // A replacement started 8 s after the kill first sees the record then, and waits from there.
+        assert_eq!(election_promise(at(10), at(18)), at(43));
     }
 
     #[test]

@@ -23,6 +23,7 @@ async fn a_random_history_with_faults_keeps_every_guarantee() -> anyhow::Result<
             duration: Duration::from_secs(20),
             revoke_bound: Duration::from_secs(30),
             converge_bound: Duration::from_secs(60),
+            log_level: "warn".to_owned(),
         };
         let log = cp.dir().join(format!("soak-{seed}.log"));
         let report = run(cp, log, &options).await?;
