@@ -1,5 +1,5 @@
 # The same targets CI runs (.ci/run calls `make ci`). `make test` is the README's test command.
-.PHONY: all control-plane test test-fast test-node node-deps image lint crds demo demo-node bench soak up up-node ci leftovers
+.PHONY: all control-plane kyverno test test-fast test-node node-deps image lint crds demo demo-node bench soak up up-node ci leftovers
 
 CARGO ?= cargo
 SOAK_MINUTES ?= 30
@@ -11,6 +11,11 @@ all: lint test
 ## Build (or reuse from the cache) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
 control-plane:
 	tools/build-control-plane.sh
+
+## Kyverno's admission and background controllers (pinned in tools/kyverno), cached beside the
+## control plane: only for the benchmark that runs them beside groupbinder, never for make test.
+kyverno:
+	tools/build-control-plane.sh --kyverno
 
 ## Every test: unit tests, end-to-end tests on a real control plane, and the chart's pod on a
 ## real node (test-node).
@@ -64,8 +69,9 @@ demo-node: control-plane node-deps image
 	$(CARGO) build --quiet --locked -p groupbinder -p groupbinder-e2e --bins
 	GROUPBINDER_IMAGE=$(IMAGE_TAR) $(CARGO) run --quiet --locked -p groupbinder-e2e --bin groupbinder-demo -- --node
 
-## The benchmark (not part of CI): N=1000 by default, `make bench BENCH_ARGS="--n 5000"`.
-bench: control-plane
+## The benchmark (not part of CI): N=1000 by default, `make bench BENCH_ARGS="--n 5000"`;
+## `BENCH_ARGS=--selectors` (2,000 and 10,000 namespaces, then Kyverno), `BENCH_ARGS=--kyverno`.
+bench: control-plane kyverno
 	$(CARGO) build --release --quiet --locked -p groupbinder -p groupbinder-e2e --bins
 	target/release/groupbinder-bench $(BENCH_ARGS)
 

@@ -17,6 +17,8 @@ pub struct Versions {
     pub prometheus: String,
     /// actionlint, which checks the release workflow, e.g. `v1.7.12`.
     pub actionlint: String,
+    /// Kyverno, run beside groupbinder by the benchmark only, e.g. `v1.19.1`.
+    pub kyverno: String,
 }
 
 impl Versions {
@@ -36,6 +38,7 @@ impl Versions {
             helm: get("HELM_VERSION"),
             prometheus: get("PROMETHEUS_VERSION"),
             actionlint: get("ACTIONLINT_VERSION"),
+            kyverno: get("KYVERNO_VERSION"),
         }
     }
 }
