@@ -42,15 +42,12 @@ async fn converged(cp: &ControlPlane) -> anyhow::Result<OperatorProcess> {
         }
     })
     .await?;
-    let binary = std::env::current_exe()?.with_file_name("groupbinder");
     let max = N.to_string();
     let env = [
         ("GROUPBINDER_RESYNC_SECONDS", "0"),
-        ("GROUPBINDER_LOG_LEVEL", "warn"),
         ("GROUPBINDER_MAX_ROLE_BINDINGS", max.as_str()),
     ];
-    let log = std::fs::File::create(cp.dir().join("operator.log"))?;
-    let operator = OperatorProcess::spawn(&binary, cp.kubeconfig(), &env, log.into())?;
+    let (operator, _) = super::logged_operator(cp, &env)?;
     let spec = AzureGroupBindingSpec {
         group_object_id: "00000000-0000-4000-8000-00000000de1e".into(),
         group_prefix: Some(SEED_PREFIX.into()),

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use groupbinder_api::{AzureGroupBinding, AzureGroupBindingSpec};
 use groupbinder_e2e::{
-    OperatorProcess, SEED_PREFIX, apiserver_writes, install_crd, install_k10,
-    install_seed_k10_oidc, ready,
+    SEED_PREFIX, apiserver_writes, install_crd, install_k10, install_seed_k10_oidc, ready,
 };
 use groupbinder_testenv::{ControlPlane, Options};
 use k8s_openapi::api::core::v1::Secret;
@@ -50,13 +49,7 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "groupbinder K10-settings benchmark: {OBJECTS} objects, {FLIPS} flips of K10's groupPrefix"
     );
-    let binary = std::env::current_exe()?.with_file_name("groupbinder");
-    let env = [
-        ("GROUPBINDER_RESYNC_SECONDS", "0"),
-        ("GROUPBINDER_LOG_LEVEL", "warn"),
-    ];
-    let log = std::fs::File::create(cp.dir().join("operator.log"))?;
-    let _operator = OperatorProcess::spawn(&binary, cp.kubeconfig(), &env, log.into())?;
+    let (_operator, _) = super::logged_operator(&cp, &[("GROUPBINDER_RESYNC_SECONDS", "0")])?;
     let agbs: Api<AzureGroupBinding> = Api::all(client.clone());
     run_all(OBJECTS, CONCURRENCY, |i| {
         let agbs = agbs.clone();

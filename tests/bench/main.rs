@@ -18,12 +18,18 @@
 //! (`apiserver_request_total`), the operator's peak RSS, drift repair latency over 50 deleted
 //! bindings, and spec change to Ready. `--pprof DIR` also writes kube-apiserver CPU profiles of
 //! round 1's phases (`go tool pprof -top DIR/operator.pprof`) and the requests by verb.
+//!
+//! Then, each on control planes of its own: beside rbac-manager (`peer`, `--no-peer` skips it),
+//! namespace selectors at 2,000 and 10,000 namespaces (`selectors`) and beside Kyverno's generate
+//! rule (`kyverno`; `--no-selectors` skips both, `--no-kyverno` the last). `--selectors`,
+//! `--kyverno`, `--peer`, `--deletion`, `--k10-settings` and `--entra` run one part alone.
 
 mod churn;
 mod cold;
 mod deletion;
 mod entra;
 mod k10settings;
+mod kyverno;
 mod peer;
 mod selectors;
 
@@ -261,6 +267,21 @@ fn operator(cp: &ControlPlane, resync: u64) -> anyhow::Result<OperatorProcess> {
     OperatorProcess::spawn(&binary, cp.kubeconfig(), &env, Stdio::null())
 }
 
+/// The operator binary beside this one with `env` (at log level warn), its log in the control
+/// plane's directory: the process, and the log's path.
+fn logged_operator(
+    cp: &ControlPlane,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(OperatorProcess, std::path::PathBuf)> {
+    let binary = std::env::current_exe()?.with_file_name("groupbinder");
+    let mut env = env.to_vec();
+    env.push(("GROUPBINDER_LOG_LEVEL", "warn"));
+    let log = cp.dir().join("operator.log");
+    let file = std::fs::File::create(&log)?;
+    let operator = OperatorProcess::spawn(&binary, cp.kubeconfig(), &env, file.into())?;
+    Ok((operator, log))
+}
+
 fn peak_rss_kib(child: &OperatorProcess) -> u64 {
     rss_kib(child.id())
 }
@@ -461,6 +482,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--selectors") {
         return selectors::run().await;
+    }
+    if std::env::args().any(|a| a == "--kyverno") {
+        return kyverno::run().await;
     }
     if std::env::args().any(|a| a == "--deletion") {
         return deletion::run().await;
@@ -698,5 +722,12 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("\n--- beside rbac-manager (--no-peer to skip) ---");
-    peer::run(n).await
+    peer::run(n).await?;
+    if std::env::args().any(|a| a == "--no-selectors") {
+        return Ok(());
+    }
+    println!(
+        "\n--- namespace selectors at two sizes, then beside Kyverno (--no-selectors to skip) ---"
+    );
+    selectors::run().await
 }

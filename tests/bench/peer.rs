@@ -63,7 +63,7 @@ fn peer_allowance() -> Duration {
     Duration::from_secs(60 * super::arg("--peer-minutes", 20) as u64)
 }
 
-fn delta(before: &Requests, after: &Requests) -> Requests {
+pub(super) fn delta(before: &Requests, after: &Requests) -> Requests {
     after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
