@@ -199,6 +199,14 @@ async fn run_tool(tool: Tool, scale: Scale) -> anyhow::Result<Figures> {
             install_crd(&client).await?;
             let (operator, _) =
                 super::logged_operator(&cp, &[("GROUPBINDER_RESYNC_SECONDS", "0")])?;
+            // Ready to take objects once its metrics and health port answers.
+            while operator.metrics().is_none() {
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "no metrics after 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Running::Groupbinder(operator)
         }
         Tool::Kyverno => start_kyverno(&cp, &client).await?,
