@@ -299,6 +299,79 @@ async fn entra_says_whether_the_id_is_a_group_and_never_moves_a_binding() -> any
     Ok(())
 }
 
+/// A group deleted in Entra ID while nothing in the cluster changes: the operator asks again when
+/// the answer's TTL is up, whatever else happens, so the object says `GroupNotFound` within the
+/// TTL and the replication window, and `Reconciled` again within a TTL once the group is back;
+/// no binding moves meanwhile.
+#[tokio::test]
+async fn a_group_deleted_in_entra_is_told_within_the_ttl_and_the_window() -> anyhow::Result<()> {
+    let (cp, client, _serial, entra) = setup().await?;
+    let group = object_id(110);
+    entra.add_group(&group, "Deleted later", true);
+    let running = start(
+        cp,
+        &entra,
+        "entra-deleted",
+        &[
+            ("GROUPBINDER_ENTRA_TTL_SECONDS", "2"),
+            ("GROUPBINDER_ENTRA_REPLICATION_WINDOW_SECONDS", "3"),
+        ],
+    )?;
+    apply(&client, &object("entra-deleted", &group)).await?;
+    wait_found(&client, "entra-deleted", "True", "Found").await?;
+    wait_for_reason_within(
+        &client,
+        "entra-deleted",
+        "True",
+        "Reconciled",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let before = managed_binding_versions(&client).await?;
+    let asked = entra.graph_requests();
+    // Asked again every TTL while the answer holds.
+    eventually(
+        "the group asked about again",
+        Duration::from_secs(10),
+        || async { Ok((entra.graph_requests() >= asked + 2).then_some(())) },
+    )
+    .await?;
+    entra.remove_group(&group);
+    let deleted = std::time::Instant::now();
+    wait_for_reason_within(
+        &client,
+        "entra-deleted",
+        "False",
+        "GroupNotFound",
+        Duration::from_secs(20),
+    )
+    .await?;
+    let told = deleted.elapsed();
+    entra.add_group(&group, "Deleted later, restored", true);
+    wait_for_reason_within(
+        &client,
+        "entra-deleted",
+        "True",
+        "Reconciled",
+        Duration::from_secs(20),
+    )
+    .await?;
+    assert_eq!(
+        managed_binding_versions(&client).await?,
+        before,
+        "an answer moved a binding"
+    );
+    eprintln!(
+        "GroupNotFound {:.1} s after the deletion (TTL 2 s, window 3 s)",
+        told.as_secs_f64()
+    );
+    drop(running.operator);
+    agbs(&client)
+        .delete("entra-deleted", &Default::default())
+        .await?;
+    Ok(())
+}
+
 /// A wrong tenant answers "not found" for every group: that is Entra ID being unusable, said on
 /// every object, not twelve groups missing.
 #[tokio::test]

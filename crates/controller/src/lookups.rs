@@ -4,7 +4,8 @@
 //! again (through [`Lookups::changes`]). A binding change is so as fast with Entra ID down as
 //! with it up, and no answer, failed or partial, ever changes a binding.
 //!
-//! Bounded: one answer per object ID per TTL, shared by every object naming it; at most
+//! Bounded: one answer per object ID per TTL, shared by every object naming it, and asked again
+//! when the TTL is up (through the objects naming it, while any does); at most
 //! [`CONCURRENCY`] requests at once; after a 429 nothing is asked before `Retry-After` has passed;
 //! a failed refresh keeps the last answer (marked stale) and is tried again later. A breaker: when
 //! every one of the last [`BREAKER_WINDOW`] answers is "not a group", the tenant is probably wrong,
@@ -204,12 +205,6 @@ impl Lookups {
                         _ => RETRY,
                     };
                     tracing::warn!(object_id, %error, retry_in = ?retry, "Entra ID lookup failed; the last answer, if any, holds");
-                    // Asked again then: the objects naming it are reconciled, which asks.
-                    let (sender, id) = (self.changed.clone(), object_id.clone());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(retry).await;
-                        let _ = sender.send(id);
-                    });
                     Entry {
                         answer: before.as_ref().and_then(|b| b.answer.clone()),
                         failure: Some(error.to_string()),
@@ -218,6 +213,18 @@ impl Lookups {
                     }
                 }
             };
+            // Asked again when due, whatever else happens (a group deleted in Entra ID changes
+            // nothing in the cluster): the objects naming it are reconciled then, which asks;
+            // with none left, nothing is asked.
+            let (sender, id, due) = (
+                self.changed.clone(),
+                object_id.clone(),
+                entry.next.saturating_duration_since(now),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(due).await;
+                let _ = sender.send(id);
+            });
             let breaker_after = breaker_open(&state.recent);
             let changed = before.as_ref().map(|b| (&b.answer, b.failure.is_some()))
                 != Some((&entry.answer, entry.failure.is_some()))
@@ -304,6 +311,28 @@ mod tests {
             ),
             Arc::new(Metrics::default()),
         )
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_asked_again_when_its_ttl_is_up_whatever_else_happens() {
+        let fake = Arc::new(Fake {
+            groups: vec!["a".into()],
+            ..Fake::default()
+        });
+        let (lookups, mut changes) = Lookups::new(
+            fake.clone(),
+            ("t".into(), Duration::from_millis(50), Duration::from_secs(600)),
+            Arc::new(Metrics::default()),
+        );
+        assert_eq!(lookups.known("a"), Known::Pending);
+        assert_eq!(changes.recv().await.as_deref(), Some("a"), "answered");
+        // Nobody reconciles: the TTL's end alone has the objects naming "a" reconciled, which asks.
+        let due = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await;
+        assert_eq!(due.ok().flatten().as_deref(), Some("a"), "due again");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        assert!(matches!(lookups.known("a"), Known::Answered { .. }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2, "asked again when due");
     }
 
     #[tokio::test]
