@@ -420,6 +420,73 @@ async fn objects_follow_k10s_prefix_and_hold_the_last_known_one() -> anyhow::Res
     Ok(())
 }
 
+/// Found by the soak (seed 20261203, step 2961): an object edited from an explicit prefix to
+/// none while K10's settings could not be read, the operator restarted meanwhile, kept granting
+/// the old prefix's group for good: the last known prefix was taken from a status written for
+/// the older spec. When in doubt, revoke: its bindings go until K10's prefix is read again, then
+/// it is bound under that one.
+#[tokio::test]
+async fn an_explicit_prefix_taken_out_while_k10_is_unreadable_keeps_no_grant() -> anyhow::Result<()>
+{
+    use k8s_openapi::api::core::v1::Secret;
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client().await?;
+    let _serial = groupbinder_e2e::exclusive().await;
+    install_crd(&client).await?;
+    install_k10(&client, "k10", "kasten-io").await?;
+    let claim = ("groupClaim", "groups");
+    k10(&client, "k10-oidc-auth", &[claim, ("groupPrefix", "k10:")]).await?;
+    let within = Duration::from_secs(30);
+    let actions = (
+        "create",
+        "actions.kio.kasten.io",
+        "backupactions",
+        Some("kasten-io"),
+    );
+    let (old, new) = (format!("other:{}", guid(12)), format!("k10:{}", guid(12)));
+    let (old_groups, new_groups) = ([old.as_str()], [new.as_str()]);
+    let (old_member, new_member) = (
+        Who::new(&client, "member", &old_groups),
+        Who::new(&client, "member", &new_groups),
+    );
+    let first = operator(cp, "taken-out-1.log")?;
+    apply(&client, &object("taken-out", 12, Some("other:"), None)).await?;
+    wait_for_reason_within(&client, "taken-out", "False", "PrefixMismatch", within).await?;
+    old_member
+        .may(actions.0, actions.1, actions.2, actions.3)
+        .await?;
+
+    // K10's Secret gone, the operator stopped, and the explicit prefix taken out meanwhile.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kasten-io");
+    secrets.delete("k10-oidc-auth", &Default::default()).await?;
+    wait_presents(&client, "taken-out", "Unknown", "K10ConfigUnreadable").await?;
+    drop(first);
+    apply(&client, &object("taken-out", 12, None, None)).await?;
+    let second = operator(cp, "taken-out-2.log")?;
+    old_member
+        .may_not(actions.0, actions.1, actions.2, actions.3)
+        .await?;
+    wait_for_reason_within(&client, "taken-out", "False", "K10PrefixUnknown", within).await?;
+    new_member
+        .may_not(actions.0, actions.1, actions.2, actions.3)
+        .await?;
+
+    // K10's settings back: bound under K10's prefix, and only under it.
+    k10(&client, "k10-oidc-auth", &[claim, ("groupPrefix", "k10:")]).await?;
+    wait_for_reason_within(&client, "taken-out", "True", "Reconciled", within).await?;
+    new_member
+        .may(actions.0, actions.1, actions.2, actions.3)
+        .await?;
+    old_member
+        .may_not(actions.0, actions.1, actions.2, actions.3)
+        .await?;
+    drop(second);
+    agbs(&client)
+        .delete("taken-out", &Default::default())
+        .await?;
+    Ok(())
+}
+
 /// `groupbinder <args>` against the control plane; (exit code, stdout, stderr).
 fn cli(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_groupbinder"))
