@@ -338,6 +338,58 @@ async fn detached_bindings_are_adopted_or_deleted() -> anyhow::Result<()> {
     operator.stop().await
 }
 
+/// Found by the soak (seed 2 of the short run): someone with patch rights pins an object's
+/// binding with a finalizer, and the object is deleted while the operator is down (or no replica
+/// leads). The garbage collector deletes the binding only as far as `deletionTimestamp`, the
+/// finalizer holds it, and RBAC does not look at that: the grant stayed for good, because the
+/// sweeper heard only of bindings without a controller. A pinned binding whose object is gone is
+/// now the sweeper's as well: deleted, finalizers and all, when the operator starts.
+#[tokio::test]
+async fn a_pinned_binding_of_an_object_deleted_while_the_operator_was_down_is_revoked()
+-> anyhow::Result<()> {
+    let (_, client) = setup().await?;
+    let _serial = exclusive().await;
+    let operator = Operator::start(&client, config(seed_settings()));
+    seeded(&client, "atk-pinned", 1502).await?;
+    operator.stop().await?;
+    let pin = serde_json::json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    crbs(&client)
+        .patch(
+            "atk-pinned:k10-admin",
+            &PatchParams::default(),
+            &Patch::Merge(&pin),
+        )
+        .await?;
+    agbs(&client)
+        .delete("atk-pinned", &DeleteParams::default())
+        .await?;
+    // The garbage collector (its discovery refreshed every 30 s) deletes it; the finalizer
+    // holds it back, and RBAC still grants it.
+    eventually(
+        "the garbage collector to delete the pinned binding",
+        Duration::from_secs(90),
+        || async {
+            let binding = crbs(&client).get_opt("atk-pinned:k10-admin").await?;
+            Ok(binding
+                .is_some_and(|b| b.metadata.deletion_timestamp.is_some())
+                .then_some(()))
+        },
+    )
+    .await?;
+    k10_admin_granted(&client, &group_of(1502)).await?;
+    let operator = Operator::start(&client, config(seed_settings()));
+    admin_bindings_gone(&client, "atk-pinned", Duration::from_secs(30)).await?;
+    k10_admin_denied(&client, &group_of(1502)).await?;
+    assert_eq!(
+        metric(
+            &operator,
+            "groupbinder_orphaned_bindings_total{action=\"deleted\"}"
+        ),
+        1.0
+    );
+    operator.stop().await
+}
+
 /// A RoleBinding `(namespace, name)` of ClusterRole `role` to Group `group`, whose controller
 /// ownerReference is `(apiVersion, kind, name, uid)`: as anyone who may write bindings there can
 /// make it.

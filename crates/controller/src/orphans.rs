@@ -10,7 +10,9 @@
 //! deletes the ones whose object is gone, unless another living object plans them (someone moved
 //! them away from it: it takes them back): those reported by the binding watches, and every
 //! binding of an object the moment its deletion is seen (at the operator's pace, not the garbage
-//! collector's).
+//! collector's). The watches also report the bindings held back by a finalizer while being
+//! deleted: if their object went while no replica led, nobody saw it go, and the garbage
+//! collector's delete never completes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -179,9 +181,19 @@ impl Sweeper {
     }
 }
 
-/// Sends `binding` to `orphans` if it is an orphan (see [`crate::watch::owners::Claim::Orphaned`]).
+/// Sends `binding` to `orphans` if it is an orphan (see [`crate::watch::owners::Claim::Orphaned`]),
+/// or groupbinder's and pinned: being deleted, held back by a finalizer. Anyone who may patch
+/// bindings can add one, and RBAC does not look at `deletionTimestamp`, so a pinned binding goes
+/// on granting; when its object is gone without the operator seeing it go (deleted while no
+/// replica led), the garbage collector's delete never completes and only the sweeper ends it.
 pub(crate) fn report<B: Binding>(orphans: &Sender<B>, binding: &B, allowed: &Allowlist) {
-    if matches!(claim_binding(binding, allowed), Claim::Orphaned(_)) {
-        let _ = orphans.send(ObjectRef::from_obj(binding));
+    let meta = binding.meta();
+    let pinned = meta.deletion_timestamp.is_some()
+        && meta.finalizers.as_ref().is_some_and(|f| !f.is_empty());
+    match claim_binding(binding, allowed) {
+        Claim::Orphaned(_) => {}
+        Claim::Controlled(_) if pinned => {}
+        Claim::Controlled(_) | Claim::Foreign => return,
     }
+    let _ = orphans.send(ObjectRef::from_obj(binding));
 }
