@@ -62,6 +62,8 @@ struct Directory {
     retry_after: u64,
     federated: Option<Federated>,
     tokens: HashSet<String>,
+    /// Every answer to a group read, in order: when, and whether it was a group (404: not).
+    group_answers: Vec<(Instant, bool)>,
 }
 
 /// The running stand-in. Dropping it stops it.
@@ -202,6 +204,18 @@ impl Entra {
         .collect())
     }
 
+    /// The answers to group reads given since `since`, in order: a group (`true`) or 404.
+    /// Errors (throttling, denied, unreachable) are not answers.
+    pub fn group_answers_since(&self, since: Instant) -> Vec<bool> {
+        self.with(|d| {
+            d.group_answers
+                .iter()
+                .filter(|(at, _)| *at >= since)
+                .map(|(_, found)| *found)
+                .collect()
+        })
+    }
+
     /// Graph requests answered so far (groups and directory objects).
     pub fn graph_requests(&self) -> u64 {
         self.counts.groups.load(Ordering::SeqCst) + self.counts.objects.load(Ordering::SeqCst)
@@ -260,7 +274,7 @@ async fn answer(request: Request<Incoming>, state: &State) -> Response<Full<Byte
             &json!({"error": {"code": "InvalidAuthenticationToken", "message": "Access token validation failure. Invalid audience."}}),
         );
     }
-    let d = lock(directory);
+    let mut d = lock(directory);
     if let Some(until) = d.throttle_until
         && Instant::now() < until
     {
@@ -288,6 +302,10 @@ async fn answer(request: Request<Incoming>, state: &State) -> Response<Full<Byte
             &json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}}),
         )
     };
+    if kind == "group" && d.group_read {
+        let found = d.groups.contains_key(&id);
+        d.group_answers.push((Instant::now(), found));
+    }
     match kind {
         "group" if !d.group_read => denied(),
         "group" => match d.groups.get(&id) {

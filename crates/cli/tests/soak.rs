@@ -1,6 +1,7 @@
 //! The short soak of `make test`: a fixed set of seeds, a minute in all, with the real binary
 //! on the real control plane (`groupbinder_e2e::soak`; `make soak` runs a long one). Every
-//! violation of the model fails the test and names its seed and step.
+//! violation of the model fails the test and names its seed and step; the operator's log and
+//! the trace of each seed stay in `target/tmp/soak/`.
 
 use std::time::Duration;
 
@@ -25,7 +26,12 @@ async fn a_random_history_with_faults_keeps_every_guarantee() -> anyhow::Result<
             converge_bound: Duration::from_secs(60),
             log_level: "warn".to_owned(),
         };
-        let log = cp.dir().join(format!("soak-{seed}.log"));
+        // Kept after the run (with the trace beside it), for a failure to be read.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("soak");
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join(format!("seed-{seed}.log"));
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(log.with_extension("trace"));
         let report = run(cp, log, &options).await?;
         eprint!("{report}");
         if !report.violations.is_empty() {
