@@ -321,7 +321,11 @@ mod tests {
         });
         let (lookups, mut changes) = Lookups::new(
             fake.clone(),
-            ("t".into(), Duration::from_millis(50), Duration::from_secs(600)),
+            (
+                "t".into(),
+                Duration::from_millis(50),
+                Duration::from_secs(600),
+            ),
             Arc::new(Metrics::default()),
         );
         assert_eq!(lookups.known("a"), Known::Pending);
