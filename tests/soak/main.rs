@@ -38,6 +38,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     let dir = std::path::Path::new("target/soak");
     std::fs::create_dir_all(dir)?;
     let log = dir.join(format!("seed-{seed}.log"));
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(log.with_extension("trace"));
     println!(
         "operator log {}, trace {}",
         log.display(),

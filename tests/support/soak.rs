@@ -75,10 +75,14 @@ const SQUATTER_LABEL: &str = "soak.groupbinder.test/squatter";
 const TENANT: &str = "50a5e000-0000-4000-8000-00000000e1d0";
 /// The replicas' answer TTL and replication window (seconds): short, so that a history sees
 /// groups go missing and objects told so.
-const ENTRA_TTL: Duration = Duration::from_secs(5);
-const ENTRA_WINDOW: Duration = Duration::from_secs(10);
+const ENTRA_TTL: Duration = Duration::from_secs(3);
+const ENTRA_WINDOW: Duration = Duration::from_secs(4);
 /// How long the operator waits before asking again after a failed lookup (the README's 30 s).
 const ENTRA_RETRY: Duration = Duration::from_secs(30);
+/// How long past the moment the operator must know that a group is missing (the TTL and the
+/// window after it could ask) an object may still say `Ready=True`: when the window closes, the
+/// objects naming the ID are reconciled at once.
+const ENTRA_BOUND: Duration = Duration::from_secs(10);
 /// At most this many groups are missing from Entra ID at once.
 const MAX_MISSING: usize = 1;
 
@@ -223,8 +227,9 @@ struct Soak<'a> {
     replica_starts: BTreeMap<String, Instant>,
     /// Since when (and after which step) no running replica has held the Lease.
     leaderless_since: Option<(Instant, usize)>,
-    /// Since when the current leader has led (its lookups start then).
+    /// Since when the current leader has led (its lookups start then), and which it is.
     leading_since: Instant,
+    holder: Option<String>,
     /// The current stretch without a leader was already recorded as (e).
     stuck_election: bool,
     /// kube-controller-manager stopped until then.
@@ -534,6 +539,7 @@ pub async fn run(cp: &ControlPlane, log: PathBuf, options: &Options) -> anyhow::
         replica_starts: BTreeMap::new(),
         leaderless_since: None,
         leading_since: Instant::now(),
+        holder: None,
         stuck_election: false,
         kcm_down_until: None,
         leaving: BTreeSet::new(),

@@ -13,7 +13,8 @@ use kube::{Api, ResourceExt};
 
 use super::model::{self, Grant, Hold, Presents};
 use super::{
-    ELECTION_SLACK, ENTRA_TTL, ENTRA_WINDOW, MANAGED_BY, ROLES, Soak, Violation, WITNESS_GROUP,
+    ELECTION_SLACK, ENTRA_BOUND, ENTRA_TTL, ENTRA_WINDOW, MANAGED_BY, ROLES, Soak, Violation,
+    WITNESS_GROUP,
 };
 use crate::Who;
 use groupbinder_api::AzureGroupBinding;
@@ -29,8 +30,16 @@ impl Soak<'_> {
             return; // the API server away: that outage is counted where it is made
         };
         let holder = lease.and_then(|l| l.spec?.holder_identity);
-        let leading = holder.is_some_and(|h| self.replicas.contains_key(&h));
+        let leading = holder
+            .as_ref()
+            .is_some_and(|h| self.replicas.contains_key(h));
         let now = Instant::now();
+        // Another replica leads (a standby took over before a check saw no leader): its Entra
+        // ID lookups start afresh.
+        if leading && holder != self.holder {
+            self.leading_since = now;
+        }
+        self.holder = holder.filter(|_| leading);
         match (leading, self.leaderless_since) {
             (true, Some((since, _))) => {
                 self.outage(since, now);
@@ -365,7 +374,14 @@ impl Soak<'_> {
         if model::breaker_may_be_open(&answers) {
             return None;
         }
-        Some(missing.max(self.leading_since).max(self.entra.clear_from) + ENTRA_TTL + ENTRA_WINDOW)
+        // A new leader asks at its first reconcile of every object; a leader that had an
+        // answer asks again when its TTL is up.
+        Some(
+            (missing + ENTRA_TTL)
+                .max(self.leading_since)
+                .max(self.entra.clear_from)
+                + ENTRA_WINDOW,
+        )
     }
 
     /// (d), (f) and (g): an object saying `Ready=True` for its current spec must hold every
@@ -458,13 +474,19 @@ impl Soak<'_> {
             for (kind, what_key, what, since) in wrong {
                 let key = (name.clone(), what_key);
                 seen_now.insert(key.clone());
+                // (g) is counted from when the operator must know; the others from the change.
+                let bound = if since.is_some() {
+                    ENTRA_BOUND
+                } else {
+                    self.options.converge_bound
+                };
                 let (since, step) = *self.ready_wrong.entry(key.clone()).or_insert(match since {
                     Some(since) => (since, self.step),
                     None => self.last_change,
                 });
                 let seen = self.credited(since, now);
                 self.report.worst_ready = self.report.worst_ready.max(seen);
-                if strict || seen > self.options.converge_bound {
+                if strict || seen > bound {
                     self.violate(kind, step, what, seen);
                     // Once a bound: the next violation of it only after another.
                     self.ready_wrong.insert(key, (now, self.step));

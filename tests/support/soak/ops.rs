@@ -28,7 +28,7 @@ impl Soak<'_> {
         let roll = self.rng.below(100);
         let name = format!("soak-{}", self.rng.below(NAMES));
         match roll {
-            0..=32 => {
+            0..=35 => {
                 // Create or edit (server-side apply: a whole new spec).
                 let spec = random_spec(&mut self.rng);
                 let object: AzureGroupBinding = serde_json::from_value(spec_json(&name, &spec))?;
@@ -42,7 +42,7 @@ impl Soak<'_> {
                 self.spec_written(name, spec);
                 self.op(kind);
             }
-            33..=42 => {
+            36..=45 => {
                 if self.world.specs.remove(&name).is_some() {
                     self.world.holds.remove(&name);
                     let _ = agbs.delete(&name, &DeleteParams::default()).await?;
@@ -67,8 +67,8 @@ impl Soak<'_> {
                     }
                 }
             }
-            43..=57 => self.namespace_op().await?,
-            58..=62 => {
+            46..=60 => self.namespace_op().await?,
+            61..=65 => {
                 // A role deleted, or (more often, while one is missing) created again.
                 let api: Api<ClusterRole> = Api::all(self.client.clone());
                 let missing = ROLES[..3].iter().find(|r| !self.world.roles.contains(**r));
@@ -86,15 +86,23 @@ impl Soak<'_> {
                     }
                 }
             }
-            63..=80 => self.hand_edit().await?,
-            81..=82 => self.squat().await?,
-            83..=85 => self.k10_op().await?,
-            86..=88 => self.entra_op(),
-            89..=90 => {
-                // Narrow or widen the allowlist: every replica restarted.
-                let role = ROLES[self.rng.below(3)].to_owned();
-                if !self.world.allowed.remove(&role) {
-                    self.world.allowed.insert(role);
+            66..=83 => self.hand_edit().await?,
+            84..=85 => self.squat().await?,
+            86..=88 => self.k10_op().await?,
+            89..=91 => self.entra_op(),
+            92 => {
+                // Narrow or (more often, while narrowed) widen the allowlist: every replica
+                // restarted.
+                let missing = ROLES[..3]
+                    .iter()
+                    .find(|r| !self.world.allowed.contains(**r));
+                match missing {
+                    Some(role) if self.rng.chance(70) => {
+                        self.world.allowed.insert((*role).to_owned());
+                    }
+                    _ => {
+                        self.world.allowed.remove(ROLES[self.rng.below(3)]);
+                    }
                 }
                 if self.world.allowed.is_empty() {
                     self.world.allowed.insert(ROLES[0].to_owned());
@@ -102,7 +110,7 @@ impl Soak<'_> {
                 self.restart_replicas()?;
                 self.fault("allowlist changed (restart)");
             }
-            91 => {
+            93 if self.rng.chance(50) => {
                 // The API server restarted: every watch breaks, every request fails meanwhile.
                 let from = Instant::now();
                 self.cp.stop_apiserver();
@@ -111,7 +119,7 @@ impl Soak<'_> {
                 self.outage(from, Instant::now());
                 self.fault("API server restart");
             }
-            92 => {
+            93 => {
                 // etcd away: the API server answers errors meanwhile.
                 let from = Instant::now();
                 self.cp.stop_etcd();
@@ -132,7 +140,7 @@ impl Soak<'_> {
                 self.outage(from, Instant::now());
                 self.fault("etcd stopped");
             }
-            93 => {
+            94 => {
                 // kube-controller-manager away for a while: no garbage collection, namespaces
                 // stay Terminating. Revocation must not depend on it.
                 if self.kcm_down_until.is_none() {
@@ -142,14 +150,14 @@ impl Soak<'_> {
                     self.fault("kube-controller-manager stopped");
                 }
             }
-            94 => {
+            95 => {
                 // The leader SIGKILLed, and a replacement started (as a Deployment would).
                 self.kill_leader().await;
                 tokio::time::sleep(Duration::from_millis(self.rng.below(2000) as u64)).await;
                 self.start_replica()?;
                 self.fault("leader SIGKILLed");
             }
-            95..=97 => {
+            96..=98 => {
                 // A second replica started, or the standby SIGKILLed.
                 if self.replicas.len() < 2 {
                     self.start_replica()?;
@@ -408,7 +416,12 @@ impl Soak<'_> {
             self.op("squatter removed");
             return Ok(());
         }
-        let targets = self.managed_bindings().await?;
+        // Not in a namespace being deleted: the binding would go with it.
+        let mut targets = self.managed_bindings().await?;
+        targets.retain(|(ns, _)| {
+            ns.as_ref()
+                .is_none_or(|n| self.world.namespaces.contains_key(n) && !self.leaving.contains(n))
+        });
         if targets.is_empty() {
             return Ok(());
         }
@@ -537,11 +550,11 @@ impl Soak<'_> {
     /// Entra ID: a group deleted or restored, or a fault for a few seconds: unreachable,
     /// throttling, or group reads denied. No answer may change a binding.
     fn entra_op(&mut self) {
-        let choice = self.rng.below(10);
+        let choice = self.rng.below(20);
         let standin = &self.entra.standin;
-        if choice < 7 {
+        if choice < 17 {
             let id = match self.entra.missing.keys().next() {
-                Some(missing) if self.rng.chance(50) => missing.clone(),
+                Some(missing) if self.rng.chance(30) => missing.clone(),
                 _ => object_id(self.rng.below(IDS)),
             };
             if self.entra.missing.remove(&id).is_some() {
@@ -559,11 +572,11 @@ impl Soak<'_> {
         }
         let lasts = Duration::from_secs(2 + self.rng.below(9) as u64);
         let kind = match choice {
-            7 => {
+            17 => {
                 standin.set_down(true);
                 "unreachable"
             }
-            8 => {
+            18 => {
                 standin.throttle(lasts, 1 + self.rng.below(3) as u64);
                 "throttling"
             }
