@@ -287,6 +287,22 @@ async fn ready_follows_what_k10_really_presents_and_the_client_secret_stays_hidd
     Ok(())
 }
 
+/// What a K10 admin does: create a backup action in K10's namespace.
+const BACKUP_ACTIONS: (&str, &str, &str, Option<&str>) = (
+    "create",
+    "actions.kio.kasten.io",
+    "backupactions",
+    Some("kasten-io"),
+);
+
+/// Deletes K10's OIDC Secret (a reinstall) and waits until `name` says it cannot be read.
+async fn k10_secret_deleted(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "kasten-io");
+    secrets.delete("k10-oidc-auth", &Default::default()).await?;
+    wait_presents(client, name, "Unknown", "K10ConfigUnreadable").await
+}
+
 /// The operator's status group of `name`.
 async fn group_of(client: &kube::Client, name: &str) -> anyhow::Result<Option<String>> {
     Ok(agbs(client).get(name).await?.status.and_then(|s| s.group))
@@ -308,7 +324,6 @@ fn operator(cp: &ControlPlane, log: &str) -> anyhow::Result<OperatorProcess> {
 /// is reported, never "fixed".
 #[tokio::test]
 async fn objects_follow_k10s_prefix_and_hold_the_last_known_one() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Secret;
     let cp = ControlPlane::shared().await?;
     let client = cp.client().await?;
     let _serial = groupbinder_e2e::exclusive().await;
@@ -340,21 +355,14 @@ async fn objects_follow_k10s_prefix_and_hold_the_last_known_one() -> anyhow::Res
     .await?;
     let groups = [held.as_str()];
     let member = Who::new(&client, "member", &groups);
-    let actions = (
-        "create",
-        "actions.kio.kasten.io",
-        "backupactions",
-        Some("kasten-io"),
-    );
+    let actions = BACKUP_ACTIONS;
     member
         .may(actions.0, actions.1, actions.2, actions.3)
         .await?;
 
     // K10's Secret deleted (a reinstall), and the operator restarted meanwhile: the prefix
     // holds, nothing is revoked.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kasten-io");
-    secrets.delete("k10-oidc-auth", &Default::default()).await?;
-    wait_presents(&client, "follow-a", "Unknown", "K10ConfigUnreadable").await?;
+    k10_secret_deleted(&client, "follow-a").await?;
     drop(first);
     let second = operator(cp, "follow-2.log")?;
     eventually("the new operator to reconcile", within, || async {
@@ -428,7 +436,6 @@ async fn objects_follow_k10s_prefix_and_hold_the_last_known_one() -> anyhow::Res
 #[tokio::test]
 async fn an_explicit_prefix_taken_out_while_k10_is_unreadable_keeps_no_grant() -> anyhow::Result<()>
 {
-    use k8s_openapi::api::core::v1::Secret;
     let cp = ControlPlane::shared().await?;
     let client = cp.client().await?;
     let _serial = groupbinder_e2e::exclusive().await;
@@ -437,12 +444,7 @@ async fn an_explicit_prefix_taken_out_while_k10_is_unreadable_keeps_no_grant() -
     let claim = ("groupClaim", "groups");
     k10(&client, "k10-oidc-auth", &[claim, ("groupPrefix", "k10:")]).await?;
     let within = Duration::from_secs(30);
-    let actions = (
-        "create",
-        "actions.kio.kasten.io",
-        "backupactions",
-        Some("kasten-io"),
-    );
+    let actions = BACKUP_ACTIONS;
     let (old, new) = (format!("other:{}", guid(12)), format!("k10:{}", guid(12)));
     let (old_groups, new_groups) = ([old.as_str()], [new.as_str()]);
     let (old_member, new_member) = (
@@ -457,9 +459,7 @@ async fn an_explicit_prefix_taken_out_while_k10_is_unreadable_keeps_no_grant() -
         .await?;
 
     // K10's Secret gone, the operator stopped, and the explicit prefix taken out meanwhile.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kasten-io");
-    secrets.delete("k10-oidc-auth", &Default::default()).await?;
-    wait_presents(&client, "taken-out", "Unknown", "K10ConfigUnreadable").await?;
+    k10_secret_deleted(&client, "taken-out").await?;
     drop(first);
     apply(&client, &object("taken-out", 12, None, None)).await?;
     let second = operator(cp, "taken-out-2.log")?;
