@@ -190,10 +190,12 @@ pub(crate) fn report<B: Binding>(orphans: &Sender<B>, binding: &B, allowed: &All
     let meta = binding.meta();
     let pinned = meta.deletion_timestamp.is_some()
         && meta.finalizers.as_ref().is_some_and(|f| !f.is_empty());
-    match claim_binding(binding, allowed) {
-        Claim::Orphaned(_) => {}
-        Claim::Controlled(_) if pinned => {}
-        Claim::Controlled(_) | Claim::Foreign => return,
+    let sweep = match claim_binding(binding, allowed) {
+        Claim::Orphaned(_) => true,
+        Claim::Controlled(_) => pinned,
+        Claim::Foreign => false,
+    };
+    if sweep {
+        let _ = orphans.send(ObjectRef::from_obj(binding));
     }
-    let _ = orphans.send(ObjectRef::from_obj(binding));
 }
