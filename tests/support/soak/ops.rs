@@ -204,16 +204,8 @@ impl Soak<'_> {
             self.kcm_down_until = None;
             self.cp.start_controller_manager()?;
         }
-        if let Some((until, kind)) = self.entra.fault
-            && now >= until
-        {
-            self.entra.fault = None;
-            self.entra.standin.set_down(false);
-            self.entra.standin.set_group_read(true);
-            // A lookup that failed is asked again after the retry (throttling: Retry-After,
-            // shorter).
-            self.entra.clear_from = now + ENTRA_RETRY;
-            self.trace(&format!("Entra ID {kind} ends"));
+        if self.entra.fault.is_some_and(|(until, _)| now >= until) {
+            self.end_entra_fault();
         }
         Ok(())
     }
@@ -223,13 +215,19 @@ impl Soak<'_> {
         if self.kcm_down_until.take().is_some() {
             self.cp.start_controller_manager()?;
         }
+        self.end_entra_fault();
+        Ok(())
+    }
+
+    /// Entra ID answers again. A lookup that failed meanwhile is asked again after the retry
+    /// (throttling: after Retry-After, shorter).
+    fn end_entra_fault(&mut self) {
         if let Some((_, kind)) = self.entra.fault.take() {
             self.entra.standin.set_down(false);
             self.entra.standin.set_group_read(true);
             self.entra.clear_from = Instant::now() + ENTRA_RETRY;
             self.trace(&format!("Entra ID {kind} ends"));
         }
-        Ok(())
     }
 
     async fn namespace_op(&mut self) -> anyhow::Result<()> {
@@ -450,13 +448,9 @@ impl Soak<'_> {
             // K10's administrator mends it.
             k10.group_claim = true;
             k10.allow_list.clear();
-            let patch = json!({"stringData": k10_data(&k10)});
-            secrets
-                .patch(K10_SECRET, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            self.world.k10 = k10;
-            self.op("K10 groupClaim and groupAllowList mended");
-            return Ok(());
+            return self
+                .k10_changed(&secrets, k10, "K10 groupClaim and groupAllowList mended")
+                .await;
         }
         if !k10.readable || choice >= 17 {
             if k10.readable {
@@ -510,6 +504,16 @@ impl Soak<'_> {
                 "K10 groupAllowList changed"
             }
         };
+        self.k10_changed(&secrets, k10, kind).await
+    }
+
+    /// Writes `k10` into K10's OIDC Secret: K10 reconfigured.
+    async fn k10_changed(
+        &mut self,
+        secrets: &Api<Secret>,
+        k10: K10,
+        kind: &'static str,
+    ) -> anyhow::Result<()> {
         let patch = json!({"stringData": k10_data(&k10)});
         secrets
             .patch(K10_SECRET, &PatchParams::default(), &Patch::Merge(&patch))
